@@ -1,0 +1,133 @@
+"""All hypothesis strategies for loss inputs, in one place.
+
+A drawn input is a :class:`LossCase` whose ``repr`` is runnable Python, so a
+failing property prints a counterexample you can paste into a session::
+
+    case = LossCase(logits=torch.tensor([[[0.0, 10000.0]]], dtype=torch.float32),
+                    targets=torch.tensor([[1]]), ignore_index=-100, hparams={'gamma': 0.5})
+    case.call(my_loss)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from lossbench.losses.registry import LossSpec
+
+# Small shapes: properties are about the math, and shrinking works best on few elements.
+MAX_BATCH, MAX_TIME, MAX_VOCAB = 3, 6, 8
+IGNORE_INDICES = (-100, -1, 0)  # 0: an in-vocabulary padding id must be honoured too
+EXTREME = 1e4  # the issue's stability bound for fp32 logits
+
+
+def _tensor_repr(t: torch.Tensor) -> str:
+    dtype = "" if t.dtype == torch.int64 else f", dtype=torch.{str(t.dtype).split('.')[-1]}"
+    return f"torch.tensor({t.tolist()!r}{dtype})"
+
+
+@dataclass(frozen=True)
+class LossCase:
+    """One input to a loss: logits (B, T, V), targets (B, T) and keyword arguments."""
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    ignore_index: int = -100
+    hparams: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. teacher_probs (B, T, V)
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)  # a property's own draws (noise, perm)
+
+    def call(self, fn: Callable, logits: torch.Tensor | None = None, **override) -> torch.Tensor:
+        """Per-token loss (B, T) of ``fn`` on this case (optionally on other logits)."""
+        kwargs = {"ignore_index": self.ignore_index, **self.hparams, **self.extras, **override}
+        return fn(self.logits if logits is None else logits, self.targets, **kwargs)
+
+    @property
+    def keep(self) -> torch.Tensor:
+        return self.targets != self.ignore_index
+
+    def permuted(self, perm: torch.Tensor) -> "LossCase":
+        """The same case with batch rows reordered."""
+        return replace(self, logits=self.logits[perm], targets=self.targets[perm],
+                       extras={k: v[perm] for k, v in self.extras.items()}, aux={})
+
+    def __repr__(self) -> str:
+        parts = [f"logits={_tensor_repr(self.logits)}", f"targets={_tensor_repr(self.targets)}",
+                 f"ignore_index={self.ignore_index}"]
+        if self.hparams:
+            parts.append(f"hparams={self.hparams!r}")
+        for name in ("extras", "aux"):
+            if getattr(self, name):
+                inner = ", ".join(f"{k!r}: {_tensor_repr(v)}" for k, v in getattr(self, name).items())
+                parts.append(f"{name}={{{inner}}}")
+        return "LossCase(\n    " + ",\n    ".join(parts) + ",\n)"
+
+    def _repr_pretty_(self, printer, cycle):  # hypothesis' falsifying-example printer
+        printer.text(repr(self))
+
+
+@st.composite
+def shapes(draw, *, max_batch=MAX_BATCH, max_time=MAX_TIME, max_vocab=MAX_VOCAB):
+    """(B, T, V) with V >= 2 (a softmax over one class is degenerate)."""
+    return (draw(st.integers(1, max_batch), label="B"), draw(st.integers(1, max_time), label="T"),
+            draw(st.integers(2, max_vocab), label="V"))
+
+
+def logit_arrays(shape, *, magnitude: float, dtype=np.float64):
+    """Float arrays with every element in [-magnitude, magnitude] (hypothesis favours the ends)."""
+    width = 32 if dtype == np.float32 else 64
+    elements = st.floats(-magnitude, magnitude, allow_nan=False, allow_infinity=False, width=width)
+    return arrays(dtype, shape, elements=elements)
+
+
+def targets_for(shape_bt, vocab: int, ignore_index: int):
+    """Target ids in [0, V) or ``ignore_index``."""
+    return arrays(np.int64, shape_bt,
+                  elements=st.one_of(st.integers(0, vocab - 1), st.just(ignore_index)))
+
+
+def distributions(shape):
+    """Strictly positive rows summing to 1 along the last axis (a teacher), float64."""
+    weights = arrays(np.float64, shape, elements=st.floats(1e-3, 1.0))
+    return weights.map(lambda w: w / w.sum(axis=-1, keepdims=True))
+
+
+def hparam_values(spec: LossSpec, *, use_defaults: bool = False):
+    """A dict of hyperparameters drawn from each one's valid range (ends included)."""
+    if use_defaults or not spec.hparams:
+        return st.just(spec.defaults())
+    strategies = {}
+    for name, hp in spec.hparams.items():
+        if hp.integer:
+            strategies[name] = st.integers(int(hp.low), int(hp.high))
+        else:
+            strategies[name] = st.one_of(st.sampled_from([hp.low, hp.default, hp.high]),
+                                         st.floats(hp.low, hp.high))
+    return st.fixed_dictionaries(strategies)
+
+
+@st.composite
+def loss_cases(draw, spec: LossSpec, *, magnitude: float = 20.0, dtype=np.float64,
+               max_batch=MAX_BATCH, max_time=MAX_TIME, max_vocab=MAX_VOCAB,
+               draw_hparams: bool = True, ignore_indices=IGNORE_INDICES) -> LossCase:
+    """A full input for ``spec``: shape, logits, targets (some ignored), hparams, extras."""
+    B, T, V = draw(shapes(max_batch=max_batch, max_time=max_time, max_vocab=max_vocab))
+    logits = draw(logit_arrays((B, T, V), magnitude=magnitude, dtype=dtype), label="logits")
+    ignore_index = draw(st.sampled_from(ignore_indices), label="ignore_index")
+    targets = draw(targets_for((B, T), V, ignore_index), label="targets")
+    hparams = draw(hparam_values(spec, use_defaults=not draw_hparams), label="hparams")
+    extras = {}
+    if "teacher_probs" in spec.extra_inputs and draw(st.booleans(), label="with teacher"):
+        teacher = draw(distributions((B, T, V)), label="teacher_probs")
+        extras["teacher_probs"] = torch.from_numpy(teacher).to(torch.from_numpy(logits).dtype)
+    return LossCase(torch.from_numpy(logits), torch.from_numpy(targets), ignore_index,
+                    hparams, extras)
+
+
+def batch_permutations(batch: int):
+    return st.permutations(list(range(batch))).map(torch.tensor)

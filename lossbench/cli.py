@@ -1,0 +1,137 @@
+"""The `lossbench` command line.
+
+Bad input (unknown loss, missing file, wrong signature, bad option) prints one
+line ``lossbench: error: ...`` to stderr and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from lossbench import __version__
+
+
+class InputError(click.ClickException):
+    """Bad user input: one line, exit code 2."""
+
+    exit_code = 2
+
+
+def _load_plugins(plugins: tuple[str, ...]) -> None:
+    from lossbench.losses import PluginError, load_plugin
+
+    for plugin in plugins:
+        try:
+            load_plugin(plugin)
+        except PluginError as exc:
+            raise InputError(f"--plugin: {exc}") from None
+
+
+_plugin_option = click.option(
+    "--plugin", "plugins", multiple=True, metavar="FILE.py|MODULE",
+    help="Import a file or module that registers extra losses (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lossbench")
+def cli():
+    """Compare training losses for language models on identical small GPT runs."""
+
+
+@cli.command("losses")
+@_plugin_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def losses_cmd(plugins, as_json):
+    """List the registered losses with hyperparameters and references."""
+    _load_plugins(plugins)
+    from lossbench.losses import list_losses
+
+    specs = list_losses()
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in specs], indent=2))
+        return
+    rows = [(s.name, s.description,
+             ", ".join(f"{k}={h.describe()}" for k, h in s.hparams.items()) or "-",
+             s.reference) for s in specs]
+    _print_table(("loss", "description", "hyperparameters (default in range)", "reference"), rows)
+
+
+@cli.command("check")
+@click.argument("target")
+@_plugin_option
+@click.option("--profile", type=click.Choice(["dev", "ci"]), default="dev", show_default=True,
+              help="Hypothesis profile: dev (fast) or ci (more examples, derandomized).")
+@click.option("--max-examples", type=click.IntRange(1), default=None,
+              help="Examples per property (overrides the profile).")
+@click.option("--seed", type=int, default=None, help="Hypothesis seed for a reproducible search.")
+@click.option("--property", "only", multiple=True, metavar="NAME",
+              help="Run only these properties (repeatable).")
+def check_cmd(target, plugins, profile, max_examples, seed, only):
+    """Property-test losses with hypothesis.
+
+    TARGET is a registered loss name, `all`, `path/file.py:function` or
+    `module:function`. Registered losses are checked on the properties they
+    declare; a plain function on the generic ones. Exit 0 when all pass,
+    1 when any fails, 2 for bad input.
+    """
+    _load_plugins(plugins)
+    from lossbench.checks import (PROPERTIES, CheckTargetError, check_loss, resolve_targets,
+                                  run_property)
+
+    try:
+        specs = resolve_targets(target)
+    except CheckTargetError as exc:
+        raise InputError(f"TARGET: {exc}") from None
+    unknown = [p for p in only if p not in PROPERTIES]
+    if unknown:
+        raise InputError(f"--property: unknown {unknown}; known: {', '.join(sorted(PROPERTIES))}")
+
+    failures, rows = [], []
+    for spec in specs:
+        if only:
+            results = [run_property(spec, p, profile=profile, max_examples=max_examples, seed=seed)
+                       for p in only if p in spec.properties]
+        else:
+            results = check_loss(spec, profile=profile, max_examples=max_examples, seed=seed)
+        for r in results:
+            rows.append((r.loss, r.prop, "pass" if r.passed else "FAIL", r.message.splitlines()[0]
+                         if r.message else ""))
+            if not r.passed:
+                failures.append(r)
+    _print_table(("loss", "property", "result", "detail"), rows)
+    for r in failures:
+        click.echo(f"\n--- {r.loss}: {r.prop} failed: {r.message}")
+        if r.counterexample:
+            click.echo("Falsifying example (runnable; `from lossbench.checks import LossCase`, then "
+                       "`case.call(fn)`):")
+            click.echo(f"case = {r.counterexample}")
+    n = len(rows)
+    click.echo(f"\n{n - len(failures)} passed, {len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+def _print_table(header, rows) -> None:
+    """Plain aligned columns; the last column is not padded (it may be long)."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for i, row in enumerate([header, *rows]):
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths)] + [str(row[-1])]
+        click.echo("  ".join(cells).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def main(argv=None) -> None:
+    """Entry point: click errors become one line on stderr with exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="lossbench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("lossbench: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"lossbench: error: {exc.format_message()}", err=True)
+        sys.exit(2 if isinstance(exc, (InputError, click.UsageError)) else exc.exit_code)

@@ -1,0 +1,91 @@
+"""Distillation losses against a full target distribution ``teacher_probs`` (B, T, V).
+
+In training the pipeline supplies ``teacher_probs`` from the suite's teacher:
+``ngram`` (an add-k n-gram fitted on the training split: distillation from
+corpus statistics), ``oracle`` (the markov corpus's exact next-token
+distribution) or ``smoothed``. Without ``teacher_probs`` (``smoothed``, or
+``lossbench check``) the target is the label-smoothed one-hot with mass
+``smoothing``; forward KL then trains exactly like ``label_smoothing`` up to a
+constant, and neither loss ever silently equals cross-entropy (smoothing > 0).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._common import finish, prepare, smoothed_one_hot
+from .registry import HParam, register_loss
+
+_SMOOTHING = HParam(0.1, 1e-3, 1.0, "mass of the label-smoothed fallback target "
+                    "(used only without teacher_probs)")
+
+
+def _target_distribution(logits, safe, teacher_probs, smoothing):
+    if teacher_probs is None:
+        return smoothed_one_hot(safe, logits.shape[-1], smoothing, logits.dtype)
+    if teacher_probs.shape != logits.shape:
+        raise ValueError(f"teacher_probs must have the logits' shape {tuple(logits.shape)}, "
+                         f"got {tuple(teacher_probs.shape)}")
+    return teacher_probs.to(logits.dtype)
+
+
+def _kl_reference(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None):
+    V = logits.shape[-1]
+    t = teacher_probs if teacher_probs is not None else \
+        F.one_hot(targets.clamp_min(0), V).to(logits.dtype) * (1 - smoothing) + smoothing / V
+    loss = F.kl_div(F.log_softmax(logits, -1), t.to(logits.dtype), reduction="none").sum(-1)
+    return torch.where(targets != ignore_index, loss, torch.zeros_like(loss))
+
+
+@register_loss(
+    "kl",
+    description="Forward KL(teacher || model): distillation from a target distribution.",
+    reference="Hinton et al., Distilling the Knowledge in a Neural Network, 2015",
+    hparams={"smoothing": _SMOOTHING},
+    properties=("nonnegative", "shift_invariant", "zero_at_teacher"),
+    extra_inputs=("teacher_probs",),
+    reference_impl=_kl_reference,
+)
+def kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None):
+    """L = sum_c t_c (log t_c - log p_c), with t = teacher_probs (B, T, V) or the smoothed one-hot.
+
+    Mass-covering: it pays -t_c log p_c wherever the teacher puts mass.
+    """
+    logits, safe, keep = prepare(logits, targets, ignore_index)
+    t = _target_distribution(logits, safe, teacher_probs, smoothing)
+    logp = F.log_softmax(logits, dim=-1)
+    return finish((torch.xlogy(t, t) - t * logp).sum(dim=-1), keep)
+
+
+def _reverse_kl_reference(logits, targets, *, ignore_index=-100, smoothing=0.1,
+                          teacher_probs=None):
+    V = logits.shape[-1]
+    t = teacher_probs if teacher_probs is not None else \
+        F.one_hot(targets.clamp_min(0), V).to(logits.dtype) * (1 - smoothing) + smoothing / V
+    p = logits.softmax(-1)
+    loss = (p * (p.log() - t.to(logits.dtype).log())).sum(-1)
+    return torch.where(targets != ignore_index, loss, torch.zeros_like(loss))
+
+
+@register_loss(
+    "reverse_kl",
+    description="Reverse KL(model || teacher): mode-seeking distillation.",
+    reference="Gu et al., MiniLLM: Knowledge Distillation of Large Language Models, ICLR 2024",
+    hparams={"smoothing": _SMOOTHING},
+    properties=("nonnegative", "shift_invariant", "zero_at_teacher"),
+    extra_inputs=("teacher_probs",),
+    reference_impl=_reverse_kl_reference,
+)
+def reverse_kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None):
+    """L = sum_c p_c (log p_c - log t_c).
+
+    Mode-seeking: it pays only where the model puts mass. log t is clamped at
+    the smallest normal float so a zero-probability teacher entry costs a large
+    finite amount instead of inf (teachers here have full support anyway).
+    """
+    logits, safe, keep = prepare(logits, targets, ignore_index)
+    t = _target_distribution(logits, safe, teacher_probs, smoothing)
+    logp = F.log_softmax(logits, dim=-1)
+    log_t = t.clamp_min(torch.finfo(t.dtype).tiny).log()
+    return finish((logp.exp() * (logp - log_t)).sum(dim=-1), keep)

@@ -1,0 +1,68 @@
+"""Multi-class margin losses on the logits (no softmax, no probabilities)."""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import finish, gather_target, prepare
+from .registry import HParam, register_loss
+
+_MARGIN = HParam(1.0, 0.0, 100.0, "required gap between the target logit and the runner-up")
+_PROPS = ("nonnegative", "shift_invariant", "minimal_at_perfect_prediction")
+
+
+def _violation(logits, targets, ignore_index, margin):
+    logits, safe, keep = prepare(logits, targets, ignore_index)
+    z_y = gather_target(logits, safe)
+    # runner-up: the largest logit among the other classes
+    others = logits.scatter(-1, safe.unsqueeze(-1), float("-inf"))
+    runner_up = others.max(dim=-1).values  # (B, T)
+    return torch.relu(margin + runner_up - z_y), keep
+
+
+def _hinge_reference(logits, targets, *, ignore_index=-100, margin=1.0, power=1):
+    out = torch.zeros(targets.shape, dtype=logits.dtype)
+    for b in range(targets.shape[0]):
+        for t in range(targets.shape[1]):
+            y = int(targets[b, t])
+            if y == ignore_index:
+                continue
+            worst = max(logits[b, t, c] for c in range(logits.shape[-1]) if c != y)
+            out[b, t] = max(torch.zeros(()), margin + worst - logits[b, t, y]) ** power
+    return out
+
+
+@register_loss(
+    "hinge",
+    description="Crammer-Singer multi-class hinge: max(0, margin + max_{c!=y} z_c - z_y).",
+    reference="Crammer & Singer, On the Algorithmic Implementation of Multiclass Kernel-based "
+              "Vector Machines, JMLR 2001",
+    hparams={"margin": _MARGIN},
+    properties=_PROPS,
+    reference_impl=_hinge_reference,
+)
+def hinge(logits, targets, *, ignore_index=-100, margin=1.0):
+    """L = max(0, margin + max_{c != y} z_c - z_y).
+
+    Zero once the target beats every other logit by the margin: it stops
+    pushing, so its logits stay unnormalized and its val CE is only meaningful
+    after temperature calibration.
+    """
+    violation, keep = _violation(logits, targets, ignore_index, margin)
+    return finish(violation, keep)
+
+
+@register_loss(
+    "squared_hinge",
+    description="Squared Crammer-Singer hinge: max(0, margin + max_{c!=y} z_c - z_y)^2.",
+    reference="Crammer & Singer, JMLR 2001; squared (L2-SVM) form as in Tang, "
+              "Deep Learning using Linear Support Vector Machines, 2013",
+    hparams={"margin": _MARGIN},
+    properties=_PROPS,
+    reference_impl=lambda logits, targets, *, ignore_index=-100, margin=1.0:
+        _hinge_reference(logits, targets, ignore_index=ignore_index, margin=margin, power=2),
+)
+def squared_hinge(logits, targets, *, ignore_index=-100, margin=1.0):
+    """L = max(0, margin + max_{c != y} z_c - z_y)^2.   Differentiable at the margin."""
+    violation, keep = _violation(logits, targets, ignore_index, margin)
+    return finish(violation.square(), keep)

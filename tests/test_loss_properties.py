@@ -1,0 +1,29 @@
+"""Every registered loss against every property it claims: new losses are tested for free."""
+
+import os
+
+import pytest
+
+from lossbench.checks import run_property
+from lossbench.losses import GENERIC_PROPERTIES, get_loss, list_losses
+
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+CASES = [(spec.name, prop) for spec in list_losses() for prop in sorted(spec.properties)]
+
+
+@pytest.mark.parametrize("name,prop", CASES, ids=[f"{n}-{p}" for n, p in CASES])
+def test_loss_property(name, prop):
+    result = run_property(get_loss(name), prop, profile=PROFILE)
+    assert result.passed, f"{result.message}\n{result.counterexample}"
+
+
+def test_every_loss_claims_the_generic_properties():
+    for spec in list_losses():
+        assert set(GENERIC_PROPERTIES) <= spec.properties, spec.name
+
+
+def test_registry_has_the_required_losses():
+    required = {"cross_entropy", "label_smoothing", "focal", "poly1", "z_loss", "confidence_penalty",
+                "mse", "mse_logits", "kl", "reverse_kl", "hinge", "squared_hinge", "unlikelihood",
+                "sequence_unlikelihood"}
+    assert required <= {s.name for s in list_losses()}
