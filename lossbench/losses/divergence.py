@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import finish, prepare, smoothed_one_hot
+from ._common import finish, prepare, rowdot, smoothed_one_hot
 from .registry import HParam, register_loss
 
 _SMOOTHING = HParam(0.1, 1e-3, 1.0, "mass of the label-smoothed fallback target "
@@ -55,7 +55,7 @@ def kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None)
     logits, safe, keep = prepare(logits, targets, ignore_index)
     t = _target_distribution(logits, safe, teacher_probs, smoothing)
     logp = F.log_softmax(logits, dim=-1)
-    return finish((torch.xlogy(t, t) - t * logp).sum(dim=-1), keep)
+    return finish(torch.xlogy(t, t).sum(dim=-1) - rowdot(t, logp), keep)
 
 
 def _reverse_kl_reference(logits, targets, *, ignore_index=-100, smoothing=0.1,
@@ -88,4 +88,4 @@ def reverse_kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_pro
     t = _target_distribution(logits, safe, teacher_probs, smoothing)
     logp = F.log_softmax(logits, dim=-1)
     log_t = t.clamp_min(torch.finfo(t.dtype).tiny).log()
-    return finish((logp.exp() * (logp - log_t)).sum(dim=-1), keep)
+    return finish(rowdot(logp.exp(), logp - log_t), keep)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import finish, gather_target, log1m_softmax_at, prepare
+from ._common import finish, gather_target, log1m_softmax_at, prepare, rowdot
 from .registry import HParam, register_loss
 
 _SOFTMAX_PROPS = ("shift_invariant",)
@@ -82,7 +82,7 @@ def focal(logits, targets, *, ignore_index=-100, gamma=2.0):
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     nll, _ = _token_ce(logits, safe)
-    weight = torch.exp(gamma * log1m_softmax_at(logits, safe))
+    weight = torch.exp(gamma * log1m_softmax_at(logits, safe, logp_at=-nll))
     return finish(weight * nll, keep)
 
 
@@ -104,7 +104,7 @@ def poly1(logits, targets, *, ignore_index=-100, epsilon=1.0):
     """L = -log p_y + eps * (1 - p_y).   Non-negative for eps >= -1 since -log p >= 1 - p."""
     logits, safe, keep = prepare(logits, targets, ignore_index)
     nll, _ = _token_ce(logits, safe)
-    return finish(nll + epsilon * torch.exp(log1m_softmax_at(logits, safe)), keep)
+    return finish(nll + epsilon * torch.exp(log1m_softmax_at(logits, safe, logp_at=-nll)), keep)
 
 
 def _z_loss_reference(logits, targets, *, ignore_index=-100, coefficient=1e-4):
@@ -148,5 +148,5 @@ def confidence_penalty(logits, targets, *, ignore_index=-100, beta=0.1):
     """L = -log p_y - beta * H(p),  H(p) = -sum_c p_c log p_c."""
     logits, safe, keep = prepare(logits, targets, ignore_index)
     nll, logp = _token_ce(logits, safe)
-    entropy = -(logp.exp() * logp).sum(dim=-1)
+    entropy = -rowdot(logp.exp(), logp)
     return finish(nll - beta * entropy, keep)

@@ -8,10 +8,11 @@ with training (a fine-tuning phase), the loss lives here.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import math
 
-from ._common import finish, log1m_softmax, log1m_softmax_at, prepare
+import torch
+
+from ._common import finish, log1m_softmax_at, prepare
 from .likelihood import _ce_reference, _token_ce
 from .registry import HParam, register_loss
 
@@ -19,17 +20,21 @@ _WELLECK = ("Welleck et al., Neural Text Generation with Unlikelihood Training, 
 
 
 def previous_token_candidates(safe: torch.Tensor, keep: torch.Tensor, vocab_size: int):
-    """C_t = {y_s : s < t, s kept} minus {y_t}, as a (B, T, V) bool mask, without a loop over t.
+    """C_t = {y_s : s < t, s kept} minus {y_t}, as ids (B, T, T) with a validity mask (B, T, T).
 
-    For each row, the first position where token v occurs (T if never) is
-    found with one scatter; v is a candidate at t iff that position is < t.
+    Entry [b, t, s] is y_s; it is a valid candidate for position t when s < t, s is
+    the first kept occurrence of y_s in the row (so each token counts once) and
+    y_s != y_t. At most T candidates per position: O(B T^2), not O(B T V), and no loop.
     """
     B, T = safe.shape
-    pos = torch.arange(T, device=safe.device).expand(B, T)
+    pos = torch.arange(T, device=safe.device)
     first = torch.full((B, vocab_size), T, dtype=torch.long, device=safe.device)
     first = first.scatter_reduce(1, safe, torch.where(keep, pos, T), reduce="amin")  # (B, V)
-    seen_before = first.unsqueeze(1) < pos.unsqueeze(-1)  # (B, T, V)
-    return seen_before & ~F.one_hot(safe, vocab_size).bool()
+    is_first = keep & (first.gather(1, safe) == pos)  # (B, T)
+    ids = safe.unsqueeze(1).expand(B, T, T)  # (B, T, T): ids[b, t, s] = y_s
+    earlier = pos.unsqueeze(1) > pos.unsqueeze(0)  # (T, T): s < t
+    valid = earlier & is_first.unsqueeze(1) & (ids != safe.unsqueeze(-1))
+    return ids, valid
 
 
 def _unlikelihood_reference(logits, targets, *, ignore_index=-100, alpha=1.0):
@@ -59,33 +64,49 @@ def unlikelihood(logits, targets, *, ignore_index=-100, alpha=1.0):
     """L_t = -log p_{y_t} + alpha * sum_{c in C_t} -log(1 - p_c),
     C_t = {y_s : s < t} minus {y_t} (earlier tokens of the same row, ignored ones excluded).
 
-    log(1 - p_c) is computed without cancellation for every class (see
-    ``log1m_softmax``), so a confident wrong repeat costs a large finite amount.
+    Candidates are gathered (at most T per position) instead of masking all V
+    classes, and log(1 - p_c) is computed without cancellation (see
+    ``log1m_softmax_at``), so a confident wrong repeat costs a large finite amount.
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
-    nll, _ = _token_ce(logits, safe)
-    candidates = previous_token_candidates(safe, keep, logits.shape[-1])  # (B, T, V)
-    penalty = -torch.where(candidates, log1m_softmax(logits), 0.0).sum(dim=-1)
+    nll, logp = _token_ce(logits, safe)
+    ids, valid = previous_token_candidates(safe, keep, logits.shape[-1])  # (B, T, T) each
+    log1m = log1m_softmax_at(logits, ids, logp_at=logp.gather(-1, ids))  # (B, T, T)
+    penalty = -torch.where(valid, log1m, 0.0).sum(dim=-1)
     return finish(nll + alpha * penalty, keep)
 
 
-def repeated_ngram_mask(targets: torch.Tensor, keep: torch.Tensor, n: int) -> torch.Tensor:
+def repeated_ngram_mask(targets: torch.Tensor, keep: torch.Tensor, n: int,
+                        vocab_size: int) -> torch.Tensor:
     """(B, T) bool: token t belongs to an n-gram that already occurred earlier in its row.
 
-    N-grams touching an ignored position never match. Compares all pairs of
-    n-gram windows at once, (B, T-n+1, T-n+1), which is small at LM block sizes.
+    N-grams touching an ignored position never match. Each window is encoded as
+    one int64 (base-V digits, exact while V^n < 2^62); a stable sort puts equal
+    windows next to each other in position order, so every window equal to its
+    sorted predecessor is a repeat. Falls back to comparing all window pairs
+    (B, W, W) when the code would overflow.
     """
     B, T = targets.shape
     mask = torch.zeros(B, T, dtype=torch.bool, device=targets.device)
     if T < n:
         return mask
-    grams = targets.unfold(1, n, 1)  # (B, W, n), W = T - n + 1
-    valid = keep.unfold(1, n, 1).all(dim=-1)  # (B, W)
-    same = (grams.unsqueeze(2) == grams.unsqueeze(1)).all(dim=-1)  # (B, W, W)
-    same &= valid.unsqueeze(2) & valid.unsqueeze(1)
+    safe = torch.where(keep, targets, 0)
+    grams = safe.unfold(1, n, 1)  # (B, W, n), W = T - n + 1
     W = grams.shape[1]
-    earlier = torch.ones(W, W, dtype=torch.bool, device=targets.device).tril(-1)
-    repeat_starts = (same & earlier).any(dim=-1)  # (B, W): window i repeats some j < i
+    valid = keep.unfold(1, n, 1).all(dim=-1)  # (B, W)
+    if n * math.log2(max(vocab_size, 2)) < 62:
+        weights = vocab_size ** torch.arange(n - 1, -1, -1, device=targets.device)
+        codes = (grams * weights).sum(-1)  # (B, W), >= 0
+        codes = torch.where(valid, codes, -1 - torch.arange(W, device=targets.device))  # unique
+        sorted_codes, order = torch.sort(codes, dim=1, stable=True)
+        dup = sorted_codes[:, 1:] == sorted_codes[:, :-1]  # (B, W-1)
+        repeat_starts = torch.zeros(B, W, dtype=torch.bool, device=targets.device)
+        repeat_starts.scatter_(1, order[:, 1:], dup)
+    else:
+        same = (grams.unsqueeze(2) == grams.unsqueeze(1)).all(dim=-1)  # (B, W, W)
+        same &= valid.unsqueeze(2) & valid.unsqueeze(1)
+        earlier = torch.ones(W, W, dtype=torch.bool, device=targets.device).tril(-1)
+        repeat_starts = (same & earlier).any(dim=-1)
     for k in range(n):  # mark the n tokens of each repeated window (loop over n, not T)
         mask[:, k:k + W] |= repeat_starts
     return mask
@@ -127,6 +148,7 @@ def sequence_unlikelihood(logits, targets, *, ignore_index=-100, ngram=4):
     continuation from a prefix, feeds it back, and penalizes the repeats.
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
-    repeats = repeated_ngram_mask(targets, keep, int(ngram))
-    penalty = -log1m_softmax_at(logits, safe)
+    repeats = repeated_ngram_mask(targets, keep, int(ngram), logits.shape[-1])
+    nll, _ = _token_ce(logits, safe)
+    penalty = -log1m_softmax_at(logits, safe, logp_at=-nll)
     return finish(torch.where(repeats, penalty, 0.0), keep)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import finish, prepare
+from ._common import finish, gather_target, prepare, rowdot
 from .registry import HParam, register_loss
 
 
@@ -26,8 +26,8 @@ def mse(logits, targets, *, ignore_index=-100):
     """L = sum_c (p_c - [c = y])^2 = sum_c p_c^2 - 2 p_y + 1.   Bounded in [0, 2]."""
     logits, safe, keep = prepare(logits, targets, ignore_index)
     p = logits.softmax(dim=-1)
-    one_hot = F.one_hot(safe, logits.shape[-1]).to(p.dtype)
-    return finish((p - one_hot).square().sum(dim=-1), keep)
+    # expanded form: no (B, T, V) one-hot and no difference tensor
+    return finish(rowdot(p, p) - 2.0 * gather_target(p, safe) + 1.0, keep)
 
 
 def _mse_logits_reference(logits, targets, *, ignore_index=-100, k=1.0, m=1.0):
@@ -65,7 +65,9 @@ def mse_logits(logits, targets, *, ignore_index=-100, k=1.0, m=1.0):
     models with temperature calibration (the report does).
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
-    V = logits.shape[-1]
-    one_hot = F.one_hot(safe, V).to(logits.dtype)
-    weight = 1.0 + (k - 1.0) * one_hot
-    return finish((weight * (logits - m * one_hot).square()).sum(dim=-1) / V, keep)
+    z_y = gather_target(logits, safe)
+    # sum_{c != y} z_c^2 from a copy with z_y zeroed: subtracting z_y^2 from sum_c z_c^2
+    # would cancel catastrophically when z_y dominates
+    others = logits.scatter(-1, safe.unsqueeze(-1), 0.0)
+    total = rowdot(others, others) + k * (z_y - m).square()
+    return finish(total / logits.shape[-1], keep)
