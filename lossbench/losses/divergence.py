@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import finish, prepare, rowdot, smoothed_one_hot
+from ._common import finish, prepare, rowdot, smoothed_one_hot, softmax_expectation
 from .registry import HParam, register_loss
 
 _SMOOTHING = HParam(0.1, 1e-3, 1.0, "mass of the label-smoothed fallback target "
@@ -86,6 +86,5 @@ def reverse_kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_pro
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     t = _target_distribution(logits, safe, teacher_probs, smoothing)
-    logp = F.log_softmax(logits, dim=-1)
     log_t = t.clamp_min(torch.finfo(t.dtype).tiny).log()
-    return finish(rowdot(logp.exp(), logp - log_t), keep)
+    return finish(softmax_expectation(logits, -log_t), keep)  # E_p[log p - log t]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import finish, gather_target, log1m_softmax_at, prepare, rowdot
+from ._common import finish, gather_target, log1m_softmax_at, prepare, softmax_expectation
 from .registry import HParam, register_loss
 
 _SOFTMAX_PROPS = ("shift_invariant",)
@@ -147,6 +147,5 @@ def _confidence_reference(logits, targets, *, ignore_index=-100, beta=0.1):
 def confidence_penalty(logits, targets, *, ignore_index=-100, beta=0.1):
     """L = -log p_y - beta * H(p),  H(p) = -sum_c p_c log p_c."""
     logits, safe, keep = prepare(logits, targets, ignore_index)
-    nll, logp = _token_ce(logits, safe)
-    entropy = -rowdot(logp.exp(), logp)
-    return finish(nll - beta * entropy, keep)
+    nll, _ = _token_ce(logits, safe)
+    return finish(nll + beta * softmax_expectation(logits), keep)  # E_p[log p] = -H(p)
