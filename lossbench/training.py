@@ -1,0 +1,291 @@
+"""Train one small GPT with one loss: the unit every comparison is made of.
+
+Two runs that differ only in the loss see the same initial weights (seeded by
+the run seed alone), the same batches in the same order (drawn from (seed,
+step)), the same dropout masks (the global RNG is re-seeded from (seed, step)
+before every forward) and the same evaluation tokens. The loss consumes no
+randomness and decides nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from lossbench.checkpoint import load_checkpoint, save_checkpoint
+from lossbench.config import RunConfig, TrainConfig
+from lossbench.data.batches import eval_starts, get_batch, train_batch_starts
+from lossbench.data.corpora import Corpus, DataConfig, load_corpus
+from lossbench.data.teachers import build_teacher
+from lossbench.evaluation import EvalSet, evaluate
+from lossbench.gradients import GradientProbe
+from lossbench.losses import get_loss, mean_over_tokens
+from lossbench.model import GPT, GPTConfig, build_model, greedy_generate
+
+STEP_FIELDS = ("step", "train_loss", "train_ce", "grad_norm", "clipped", "lr", "tokens", "wall_s")
+
+
+class Diverged(Exception):
+    """A non-finite loss or gradient: the run stops, and that is a result."""
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    status: str = "running"  # "done" | "diverged"
+    diverged_step: int | None = None
+    steps: dict[str, list] = field(default_factory=lambda: {k: [] for k in STEP_FIELDS})
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    train_time_s: float = 0.0  # optimizer steps only
+    eval_time_s: float = 0.0  # evaluations and gradient probes
+    flops_per_token: int = 0
+    model: GPT | None = field(default=None, repr=False)  # the trained model (not serialized)
+
+    def summary(self) -> dict[str, Any]:
+        tokens = self.steps["tokens"][-1] if self.steps["tokens"] else 0
+        last_eval = {k: v for k, v in (self.evals[-1] if self.evals else {}).items()
+                     if isinstance(v, (int, float))}
+        n = len(self.steps["step"])
+        return {
+            "run_id": self.config.run_id(), "loss": self.config.loss, "seed": self.config.seed,
+            "status": self.status, "diverged_step": self.diverged_step, "steps": n,
+            "final_train_loss": self.steps["train_loss"][-1] if n else math.nan,
+            "final_train_ce": self.steps["train_ce"][-1] if n else math.nan,
+            "wall_s": self.train_time_s + self.eval_time_s, "train_s": self.train_time_s,
+            "eval_s": self.eval_time_s, "tokens": tokens,
+            "tokens_per_s": tokens / self.train_time_s if self.train_time_s else math.nan,
+            "flops_per_token": self.flops_per_token,
+            "clip_rate": sum(self.steps["clipped"]) / n if n else math.nan,
+            **{f"final_{k}": v for k, v in last_eval.items() if k != "step"},
+        }
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """nanoGPT's schedule: linear warmup, then cosine decay to min_lr, then flat."""
+    decay = cfg.decay_steps or cfg.steps
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    if step > decay:
+        return cfg.min_lr
+    ratio = (step - cfg.warmup_steps) / max(1, decay - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (nanoGPT): not on biases or norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """A 63-bit seed from (seed, step, stream): the same on every machine and every loss."""
+    return (seed * 1_000_003 + step * 7_919 + stream * 104_729 + 0x9E3779B9) % (2**63 - 1)
+
+
+@lru_cache(maxsize=4)
+def cached_corpus(data: DataConfig) -> Corpus:
+    """A corpus is a pure function of its config: load it once per process."""
+    return load_corpus(data)
+
+
+@lru_cache(maxsize=4)
+def _cached_teacher(data: DataConfig):
+    return build_teacher(data, cached_corpus(data))
+
+
+def build_eval_set(corpus: Corpus, block_size: int, cfg) -> EvalSet:
+    """Fixed val windows and fixed prompts: no seed, identical for every run of the corpus."""
+    starts = eval_starts(len(corpus.val), block_size, cfg.val_windows)
+    x, y = get_batch(corpus.val, starts, block_size)
+    n_prefix = min(cfg.rep_prefixes, x.shape[0])
+    return EvalSet(x, y, x[:n_prefix, :min(cfg.rep_prefix_len, block_size)].clone())
+
+
+class _Run:
+    """The state of one run between steps (so the loop below reads top to bottom)."""
+
+    def __init__(self, config: RunConfig):
+        self.cfg = config
+        self.spec = get_loss(config.loss)
+        errors = self.spec.validate_hparams(config.hparams)
+        if errors:
+            raise ValueError("; ".join(errors))
+        self.corpus = cached_corpus(config.data)
+        needs_teacher = "teacher_probs" in self.spec.extra_inputs or \
+            "teacher_probs" in get_loss(config.finetune.loss).extra_inputs
+        self.teacher = _cached_teacher(config.data) if needs_teacher else None
+        m = config.model
+        gpt = GPTConfig(vocab_size=self.corpus.vocab_size, block_size=m.block_size,
+                        n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout,
+                        bias=m.bias, tie_weights=m.tie_weights)
+        self.device = config.device
+        self.model = build_model(gpt, config.seed).to(self.device)
+        self.optimizer = make_optimizer(self.model, config.train)
+        self.eval_set = build_eval_set(self.corpus, m.block_size, config.eval)
+        self.train_data = self.corpus.train.to(self.device)
+        self.probe = GradientProbe(self.model)
+        self.tokens = 0
+
+    def batch(self, step: int, micro: int):
+        t = self.cfg.train
+        index = step * t.grad_accum + micro  # batch order is a function of (seed, index) only
+        starts = train_batch_starts(len(self.corpus.train), self.cfg.model.block_size,
+                                    t.batch_size, self.cfg.seed, index)
+        x, y = get_batch(self.train_data, starts.to(self.device), self.cfg.model.block_size)
+        extras = {}
+        if self.teacher is not None:
+            extras["teacher_probs"] = self.teacher.probs(self.corpus.train, starts,
+                                                         self.cfg.model.block_size).to(self.device)
+        return x, y, extras
+
+    def forward(self, x):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
+            return self.model(x)  # (B, T, V)
+
+
+def _loss_of(spec, hparams, logits, y, extras):
+    extras = {k: v for k, v in extras.items() if k in spec.extra_inputs}
+    return mean_over_tokens(spec.fn(logits, y, **hparams, **extras), y)
+
+
+def _training_loss(run: "_Run", x, y, extras):
+    """The run's own loss on a corpus batch: (loss, logits, targets)."""
+    logits = run.forward(x)
+    return _loss_of(run.spec, run.cfg.hparams, logits, y, extras), logits, y
+
+
+def _sequence_unlikelihood_loss(run: "_Run", x, y, extras):
+    """Welleck's sequence-level phase: decode greedily from a prefix of the batch,
+    then penalize the repeated n-grams of the model's own continuation."""
+    ft = run.cfg.finetune
+    prefix = x[:, :ft.prefix_len]
+    continuation = greedy_generate(run.model, prefix, ft.continuation_len)  # no RNG, eval mode
+    seq = torch.cat([prefix, continuation], dim=1)[:, -(run.cfg.model.block_size + 1):]
+    inputs, targets = seq[:, :-1], seq[:, 1:].clone()
+    targets[:, :prefix.shape[1] - 1] = -100  # only the continuation is judged
+    logits = run.forward(inputs)
+    return _loss_of(get_loss(ft.loss), dict(ft.hparams), logits, targets, {}), logits, targets
+
+
+def _optimizer_step(run: "_Run", step: int, lr: float, *, probe: bool,
+                    compute: Callable = _training_loss) -> dict[str, float]:
+    """One update (with gradient accumulation). Raises Diverged on a non-finite value."""
+    cfg = run.cfg.train
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    torch.manual_seed(step_seed(run.cfg.seed, step))  # dropout masks: (seed, step) only
+    total_loss = total_ce = 0.0
+    for micro in range(cfg.grad_accum):
+        x, y, extras = run.batch(step, micro)
+        loss, logits, y = compute(run, x, y, extras)
+        # the shared yardstick: CE of the same logits (no extra forward, no RNG)
+        ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
+        if probe:
+            run.probe.add_reference(ce / cfg.grad_accum)  # the CE gradient of the same batch
+        (loss / cfg.grad_accum).backward()
+        total_loss += loss.item() / cfg.grad_accum
+        total_ce += ce.item() / cfg.grad_accum
+        run.tokens += y.numel()
+    if probe:
+        run.probe.measure()  # before clipping: the loss's own gradient
+    clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip).item()
+    if not (math.isfinite(total_loss) and math.isfinite(grad_norm)):
+        run.optimizer.zero_grad(set_to_none=True)
+        raise Diverged(f"non-finite {'loss' if not math.isfinite(total_loss) else 'gradient'}")
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return {"train_loss": total_loss, "train_ce": total_ce, "grad_norm": grad_norm,
+            "clipped": bool(grad_norm > clip), "lr": lr}
+
+
+def train_run(config: RunConfig, *, checkpoint_dir: str | Path | None = None,
+              on_step: Callable[[int, int], None] | None = None) -> RunResult:
+    """Train one run from ``config``; resume from ``checkpoint_dir`` if it holds a checkpoint.
+
+    Returns per-step records and per-eval metrics. A non-finite loss or gradient
+    ends the run with status ``diverged`` (a result, not an exception).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.train.threads)
+    try:
+        return _train(config, Path(checkpoint_dir) if checkpoint_dir else None, on_step)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
+    run = _Run(config)
+    result = RunResult(config, flops_per_token=run.model.flops_per_token())
+    start = 0
+    if ckpt_dir is not None and (state := load_checkpoint(ckpt_dir)) is not None:
+        start = state["next_step"]
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.tokens = state["tokens"]
+        result.steps, result.evals = state["steps"], state["evals"]
+        result.train_time_s, result.eval_time_s = state["train_time_s"], state["eval_time_s"]
+    cfg, ft = config.train, config.finetune
+    total = cfg.steps + ft.steps
+    eval_every = max(1, config.eval.eval_every)
+
+    def do_eval(step: int):
+        t0 = time.perf_counter()
+        metrics = evaluate(run.model, run.eval_set, device=run.device, ece_bins=config.eval.ece_bins,
+                           entropy_rate=run.corpus.entropy_rate,
+                           rep_continuation=config.eval.rep_continuation,
+                           decode=run.corpus.tokenizer.decode, samples=config.eval.samples)
+        metrics.update(run.probe.pop_stats())
+        n = len(result.steps["clipped"])
+        metrics["clip_rate"] = sum(result.steps["clipped"]) / n if n else 0.0
+        result.evals.append({"step": step, **metrics})
+        result.eval_time_s += time.perf_counter() - t0
+
+    if start == 0:
+        do_eval(0)
+    for step in range(start, total):
+        in_finetune = step >= cfg.steps
+        probe = config.eval.grad_stats and (step % eval_every == 0)
+        t0 = time.perf_counter()
+        try:
+            if in_finetune:
+                mle = torch.rand((), generator=torch.Generator().manual_seed(
+                    step_seed(config.seed, step, stream=1))).item() < ft.mle_mix
+                rec = _optimizer_step(run, step, ft.lr, probe=probe,
+                                      compute=_training_loss if mle else _sequence_unlikelihood_loss)
+            else:
+                rec = _optimizer_step(run, step, lr_at(step, cfg), probe=probe)
+        except Diverged:
+            result.status, result.diverged_step = "diverged", step
+            result.train_time_s += time.perf_counter() - t0
+            result.model = run.model
+            return result
+        elapsed = time.perf_counter() - t0
+        result.train_time_s += elapsed
+        rec.update(step=step + 1, tokens=run.tokens, wall_s=elapsed)
+        for k in STEP_FIELDS:
+            result.steps[k].append(rec[k])
+        done = step + 1
+        if done % eval_every == 0 or done == cfg.steps or done == total:
+            if not result.evals or result.evals[-1]["step"] != done:
+                do_eval(done)
+        if ckpt_dir is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
+                and done < total:
+            save_checkpoint(ckpt_dir, {
+                "next_step": done, "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(), "tokens": run.tokens,
+                "steps": result.steps, "evals": result.evals,
+                "train_time_s": result.train_time_s, "eval_time_s": result.eval_time_s})
+        if on_step is not None:
+            on_step(done, total)
+    result.status, result.model = "done", run.model
+    return result

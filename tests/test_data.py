@@ -1,0 +1,387 @@
+"""Tests for lossbench.data: tokenizers, the markov corpus, corpora, batches, teachers."""
+
+import math
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lossbench.data import (ByteTokenizer, CharTokenizer, Corpus, DataConfig, MarkovSource,
+                            NGramTeacher, OracleTeacher, build_teacher, eval_starts, get_batch,
+                            get_tokenizer, load_corpus, tokenizer_from_dict, train_batch_starts)
+
+SHAKESPEARE = Path(__file__).parents[2] / "shared/data/tinyshakespeare.txt"
+needs_shakespeare = pytest.mark.skipif(not SHAKESPEARE.is_file(),
+                                       reason=f"{SHAKESPEARE} not present")
+
+
+# ---- tokenizers -------------------------------------------------------------
+
+def test_char_tokenizer_roundtrip_and_vocab():
+    text = "hello, wörld! ünïcode ☃\nline two"
+    tok = CharTokenizer.fit(text)
+    assert tok.chars == "".join(sorted(set(text)))
+    ids = tok.encode(text)
+    assert ids.dtype == np.int64 and ids.shape == (len(text),)
+    assert ids.tolist() == [tok.chars.index(c) for c in text]  # slow reference
+    assert tok.decode(ids) == text
+    assert tok.decode(ids.tolist()) == text
+    assert tok.decode(torch.from_numpy(ids)) == text
+    with pytest.raises(ValueError, match="'Z'"):
+        tok.encode("Z")
+
+
+def test_char_tokenizer_unsorted_alphabet():
+    tok = CharTokenizer("zaM")  # ids follow the given order, not code points
+    assert tok.encode("aMz").tolist() == [1, 2, 0]
+    assert tok.decode([0, 1, 2]) == "zaM"
+
+
+def test_byte_tokenizer_roundtrip():
+    text = "naïve café ☃"
+    tok = ByteTokenizer()
+    ids = tok.encode(text)
+    assert tok.vocab_size == 256
+    assert ids.tolist() == list(text.encode("utf-8"))
+    assert tok.decode(ids) == text
+    with pytest.raises(ValueError, match="256"):
+        tok.decode([256])
+
+
+def test_tokenizer_dict_roundtrip_and_names():
+    text = "abcabd\n"
+    for name in ("char", "byte"):
+        tok = get_tokenizer(name, text)
+        assert tok.name == name
+        again = tokenizer_from_dict(tok.to_dict())
+        assert type(again) is type(tok)
+        assert again.encode(text).tolist() == tok.encode(text).tolist()
+    with pytest.raises(ValueError, match="'bpe'"):
+        get_tokenizer("bpe", text)
+
+
+@needs_shakespeare
+def test_tinyshakespeare_char_vocab_and_speed():
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    t0 = time.perf_counter()
+    tok = CharTokenizer.fit(text)
+    ids = tok.encode(text)
+    elapsed = time.perf_counter() - t0
+    assert tok.vocab_size == 65
+    assert tok.decode(ids) == text
+    assert elapsed < 1.0, f"fit+encode took {elapsed:.2f}s"
+
+
+# ---- markov -------------------------------------------------------------------
+
+def test_markov_table_is_seeded_and_positive():
+    a, b, c = MarkovSource(seed=0), MarkovSource(seed=0), MarkovSource(seed=1)
+    P = a.transition_table()
+    assert P.shape == (16 ** 2, 16)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-12)
+    assert P.min() > 0
+    assert np.array_equal(P, b.transition_table())
+    assert not np.array_equal(P, c.transition_table())
+
+
+def test_two_state_chain_closed_form():
+    a, b = 0.3, 0.1
+    src = MarkovSource.from_table(np.array([[1 - a, a], [b, 1 - b]]), order=1)
+    pi = src.stationary_distribution()
+    np.testing.assert_allclose(pi, [b / (a + b), a / (a + b)], rtol=1e-12)
+
+    def h(q):
+        return -(q * math.log(q) + (1 - q) * math.log(1 - q))
+    assert src.entropy_rate() == pytest.approx(pi[0] * h(a) + pi[1] * h(b), rel=1e-12)
+
+
+def test_stationary_is_fixed_point_and_paths_agree():
+    src = MarkovSource(vocab_size=6, order=3, concentration=0.5, seed=2)
+    pi = src.stationary_distribution()
+    T = src.context_transition_matrix()
+    np.testing.assert_allclose(pi @ T, pi, atol=1e-14)
+    assert pi.min() > 0 and pi.sum() == pytest.approx(1.0)
+    # the power-iteration path used for large context spaces agrees with the exact solve
+    np.testing.assert_allclose(src._stationary_power(), pi, atol=1e-12)
+
+
+def test_entropy_rate_matches_empirical_estimate():
+    src = MarkovSource(vocab_size=8, order=2, concentration=0.5, seed=3)
+    x = src.sample(200_000, seed=0)
+    V = 8
+    ctx = x[:-2] * V + x[1:-1]  # id: most recent token is the low digit
+    counts = np.bincount(ctx * V + x[2:], minlength=V ** 3).reshape(V ** 2, V).astype(float)
+    n = counts.sum()
+    cond = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    nz = counts > 0
+    h_emp = -(counts[nz] / n * np.log(cond[nz])).sum()
+    assert h_emp == pytest.approx(src.entropy_rate(), abs=0.02)
+    np.testing.assert_allclose(counts.sum(axis=1) / n, src.stationary_distribution(), atol=0.01)
+    # and the empirical transitions match the table where there is enough data
+    P = src.transition_table()
+    busy = counts.sum(axis=1) > 2000
+    assert busy.sum() > 10
+    np.testing.assert_allclose(cond[busy], P[busy], atol=0.05)
+
+
+def test_sample_is_seeded_stationary_and_decodes():
+    src = MarkovSource()
+    x = src.sample(1000, seed=5)
+    assert x.dtype == np.int64 and x.shape == (1000,)
+    assert np.array_equal(x, src.sample(1000, seed=5))
+    assert not np.array_equal(x, src.sample(1000, seed=6))
+    assert 0 <= x.min() and x.max() < 16
+    text = src.decode(x[:50])
+    assert len(text) == 50 and set(text) <= set("abcdefghijklmnop")
+    # the very first token already follows the stationary marginal
+    two = MarkovSource.from_table(np.array([[0.9, 0.1], [0.4, 0.6]]), order=1)  # pi = (.8, .2)
+    firsts = np.array([two.sample(1, seed=s)[0] for s in range(400)])
+    assert (firsts == 0).mean() == pytest.approx(0.8, abs=0.08)
+
+
+def test_sample_speed():
+    src = MarkovSource()
+    t0 = time.perf_counter()
+    x = src.sample(1_000_000, seed=0)
+    elapsed = time.perf_counter() - t0
+    assert len(x) == 1_000_000
+    assert elapsed < 3.0, f"sampling 1e6 tokens took {elapsed:.2f}s"  # ~0.4 s here
+
+
+def test_markov_size_limits():
+    with pytest.raises(ValueError, match="vocab_size"):
+        MarkovSource(vocab_size=1)
+    with pytest.raises(ValueError, match="order"):
+        MarkovSource(vocab_size=64, order=5)
+
+
+# ---- corpora ------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(corpus="wiki"), "corpus"),
+    (dict(tokenizer="bpe"), "tokenizer"),
+    (dict(teacher="gpt4"), "teacher"),
+    (dict(corpus="text", path="x.txt", teacher="oracle"), "teacher"),
+    (dict(corpus="text"), "path"),
+    (dict(val_fraction=0.0), "val_fraction"),
+    (dict(val_fraction=1.0), "val_fraction"),
+    (dict(markov_vocab=1), "markov_vocab"),
+    (dict(ngram_add_k=0.0), "ngram_add_k"),
+    (dict(ngram_order=0), "ngram_order"),
+    (dict(stdlib_max_bytes=0), "stdlib_max_bytes"),
+])
+def test_data_config_validation(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        DataConfig(**kwargs)
+
+
+def test_markov_corpus_deterministic_split():
+    cfg = DataConfig(markov_tokens=20_000)
+    a, b = load_corpus(cfg), load_corpus(cfg)
+    assert a.content_hash == b.content_hash
+    assert torch.equal(a.train, b.train) and torch.equal(a.val, b.val)
+    assert len(a.train) == 18_000 and len(a.val) == 2_000
+    full = a.source.sample(20_000, seed=cfg.corpus_seed)
+    assert torch.equal(torch.cat([a.train, a.val]), torch.from_numpy(full))  # contiguous split
+    assert a.train.dtype == torch.int64
+    assert a.entropy_rate == pytest.approx(a.source.entropy_rate())
+    assert "markov" in a.description and f"{a.entropy_rate:.4f}" in a.description
+    other = load_corpus(replace(cfg, corpus_seed=1))
+    assert other.content_hash != a.content_hash
+
+
+def test_text_corpus_file_and_folder(tmp_path):
+    f = tmp_path / "one.txt"
+    f.write_text("abcdefghij" * 10, encoding="utf-8")
+    c = load_corpus(DataConfig(corpus="text", path=str(f)))
+    assert c.vocab_size == 10 and len(c.train) == 90 and len(c.val) == 10
+    assert c.tokenizer.decode(torch.cat([c.train, c.val])) == "abcdefghij" * 10
+    assert c.entropy_rate is None and c.source is None
+
+    folder = tmp_path / "books"
+    (folder / "b").mkdir(parents=True)
+    (folder / "b" / "z.txt").write_text("ZZ", encoding="utf-8")
+    (folder / "a.txt").write_text("AA", encoding="utf-8")
+    (folder / "c.txt").write_text("CC", encoding="utf-8")
+    c = load_corpus(DataConfig(corpus="text", path=str(folder), val_fraction=0.25))
+    text = c.tokenizer.decode(torch.cat([c.train, c.val]))
+    assert text == "AA\nZZ\nCC"  # sorted by relative path: a.txt, b/z.txt, c.txt
+    b = load_corpus(DataConfig(corpus="text", path=str(folder), tokenizer="byte",
+                               val_fraction=0.25))
+    assert b.vocab_size == 256 and b.content_hash == c.content_hash
+
+
+def test_text_corpus_errors(tmp_path):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        load_corpus(DataConfig(corpus="text", path=str(missing)))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok \xff\xfe not utf-8")
+    with pytest.raises(ValueError, match="bad.txt"):
+        load_corpus(DataConfig(corpus="text", path=str(bad)))
+
+
+@needs_shakespeare
+def test_tinyshakespeare_corpus():
+    t0 = time.perf_counter()
+    c = load_corpus(DataConfig(corpus="text", path=str(SHAKESPEARE)))
+    elapsed = time.perf_counter() - t0
+    assert c.vocab_size == 65
+    assert (len(c.train), len(c.val)) == (1_003_854, 111_540)  # nanoGPT shakespeare_char
+    assert elapsed < 2.0, f"load took {elapsed:.2f}s"
+
+
+def test_stdlib_corpus_is_deterministic():
+    cfg = DataConfig(corpus="stdlib", stdlib_max_bytes=200_000)
+    a, b = load_corpus(cfg), load_corpus(cfg)
+    assert a.content_hash == b.content_hash and torch.equal(a.train, b.train)
+    assert 0 < len(a.train) + len(a.val) <= 200_000
+    assert platform.python_version() in a.description
+    assert "def " in a.tokenizer.decode(a.train[:20_000])
+
+
+# ---- batches ------------------------------------------------------------------
+
+def test_train_batch_starts_depend_on_seed_and_step_only():
+    a = train_batch_starts(10_000, 64, 12, seed=0, step=7)
+    torch.manual_seed(123)
+    torch.rand(100)
+    b = train_batch_starts(10_000, 64, 12, seed=0, step=7)
+    assert torch.equal(a, b)
+    assert a.shape == (12,) and a.dtype == torch.int64
+    assert not torch.equal(a, train_batch_starts(10_000, 64, 12, seed=0, step=8))
+    assert not torch.equal(a, train_batch_starts(10_000, 64, 12, seed=1, step=7))
+
+
+def test_train_batch_starts_range_and_no_global_rng():
+    state = torch.random.get_rng_state()
+    s = train_batch_starts(67, 64, 1000, seed=0, step=0)  # starts in {0, 1, 2}
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert set(s.tolist()) == {0, 1, 2}
+    with pytest.raises(ValueError):
+        train_batch_starts(64, 64, 1, seed=0, step=0)
+
+
+def test_get_batch_matches_loop():
+    data = torch.arange(100) * 3
+    starts = torch.tensor([0, 5, 91])
+    x, y = get_batch(data, starts, block_size=8)
+    assert x.shape == y.shape == (3, 8)
+    for b, s in enumerate(starts.tolist()):
+        assert x[b].tolist() == data[s:s + 8].tolist()
+        assert y[b].tolist() == data[s + 1:s + 9].tolist()
+    with pytest.raises(ValueError):
+        get_batch(data, torch.tensor([92]), block_size=8)
+
+
+def test_eval_starts_fixed_spread_and_clamped():
+    s = eval_starts(10_000, 64, 20)
+    assert torch.equal(s, eval_starts(10_000, 64, 20))
+    assert len(s) == 20 and s[0] == 0 and s[-1] == 10_000 - 64 - 1
+    gaps = s.diff()
+    assert gaps.min() >= 64 and gaps.max() - gaps.min() <= 1  # evenly spaced
+    short = eval_starts(200, 64, 50)  # only 3 non-overlapping windows fit
+    assert len(short) == 3 and short.diff().min() >= 64 and short[-1] == 200 - 65
+    assert eval_starts(65, 64, 10).tolist() == [0]
+    with pytest.raises(ValueError, match="too short"):
+        eval_starts(64, 64, 10)
+
+
+# ---- teachers -----------------------------------------------------------------
+
+def test_ngram_hand_counted_bigram():
+    t = NGramTeacher.fit(np.array([0, 1, 0, 1, 1]), vocab_size=2, order=2, add_k=1.0)
+    # bigram counts: 0->1 twice; 1->0 once, 1->1 once
+    expected = torch.tensor([[1 / 4, 3 / 4], [2 / 4, 2 / 4]])
+    torch.testing.assert_close(t.table, expected)
+    data = torch.tensor([1, 0, 0, 1])
+    p = t.probs(data, torch.tensor([0]), block_size=3)  # contexts 1, 0, 0
+    torch.testing.assert_close(p[0], expected[[1, 0, 0]])
+
+
+def _slow_ngram_probs(train, data, start, block_size, V, order, k):
+    """Reference: counts by Python loops; history min(p + 1, order - 1) tokens."""
+    out = []
+    for p in range(start, start + block_size):
+        h = min(p + 1, order - 1)
+        hist = tuple(data[p - h + 1:p + 1]) if h else ()
+        counts = np.zeros(V)
+        for t in range(h, len(train)):
+            if tuple(train[t - h:t]) == hist:
+                counts[train[t]] += 1
+        out.append((counts + k) / (counts.sum() + k * V))
+    return np.array(out)
+
+
+def test_ngram_lookup_matches_slow_reference():
+    rng = np.random.default_rng(0)
+    V, order, k = 3, 3, 0.5
+    train = rng.integers(0, V, 300)
+    data = rng.integers(0, V, 40)
+    t = NGramTeacher.fit(torch.from_numpy(train), V, order=order, add_k=k)
+    starts = torch.tensor([0, 1, 7, 30])  # 0 and 1 exercise the short-history fallback
+    p = t.probs(torch.from_numpy(data), starts, block_size=9)
+    assert p.shape == (4, 9, V) and p.dtype == torch.float32
+    torch.testing.assert_close(p.sum(-1), torch.ones(4, 9))
+    for b, s in enumerate(starts.tolist()):
+        ref = _slow_ngram_probs(train, data, s, 9, V, order, k)
+        np.testing.assert_allclose(p[b].numpy(), ref, rtol=1e-6)
+
+
+def test_ngram_fits_train_split_only():
+    corpus = load_corpus(DataConfig(markov_tokens=5_000))
+    t1 = build_teacher(DataConfig(), corpus)
+    scrambled = Corpus(**{**corpus.__dict__, "val": torch.zeros_like(corpus.val)})
+    t2 = build_teacher(DataConfig(), scrambled)
+    assert torch.equal(t1.table, t2.table)
+    t3 = NGramTeacher.fit(torch.cat([corpus.train, corpus.val]), corpus.vocab_size)
+    assert not torch.equal(t1.table, t3.table)  # so the check above could fail
+
+
+def test_ngram_table_size_limit():
+    with pytest.raises(ValueError, match="ngram_order"):
+        NGramTeacher.fit(np.zeros(10, dtype=np.int64), vocab_size=256, order=5)
+
+
+def test_oracle_teacher_matches_transition_table():
+    cfg = DataConfig(markov_vocab=5, markov_order=2, markov_tokens=2_000, teacher="oracle")
+    corpus = load_corpus(cfg)
+    teacher = build_teacher(cfg, corpus)
+    assert isinstance(teacher, OracleTeacher)
+    P, pi = corpus.source.transition_table(), corpus.source.stationary_distribution()
+    data = corpus.train
+    starts = torch.tensor([0, 3, 1000])
+    probs = teacher.probs(data, starts, block_size=16)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 16))
+    V = 5
+    for b, s in enumerate(starts.tolist()):
+        for t in range(16):
+            p = s + t
+            if p >= 1:  # full order-2 context: most recent token is the low digit
+                want = P[int(data[p - 1]) * V + int(data[p])]
+            else:  # only x0 known: stationary conditional, summing over the unseen x_{-1}
+                rows = [c * V + int(data[0]) for c in range(V)]
+                joint = pi[rows, None] * P[rows]
+                want = joint.sum(0) / joint.sum()
+            np.testing.assert_allclose(probs[b, t].numpy(), want, rtol=1e-5)
+
+
+def test_oracle_cross_entropy_is_entropy_rate():
+    cfg = DataConfig(markov_tokens=100_000, teacher="oracle")
+    corpus = load_corpus(cfg)
+    teacher = build_teacher(cfg, corpus)
+    starts = eval_starts(len(corpus.val), 64, 1000)
+    _, y = get_batch(corpus.val, starts, 64)
+    p = teacher.probs(corpus.val, starts, 64).gather(-1, y[..., None]).squeeze(-1)
+    assert -p.double().log().mean().item() == pytest.approx(corpus.entropy_rate, abs=0.05)
+
+
+def test_build_teacher_kinds():
+    corpus = load_corpus(DataConfig(markov_tokens=3_000))
+    assert build_teacher(DataConfig(teacher="smoothed"), corpus) is None
+    t = build_teacher(DataConfig(teacher="ngram", ngram_order=2), corpus)
+    assert isinstance(t, NGramTeacher) and t.table.shape == (16, 16)

@@ -1,0 +1,174 @@
+"""Identical runs: same init, same batches, same dropout masks, same eval tokens; only the loss differs."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+import lossbench.training as training
+from lossbench.config import EvalConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.data.corpora import DataConfig
+from lossbench.losses import register_loss, unregister_loss
+from lossbench.training import build_eval_set, cached_corpus, lr_at, train_run
+
+TINY_DATA = DataConfig(corpus="markov", markov_tokens=20_000, markov_vocab=8)
+TINY = RunConfig(
+    data=TINY_DATA,
+    model=ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16),
+    train=TrainConfig(steps=12, batch_size=4, warmup_steps=2, checkpoint_every=4),
+    eval=EvalConfig(eval_every=4, val_windows=8, rep_prefixes=2, rep_prefix_len=4,
+                    rep_continuation=8, samples=1),
+)
+
+
+def tiny(**changes) -> RunConfig:
+    return dataclasses.replace(TINY, **changes)
+
+
+def _records(result) -> str:
+    """Everything a run recorded except timings, as text (so NaN == NaN)."""
+    steps = {k: v for k, v in result.steps.items() if k != "wall_s"}
+    return json.dumps([steps, result.evals], sort_keys=True)
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_train_run_returns_step_and_eval_records():
+    result = train_run(tiny())
+    assert result.status == "done"
+    assert result.steps["step"] == list(range(1, 13))
+    assert [e["step"] for e in result.evals] == [0, 4, 8, 12]
+    final = result.evals[-1]
+    for key in ("val_ce", "val_ppl", "val_bpt", "val_acc", "ece", "val_ce_calibrated",
+                "temperature", "mean_abs_log_z", "mean_max_prob", "mean_entropy", "rep", "wrep",
+                "uniq", "seq_rep_4", "uniq_seq", "excess_ce", "grad_norm_block0", "grad_cos_ce"):
+        assert key in final and math.isfinite(final[key]) or key == "grad_cos_ce", key
+    assert final["val_ppl"] == pytest.approx(math.exp(final["val_ce"]))
+    # CE trained against CE: the probe's cosine is 1 by construction
+    assert result.evals[1]["grad_cos_ce"] == pytest.approx(1.0, abs=1e-6)
+    assert final["excess_ce"] == pytest.approx(final["val_ce"] - cached_corpus(TINY_DATA).entropy_rate)
+    summary = result.summary()
+    assert summary["final_val_ce"] == final["val_ce"] and summary["steps"] == 12
+
+
+def test_runs_with_different_losses_see_identical_weights_batches_and_masks(monkeypatch):
+    seen = {}
+
+    original_init, original_batch, original_forward = (
+        training._Run.__init__, training._Run.batch, training._Run.forward)
+
+    def init(self, config):
+        original_init(self, config)
+        seen[config.loss] = {"init": {k: v.clone() for k, v in self.model.state_dict().items()},
+                             "batches": [], "rng": []}
+
+    def batch(self, step, micro):
+        out = original_batch(self, step, micro)
+        seen[self.cfg.loss]["batches"].append(out[0].clone())
+        return out
+
+    def forward(self, x):
+        if self.model.training:  # the RNG state that draws this forward's dropout masks
+            seen[self.cfg.loss]["rng"].append(torch.random.get_rng_state().clone())
+        return original_forward(self, x)
+
+    monkeypatch.setattr(training._Run, "__init__", init)
+    monkeypatch.setattr(training._Run, "batch", batch)
+    monkeypatch.setattr(training._Run, "forward", forward)
+    dropout_model = dataclasses.replace(TINY.model, dropout=0.2)
+    a = train_run(tiny(loss="cross_entropy", model=dropout_model))
+    b = train_run(tiny(loss="mse", model=dropout_model))
+    ce, mse = seen["cross_entropy"], seen["mse"]
+    assert all(torch.equal(ce["init"][k], mse["init"][k]) for k in ce["init"])
+    assert len(ce["batches"]) == 12 and all(torch.equal(x, y) for x, y in zip(ce["batches"], mse["batches"]))
+    assert len(ce["rng"]) == 12 and all(torch.equal(x, y) for x, y in zip(ce["rng"], mse["rng"]))
+    assert ce["batches"][0].shape == (4, 16) and not torch.equal(ce["batches"][0], ce["batches"][1])
+    # ... and the losses did train differently
+    assert a.steps["train_loss"] != b.steps["train_loss"]
+
+
+def test_eval_tokens_are_fixed_per_corpus():
+    corpus = cached_corpus(TINY_DATA)
+    e1, e2 = build_eval_set(corpus, 16, TINY.eval), build_eval_set(corpus, 16, TINY.eval)
+    assert torch.equal(e1.x, e2.x) and torch.equal(e1.y, e2.y) and torch.equal(e1.prefixes, e2.prefixes)
+
+
+def test_deterministic_rerun_is_identical():
+    a, b = train_run(tiny(seed=3)), train_run(tiny(seed=3))
+    assert _records(a) == _records(b)
+    assert _same_weights(a.model, b.model)
+    c = train_run(tiny(seed=4))
+    assert c.steps["train_loss"] != a.steps["train_loss"]
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "kl"])
+def test_kill_and_resume_equals_uninterrupted(tmp_path, loss):
+    config = tiny(loss=loss, model=dataclasses.replace(TINY.model, dropout=0.1))
+    reference = train_run(config)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_10(done, total):
+        if done == 10:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_run(config, checkpoint_dir=tmp_path, on_step=kill_at_10)
+    assert (tmp_path / "checkpoint.pt").exists()  # saved at step 8
+    resumed = train_run(config, checkpoint_dir=tmp_path)
+    assert _records(resumed) == _records(reference)
+    assert _same_weights(resumed.model, reference.model)
+
+
+def test_non_finite_loss_is_a_diverged_result():
+    @register_loss("test_nan_after_update", description="NaN once the weights moved",
+                   reference="test")
+    def nan_loss(logits, targets, *, ignore_index=-100):
+        ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets,
+                                               reduction="none")
+        return ce * torch.where(logits.abs().max() > 0.05, math.nan, 1.0)
+
+    try:
+        result = train_run(tiny(loss="test_nan_after_update", train=dataclasses.replace(
+            TINY.train, lr=0.05)))
+    finally:
+        unregister_loss("test_nan_after_update")
+    assert result.status == "diverged" and result.diverged_step is not None
+    assert len(result.steps["step"]) == result.diverged_step
+    assert result.summary()["status"] == "diverged"
+
+
+@pytest.mark.parametrize("teacher", ["ngram", "oracle", "smoothed"])
+def test_distillation_runs_with_each_teacher(teacher):
+    result = train_run(tiny(loss="reverse_kl", data=dataclasses.replace(TINY_DATA, teacher=teacher),
+                            train=dataclasses.replace(TINY.train, steps=4)))
+    assert result.status == "done" and math.isfinite(result.evals[-1]["val_ce"])
+
+
+def test_sequence_unlikelihood_finetune_phase():
+    config = tiny(finetune=FinetuneConfig(steps=6, prefix_len=4, continuation_len=12))
+    result = train_run(config)
+    assert result.status == "done"
+    assert result.steps["step"][-1] == 18
+    assert result.evals[-1]["step"] == 18 and result.evals[-2]["step"] == 16
+    assert all(lr == config.finetune.lr for lr in result.steps["lr"][12:])
+
+
+def test_lr_schedule_matches_nanogpt():
+    cfg = TrainConfig(steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100)
+    assert lr_at(0, cfg) == pytest.approx(1e-3 / 101)
+    assert lr_at(100, cfg) == pytest.approx(1e-3)
+    assert lr_at(1050, cfg) == pytest.approx(5.5e-4)
+    assert lr_at(2000, cfg) == pytest.approx(1e-4)
+
+
+def test_thread_count_is_restored():
+    before = torch.get_num_threads()
+    train_run(tiny(train=dataclasses.replace(TINY.train, steps=1, threads=1)))
+    assert torch.get_num_threads() == before
