@@ -113,6 +113,78 @@ def check_cmd(target, plugins, profile, max_examples, seed, only):
     sys.exit(1 if failures else 0)
 
 
+@cli.command("run")
+@click.argument("suite_path", metavar="SUITE")
+@click.option("--out", "out", default=None, metavar="DIR",
+              help="Results directory [default: results/<suite name>].")
+@click.option("--workers", default="auto", show_default=True, metavar="N|auto",
+              help="Worker processes (local executor).")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
+@click.option("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Override the suite's device.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a suite value, e.g. --set train.steps=100 (repeatable).")
+@_plugin_option
+@click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
+def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, plugins, no_report):
+    """Sweep a suite: losses x hyperparameter grids x seeds over identical runs.
+
+    Rerunning the same command skips finished runs and resumes unfinished ones
+    from their last checkpoint. Exit 0 when every run is done or diverged, 1 when
+    any failed, 2 for bad input.
+    """
+    _load_plugins(plugins)
+    from lossbench.runner import run_suite
+    from lossbench.suites import SuiteError, load_suite
+
+    if device is not None:
+        overrides = (*overrides, f'device="{device}"')
+    try:
+        suite = load_suite(suite_path, overrides)
+    except SuiteError as exc:
+        for line in exc.errors[:-1]:
+            click.echo(f"lossbench: error: {line}", err=True)
+        raise InputError(exc.errors[-1]) from None
+    if workers == "auto":
+        n_workers = None
+    elif workers.isdigit() and int(workers) >= 1:
+        n_workers = int(workers)
+    else:
+        raise InputError(f"--workers: expected a positive integer or 'auto', got {workers!r}")
+    if executor == "dask" and not scheduler:
+        raise InputError("--scheduler: required with --executor dask (e.g. tcp://host:8786)")
+    if suite.runs[0].device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: torch sees no CUDA device on this machine")
+    out = out or f"results/{suite.name}"
+    outcome = run_suite(suite, out, workers=n_workers, executor=executor, scheduler=scheduler,
+                        plugins=plugins)
+    counts = {s: list(outcome.statuses.values()).count(s) for s in ("done", "diverged", "failed")}
+    click.echo(f"{suite.name}: {len(outcome.statuses)} runs ({outcome.skipped} already finished) "
+               f"in {outcome.wall_s:.1f} s: {counts['done']} done, {counts['diverged']} diverged, "
+               f"{counts['failed']} failed -> {out}/summary.csv")
+    _print_suite_summary(out)
+    sys.exit(outcome.exit_code)
+
+
+def _print_suite_summary(out) -> None:
+    from lossbench.results import load
+
+    summary, _ = load(out)
+    if summary.empty or "final_val_ce" not in summary:
+        return
+    table = summary.groupby("loss").agg(runs=("run_id", "count"), val_ce=("final_val_ce", "mean"),
+                                        val_ce_sd=("final_val_ce", "std"),
+                                        statuses=("status", lambda s: ",".join(sorted(set(s)))))
+    table = table.sort_values("val_ce")
+    rows = [(loss, r.runs, f"{r.val_ce:.4f}", "" if r.val_ce_sd != r.val_ce_sd else f"{r.val_ce_sd:.4f}",
+             r.statuses) for loss, r in table.iterrows()]
+    click.echo("")
+    _print_table(("loss", "runs", "mean final val CE", "sd", "status"), rows)
+
+
 def _print_table(header, rows) -> None:
     """Plain aligned columns; the last column is not padded (it may be long)."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]

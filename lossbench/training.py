@@ -47,6 +47,7 @@ class RunResult:
     eval_time_s: float = 0.0  # evaluations and gradient probes
     flops_per_token: int = 0
     model: GPT | None = field(default=None, repr=False)  # the trained model (not serialized)
+    hparams: dict[str, Any] = field(default_factory=dict)  # effective: defaults + overrides
 
     def summary(self) -> dict[str, Any]:
         tokens = self.steps["tokens"][-1] if self.steps["tokens"] else 0
@@ -63,6 +64,7 @@ class RunResult:
             "tokens_per_s": tokens / self.train_time_s if self.train_time_s else math.nan,
             "flops_per_token": self.flops_per_token,
             "clip_rate": sum(self.steps["clipped"]) / n if n else math.nan,
+            **{f"hp_{k}": v for k, v in self.hparams.items()},
             **{f"final_{k}": v for k, v in last_eval.items() if k != "step"},
         }
 
@@ -225,7 +227,8 @@ def train_run(config: RunConfig, *, checkpoint_dir: str | Path | None = None,
 
 def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
     run = _Run(config)
-    result = RunResult(config, flops_per_token=run.model.flops_per_token())
+    result = RunResult(config, flops_per_token=run.model.flops_per_token(),
+                       hparams={**run.spec.defaults(), **config.hparams})
     start = 0
     if ckpt_dir is not None and (state := load_checkpoint(ckpt_dir)) is not None:
         start = state["next_step"]
@@ -252,9 +255,13 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
 
     if start == 0:
         do_eval(0)
+    def is_eval_step(done: int) -> bool:
+        return done % eval_every == 0 or done == cfg.steps or done == total
+
     for step in range(start, total):
         in_finetune = step >= cfg.steps
-        probe = config.eval.grad_stats and (step % eval_every == 0)
+        # gradient stats of the update that ends at an eval step, reported with that eval
+        probe = config.eval.grad_stats and is_eval_step(step + 1)
         t0 = time.perf_counter()
         try:
             if in_finetune:
@@ -275,9 +282,8 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
         for k in STEP_FIELDS:
             result.steps[k].append(rec[k])
         done = step + 1
-        if done % eval_every == 0 or done == cfg.steps or done == total:
-            if not result.evals or result.evals[-1]["step"] != done:
-                do_eval(done)
+        if is_eval_step(done):
+            do_eval(done)
         if ckpt_dir is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
                 and done < total:
             save_checkpoint(ckpt_dir, {

@@ -1,0 +1,159 @@
+"""Sweep a suite's runs over worker processes (or a Dask cluster), resumably.
+
+Each run writes only inside its own folder (see :mod:`lossbench.results`);
+a finished run is skipped, an unfinished one resumes from its last
+checkpoint, so killing a sweep at any moment loses at most the steps since
+the last checkpoint and the final results equal an uninterrupted sweep's.
+A run's thread count is part of its config, never derived from how many
+workers share the machine, so results do not depend on ``--workers``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lossbench.checkpoint import atomic_write_json
+from lossbench.config import RunConfig
+from lossbench.results import is_finished, read_result, run_dir, write_result, write_tables
+from lossbench.suites import Suite
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    out: Path
+    statuses: dict[str, str]  # run_id -> done | diverged | failed
+    skipped: int  # runs already finished before this invocation
+    wall_s: float
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if "failed" in self.statuses.values() else 0
+
+
+def _load_plugins(plugins: tuple[str, ...]) -> None:
+    from lossbench.losses import load_plugin
+
+    for plugin in plugins:
+        load_plugin(plugin)
+
+
+def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] = (),
+                progress=None) -> tuple[str, str]:
+    """Run (or resume, or skip) one run; never raises for an error in the run itself.
+
+    Returns (run_id, status). Exceptions from the loss or the data become status
+    ``failed`` with the traceback saved; the sweep goes on.
+    """
+    _load_plugins(plugins)
+    config = RunConfig.from_dict(config_dict)
+    run_id = config.run_id()
+    folder = run_dir(out, run_id)
+    if is_finished(folder):
+        return run_id, read_result(folder)["status"]
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "config.json", config_dict)
+
+    def on_step(done: int, total: int) -> None:
+        if progress is not None:
+            progress[run_id] = (done, total)
+
+    from lossbench.training import train_run
+
+    try:
+        result = train_run(config, checkpoint_dir=folder, on_step=on_step)
+    except Exception:  # a failing user loss must not take the sweep down
+        write_result(folder, config_dict, "failed", {"run_id": run_id, "loss": config.loss,
+                                                     "seed": config.seed, "status": "failed"},
+                     traceback_text=traceback.format_exc())
+        return run_id, "failed"
+    write_result(folder, config_dict, result.status, result.summary(), result.steps, result.evals)
+    return run_id, result.status
+
+
+def _init_worker(plugins: tuple[str, ...]) -> None:
+    _load_plugins(plugins)
+
+
+def auto_workers(suite: Suite) -> int:
+    """As many one-run processes as the cores allow at each run's own thread count."""
+    threads = max(r.train.threads for r in suite.runs)
+    return max(1, (os.cpu_count() or 1) // threads)
+
+
+def _total_steps(config: RunConfig) -> int:
+    return config.train.steps + config.finetune.steps
+
+
+def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
+              executor: str = "local", scheduler: str | None = None,
+              plugins: tuple[str, ...] = (), show_progress: bool | None = None) -> SweepOutcome:
+    """Execute every run of ``suite`` into ``out`` and rebuild the suite tables."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "suite.json", {"name": suite.name, "description": suite.description,
+                                           "path": suite.path, "seeds": list(suite.seeds),
+                                           "baseline": suite.baseline,
+                                           "run_ids": [r.run_id() for r in suite.runs]})
+    pending = [r for r in suite.runs if not is_finished(run_dir(out, r.run_id()))]
+    statuses = {r.run_id(): read_result(run_dir(out, r.run_id()))["status"]
+                for r in suite.runs if r not in pending}
+    start = time.perf_counter()
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
+    if pending:
+        if executor == "dask":
+            from lossbench.dask_executor import run_on_dask
+            statuses.update(run_on_dask(pending, out, scheduler, plugins, show_progress))
+        else:
+            statuses.update(_run_local(pending, out, workers or auto_workers(suite), plugins,
+                                       show_progress, len(suite.runs)))
+    write_tables(out)
+    return SweepOutcome(out, statuses, len(suite.runs) - len(pending), time.perf_counter() - start)
+
+
+def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins, show_progress,
+               n_total_runs: int) -> dict[str, str]:
+    from tqdm import tqdm
+
+    statuses: dict[str, str] = {}
+    total = sum(_total_steps(r) for r in pending)
+    bar = tqdm(total=total, unit="step", desc="suite", disable=not show_progress, leave=True,
+               dynamic_ncols=True)
+    if workers == 1:  # in-process: simplest to debug, same numbers
+        progress: dict = {}
+        for config in pending:
+            run_id, status = execute_run(config.to_dict(), str(out), plugins, progress)
+            statuses[run_id] = status
+            bar.n = sum(_total_steps(r) for r in pending if r.run_id() in statuses)
+            bar.set_postfix_str(f"runs {len(statuses)}/{len(pending)}")
+            bar.refresh()
+        bar.close()
+        return statuses
+    ctx = mp.get_context("spawn")  # no forked torch thread pools
+    with ctx.Manager() as manager:
+        progress = manager.dict()
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                    initargs=(plugins,)) as pool:
+            futures = {pool.submit(execute_run, r.to_dict(), str(out), plugins, progress): r
+                       for r in pending}
+            remaining = set(futures)
+            while remaining:
+                done, remaining = cf.wait(remaining, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    run_id, status = future.result()
+                    statuses[run_id] = status
+                steps = sum(_total_steps(r) if r.run_id() in statuses else
+                            progress.get(r.run_id(), (0, 0))[0] for r in pending)
+                bar.n = steps
+                bar.set_postfix_str(f"runs {len(statuses)}/{len(pending)}")
+                bar.refresh()
+    bar.close()
+    return statuses

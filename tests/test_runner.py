@@ -1,0 +1,133 @@
+"""The sweep runner: resumable, worker-count independent, failures and divergence as results."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lossbench.results import load
+from lossbench.runner import run_suite
+from lossbench.suites import load_suite
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TIMING = ["wall_s", "train_s", "eval_s", "tokens_per_s"]
+
+TINY = """
+name = "tiny"
+seeds = [0, 1]
+losses = ["cross_entropy", "mse", {{ name = "unlikelihood", alpha = [0.5] }}]
+[data]
+markov_tokens = 20000
+markov_vocab = 8
+[model]
+n_layer = 1
+n_head = 2
+n_embd = 16
+block_size = 16
+[train]
+steps = {steps}
+batch_size = 4
+warmup_steps = 2
+checkpoint_every = 5
+[eval]
+eval_every = 10
+val_windows = 8
+rep_prefixes = 2
+rep_prefix_len = 4
+rep_continuation = 8
+"""
+
+
+def tiny_suite(tmp_path, steps=20, extra_losses=""):
+    text = TINY.format(steps=steps)
+    if extra_losses:
+        text = text.replace('losses = [', f'losses = [{extra_losses}, ')
+    path = tmp_path / "tiny.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def comparable(out):
+    summary, curves = load(out)
+    summary = summary.drop(columns=[c for c in TIMING if c in summary]).sort_values("run_id")
+    curves = curves[curves.metric != "wall_s"].sort_values(["run_id", "metric", "step"])
+    return summary.reset_index(drop=True), curves.reset_index(drop=True)
+
+
+def assert_same_results(a, b):
+    sa, ca = comparable(a)
+    sb, cb = comparable(b)
+    pd.testing.assert_frame_equal(sa, sb)
+    pd.testing.assert_frame_equal(ca, cb)
+
+
+def test_sweep_writes_store_and_tables(tmp_path):
+    suite = load_suite(tiny_suite(tmp_path))
+    outcome = run_suite(suite, tmp_path / "out", workers=1)
+    assert outcome.exit_code == 0 and set(outcome.statuses.values()) == {"done"}
+    summary, curves = load(tmp_path / "out")
+    assert len(summary) == 6
+    for col in ("run_id", "loss", "seed", "status", "steps", "final_train_loss", "final_val_ce",
+                "final_val_ppl", "wall_s", "tokens_per_s", "final_val_acc", "final_ece",
+                "final_seq_rep_4", "final_wrep", "hp_alpha"):
+        assert col in summary, col
+    assert set(summary.loc[summary.loss == "unlikelihood", "hp_alpha"]) == {0.5}
+    assert {"train_loss", "train_ce", "val_ce", "grad_norm"} <= set(curves.metric)
+    for run_id in summary.run_id:
+        folder = tmp_path / "out" / "runs" / run_id
+        assert (folder / "DONE").read_text().strip() == "done"
+        assert not (folder / "checkpoint.pt").exists()
+    # a second invocation skips everything and changes nothing
+    again = run_suite(suite, tmp_path / "out", workers=1)
+    assert again.skipped == 6
+
+
+def test_results_do_not_depend_on_worker_count(tmp_path):
+    suite = load_suite(tiny_suite(tmp_path))
+    run_suite(suite, tmp_path / "w1", workers=1)
+    run_suite(suite, tmp_path / "w2", workers=2)
+    assert_same_results(tmp_path / "w1", tmp_path / "w2")
+
+
+def test_sigkill_and_rerun_equals_uninterrupted(tmp_path):
+    path = tiny_suite(tmp_path, steps=60)
+    reference = tmp_path / "reference"
+    run_suite(load_suite(path), reference, workers=1)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "lossbench", "run", str(path), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    # kill once some checkpoint exists but the sweep is not finished
+    while time.time() < deadline and not list(out.glob("runs/*/checkpoint.pt")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(out.glob("runs/*/checkpoint.pt")), "the sweep was killed before any checkpoint"
+    assert len(list(out.glob("runs/*/DONE"))) < 6
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_results(reference, out)
+
+
+def test_failed_and_diverged_runs_are_results(tmp_path):
+    path = tiny_suite(tmp_path, extra_losses='"fixture_raises", "fixture_nan"')
+    proc = subprocess.run([sys.executable, "-m", "lossbench", "run", str(path), "--out",
+                           str(tmp_path / "out"), "--workers", "2",
+                           "--plugin", str(FIXTURES / "sweep_plugin.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr  # a failed run makes the exit code 1
+    summary, _ = load(tmp_path / "out")
+    status = summary.groupby("loss").status.agg(set).to_dict()
+    assert status["fixture_raises"] == {"failed"} and status["fixture_nan"] == {"diverged"}
+    assert status["cross_entropy"] == {"done"}
+    failed_id = summary.loc[summary.loss == "fixture_raises", "run_id"].iloc[0]
+    trace = (tmp_path / "out" / "runs" / failed_id / "traceback.txt").read_text()
+    assert "RuntimeError: deliberate failure" in trace
+    assert summary.loc[summary.loss == "fixture_nan", "diverged_step"].notna().all()
