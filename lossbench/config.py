@@ -88,6 +88,11 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     device: str = "cpu"  # "cpu" | "cuda" (bf16 autocast on cuda)
+    label: str = ""  # display name in reports; "" means the loss name
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.loss
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

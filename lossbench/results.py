@@ -61,12 +61,13 @@ def summary_rows(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         row = {"run_id": r["summary"].get("run_id"), "loss": r["config"]["loss"],
+               "label": r["config"].get("label") or r["config"]["loss"],
                "seed": r["config"]["seed"], "status": r["status"], **_flatten_hparams(r["config"])}
         row.update({k: v for k, v in r["summary"].items() if k not in row})
         if "final_val_ppl" not in row and "final_val_ce" in row:
             row["final_val_ppl"] = math.exp(min(row["final_val_ce"], 700.0))
         rows.append(row)
-    first = ["run_id", "loss", "seed", "status", "steps", "final_train_loss", "final_val_ce",
+    first = ["run_id", "loss", "label", "seed", "status", "steps", "final_train_loss", "final_val_ce",
              "final_val_ppl", "wall_s", "tokens_per_s"]
     frame = pd.DataFrame(rows)
     for col in first:

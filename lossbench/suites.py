@@ -153,8 +153,12 @@ def _section(doc: dict, name: str, where: str, errors: list[str]):
         return cls()
 
 
-def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, dict]]:
-    """Expand `losses` into (name, hparams) pairs; list values are grids."""
+def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, dict, dict]]:
+    """Expand `losses` into (name, hparams, extras) triples; list values are grids.
+
+    An entry may carry `label` (its name in reports) and a `finetune` table that
+    replaces the suite's [finetune] section for that entry.
+    """
     entries = doc.get("losses")
     if not isinstance(entries, list) or not entries:
         errors.append(f"{where}: losses: expected a non-empty list of names or tables")
@@ -173,7 +177,24 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
             errors.append(f"{where}: {key}: unknown loss {name!r}{_closest(name, known)}")
             continue
         spec = get_loss(name)
-        grid = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items() if k != "name"}
+        if spec.finetune_only:
+            errors.append(f"{where}: {key}: {name} needs generated text: use it as a fine-tuning "
+                          f"phase, e.g. {{ name = \"cross_entropy\", finetune = {{ steps = 200, "
+                          f"loss = \"{name}\" }} }}")
+            continue
+        extras = {}
+        label = entry.get("label", "")
+        if not isinstance(label, str):
+            errors.append(f"{where}: {key}: label: expected a string")
+        extras["label"] = label if isinstance(label, str) else ""
+        if "finetune" in entry:
+            table = {"finetune": entry["finetune"]}
+            n_before = len(errors)
+            extras["finetune"] = _section(table, "finetune", f"{where}: {key}", errors)
+            if len(errors) == n_before and extras["finetune"].loss not in known:
+                errors.append(f"{where}: {key}: finetune loss {extras['finetune'].loss!r} is unknown")
+        grid = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items()
+                if k not in ("name", "label", "finetune")}
         bad = False
         for hp, values in grid.items():
             for value in values:
@@ -184,7 +205,7 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
             continue
         keys = list(grid)
         for combo in itertools.product(*(grid[k] for k in keys)):
-            out.append((name, dict(zip(keys, combo))))
+            out.append((name, dict(zip(keys, combo)), extras))
     return out
 
 
@@ -230,11 +251,13 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         errors.append(f"{where}: [model] n_embd must be divisible by n_head")
     entries = _loss_entries(doc, where, errors)
     baseline = doc.get("baseline", "cross_entropy")
-    if entries and baseline not in {n for n, _ in entries}:
+    names = {x.get("label") or n for n, _, x in entries}
+    if entries and baseline not in names:
         errors.append(f"{where}: baseline: {baseline!r} is not among the suite's losses")
     if errors:
         raise SuiteError(errors)
-    runs = tuple(RunConfig(loss=loss, hparams=hp, seed=seed, device=device, **sections)
-                 for loss, hp in entries for seed in seeds)
+    runs = tuple(RunConfig(loss=loss, hparams=hp, seed=seed, device=device,
+                           **{**sections, **extras})
+                 for loss, hp, extras in entries for seed in seeds)
     return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
                  baseline=baseline, runs=runs)

@@ -109,4 +109,22 @@ def test_shipped_suites_validate(path, monkeypatch):
     if 'corpus = "text"' in text:  # needs a text path; point it at any existing file
         overrides = [f'data.path="{path}"']
     suite = load_suite(path, overrides)
-    assert suite.runs and suite.baseline in {r.loss for r in suite.runs}
+    assert suite.runs and suite.baseline in {r.display_name for r in suite.runs}
+
+
+def test_entry_labels_and_per_entry_finetune(tmp_path):
+    suite = load_suite(write(tmp_path, """
+        seeds = [0]
+        losses = [
+            "cross_entropy",
+            { name = "cross_entropy", label = "ce+seq_ul", finetune = { steps = 10, loss = "sequence_unlikelihood" } },
+        ]
+    """))
+    plain, tuned = suite.runs
+    assert plain.finetune.steps == 0 and tuned.finetune.steps == 10
+    assert tuned.display_name == "ce+seq_ul" and plain.run_id() != tuned.run_id()
+
+
+def test_finetune_only_loss_is_rejected_as_a_training_loss(tmp_path):
+    with pytest.raises(SuiteError, match="fine-tuning phase"):
+        load_suite(write(tmp_path, 'losses = ["cross_entropy", "sequence_unlikelihood"]\n'))
