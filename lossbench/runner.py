@@ -150,10 +150,13 @@ def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins, show_
                 for future in done:
                     run_id, status = future.result()
                     statuses[run_id] = status
-                steps = sum(_total_steps(r) if r.run_id() in statuses else
-                            progress.get(r.run_id(), (0, 0))[0] for r in pending)
-                bar.n = steps
-                bar.set_postfix_str(f"runs {len(statuses)}/{len(pending)}")
+                snapshot = dict(progress)
+                bar.n = sum(_total_steps(r) if r.run_id() in statuses else
+                            snapshot.get(r.run_id(), (0, 0))[0] for r in pending)
+                active = [f"{rid} {d}/{t}" for rid, (d, t) in snapshot.items()
+                          if rid not in statuses]
+                bar.set_postfix_str(f"runs {len(statuses)}/{len(pending)}"
+                                    + (" | " + ", ".join(active) if active else ""))
                 bar.refresh()
     bar.close()
     return statuses
