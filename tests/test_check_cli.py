@@ -70,7 +70,7 @@ def test_plugin_loss_claiming_a_false_property_fails():
     (["check", f"{BROKEN}:not_a_loss"], "expected signature"),
     (["check", "no_such_module_xyz:fn"], "cannot import module"),
     (["check", "all", "--property", "bogus"], "--property: unknown"),
-    (["losses", "--plugin", "missing_plugin.py"], "--plugin: plugin file not found"),
+    (["losses", "--plugin", "missing_plugin.py"], "--plugin: no such file: missing_plugin.py"),
     (["check"], "Missing argument"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment):

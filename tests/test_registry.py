@@ -75,7 +75,7 @@ def test_plugin_file_registers(tmp_path):
         assert get_loss("plugin_file_loss").origin.startswith("lossbench_plugin_")
     finally:
         unregister_loss("plugin_file_loss")
-    with pytest.raises(PluginError, match="not found"):
+    with pytest.raises(PluginError, match="no such file"):
         load_plugin(str(tmp_path / "missing.py"))
 
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from lossbench.losses import GENERIC_PROPERTIES, LossSpec, get_loss, list_losses
+from lossbench.losses import GENERIC_PROPERTIES, LossSpec, PluginError, get_loss, list_losses
+from lossbench.losses.registry import import_target
 
 from .properties import PROPERTIES
 from .strategies import LossCase
@@ -85,23 +82,10 @@ def check_loss(spec: LossSpec, **kwargs) -> list[PropertyResult]:
 
 def _load_function(target: str) -> Callable:
     where, _, attr = target.rpartition(":")
-    if where.endswith(".py") or Path(where).is_file():
-        path = Path(where)
-        if not path.is_file():
-            raise CheckTargetError(f"no such file: {where}")
-        name = f"lossbench_check_{path.stem}"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise CheckTargetError(f"{where} failed to import: {type(exc).__name__}: {exc}") from None
-    else:
-        try:
-            module = importlib.import_module(where)
-        except Exception as exc:
-            raise CheckTargetError(f"cannot import module {where!r}: {type(exc).__name__}: {exc}") from None
+    try:
+        module = import_target(where)
+    except PluginError as exc:
+        raise CheckTargetError(str(exc)) from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise CheckTargetError(f"{where} has no function {attr!r}")

@@ -30,11 +30,17 @@ def _target_distribution(logits, safe, teacher_probs, smoothing):
     return teacher_probs.to(logits.dtype)
 
 
-def _kl_reference(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None):
+def _reference_target(logits, targets, smoothing, teacher_probs):
+    """The plain, independent spelling of the target distribution for the references."""
+    if teacher_probs is not None:
+        return teacher_probs.to(logits.dtype)
     V = logits.shape[-1]
-    t = teacher_probs if teacher_probs is not None else \
-        F.one_hot(targets.clamp_min(0), V).to(logits.dtype) * (1 - smoothing) + smoothing / V
-    loss = F.kl_div(F.log_softmax(logits, -1), t.to(logits.dtype), reduction="none").sum(-1)
+    return F.one_hot(targets.clamp_min(0), V).to(logits.dtype) * (1 - smoothing) + smoothing / V
+
+
+def _kl_reference(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None):
+    t = _reference_target(logits, targets, smoothing, teacher_probs)
+    loss = F.kl_div(F.log_softmax(logits, -1), t, reduction="none").sum(-1)
     return torch.where(targets != ignore_index, loss, torch.zeros_like(loss))
 
 
@@ -60,11 +66,9 @@ def kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None)
 
 def _reverse_kl_reference(logits, targets, *, ignore_index=-100, smoothing=0.1,
                           teacher_probs=None):
-    V = logits.shape[-1]
-    t = teacher_probs if teacher_probs is not None else \
-        F.one_hot(targets.clamp_min(0), V).to(logits.dtype) * (1 - smoothing) + smoothing / V
+    t = _reference_target(logits, targets, smoothing, teacher_probs)
     p = logits.softmax(-1)
-    loss = (p * (p.log() - t.to(logits.dtype).log())).sum(-1)
+    loss = (p * (p.log() - t.log())).sum(-1)
     return torch.where(targets != ignore_index, loss, torch.zeros_like(loss))
 
 

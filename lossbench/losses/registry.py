@@ -16,6 +16,7 @@ place with import side effects); third-party losses register through the
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -243,28 +244,35 @@ def list_losses() -> list[LossSpec]:
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
+def import_target(target: str):
+    """Import ``path/to/file.py`` (once per resolved path) or ``package.module``; PluginError
+    with a one-line reason when it cannot be imported."""
+    path = Path(target)
+    if not (target.endswith(".py") or path.exists()):
+        try:
+            return importlib.import_module(target)
+        except Exception as exc:
+            raise PluginError(f"cannot import module {target!r}: {type(exc).__name__}: {exc}") from exc
+    if not path.is_file():
+        raise PluginError(f"no such file: {target}")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    mod_name = f"lossbench_plugin_{path.stem}_{digest}"
+    if mod_name in sys.modules:  # importing twice would register its losses twice
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[mod_name]
+        raise PluginError(f"{target} failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
 def load_plugin(target: str) -> None:
     """Import ``path/to/file.py`` or ``package.module`` so its losses register."""
-    path = Path(target)
-    if target.endswith(".py") or path.exists():
-        if not path.is_file():
-            raise PluginError(f"plugin file not found: {target}")
-        mod_name = f"lossbench_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
-        if mod_name in sys.modules:
-            return
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[mod_name]
-            raise PluginError(f"plugin {target} failed to import: {type(exc).__name__}: {exc}") from exc
-        return
-    try:
-        importlib.import_module(target)
-    except Exception as exc:
-        raise PluginError(f"plugin module {target!r} failed to import: {type(exc).__name__}: {exc}") from exc
+    import_target(target)
 
 
 def mean_over_tokens(per_token: torch.Tensor, targets: torch.Tensor, *,
