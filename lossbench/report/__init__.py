@@ -1,0 +1,1 @@
+"""Comparison reports over a results directory: statistics, tables, plots, rendering."""
