@@ -161,12 +161,35 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
     out = out or f"results/{suite.name}"
     outcome = run_suite(suite, out, workers=n_workers, executor=executor, scheduler=scheduler,
                         plugins=plugins)
+    report_dir = None
+    if not no_report:
+        from lossbench.report.render import build_report
+        report_dir = build_report(out)
     counts = {s: list(outcome.statuses.values()).count(s) for s in ("done", "diverged", "failed")}
     click.echo(f"{suite.name}: {len(outcome.statuses)} runs ({outcome.skipped} already finished) "
                f"in {outcome.wall_s:.1f} s: {counts['done']} done, {counts['diverged']} diverged, "
                f"{counts['failed']} failed -> {out}/summary.csv")
     _print_suite_summary(out)
+    if report_dir is not None:
+        click.echo(f"\nreport: {report_dir}/index.html (and report.md)")
     sys.exit(outcome.exit_code)
+
+
+@cli.command("report")
+@click.argument("results_dir", metavar="DIR")
+@click.option("--out", "out", default=None, metavar="REPORT_DIR",
+              help="Report folder [default: reports/<suite>-<date>].")
+def report_cmd(results_dir, out):
+    """Write the comparison report of a results directory (HTML, Markdown, CSV)."""
+    from pathlib import Path
+
+    from lossbench.report.render import build_report
+
+    if not (Path(results_dir) / "summary.csv").exists() or \
+            not (Path(results_dir) / "suite.json").exists():
+        raise InputError(f"DIR: {results_dir} is not a lossbench results directory "
+                         f"(no summary.csv / suite.json)")
+    click.echo(f"report: {build_report(results_dir, out)}/index.html")
 
 
 def _print_suite_summary(out) -> None:

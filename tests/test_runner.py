@@ -100,7 +100,8 @@ def test_sigkill_and_rerun_equals_uninterrupted(tmp_path):
     reference = tmp_path / "reference"
     run_suite(load_suite(path), reference, workers=1)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "lossbench", "run", str(path), "--out", str(out), "--workers", "2"]
+    cmd = [sys.executable, "-m", "lossbench", "run", str(path), "--out", str(out), "--workers", "2",
+           "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
@@ -120,7 +121,7 @@ def test_failed_and_diverged_runs_are_results(tmp_path):
     path = tiny_suite(tmp_path, extra_losses='"fixture_raises", "fixture_nan"')
     proc = subprocess.run([sys.executable, "-m", "lossbench", "run", str(path), "--out",
                            str(tmp_path / "out"), "--workers", "2",
-                           "--plugin", str(FIXTURES / "sweep_plugin.py")],
+                           "--plugin", str(FIXTURES / "sweep_plugin.py"), "--no-report"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr  # a failed run makes the exit code 1
     summary, _ = load(tmp_path / "out")

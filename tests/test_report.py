@@ -1,0 +1,38 @@
+"""`lossbench report` end to end on a tiny sweep that has failed and diverged runs."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from test_runner import FIXTURES, tiny_suite
+
+
+def test_report_renders_with_failed_and_diverged_runs(tmp_path):
+    suite = tiny_suite(tmp_path, extra_losses='"fixture_raises", "fixture_nan"')
+    out, report = tmp_path / "out", tmp_path / "report"
+    run = subprocess.run([sys.executable, "-m", "lossbench", "run", str(suite), "--out", str(out),
+                          "--workers", "2", "--plugin", str(FIXTURES / "sweep_plugin.py"),
+                          "--no-report"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    proc = subprocess.run([sys.executable, "-m", "lossbench", "report", str(out), "--out",
+                           str(report)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("index.html", "report.md", "headline.csv", "comparisons.csv", "ranks.csv",
+                 "convergence.png", "train_loss.png"):
+        assert (report / name).exists(), name
+    html = (report / "index.html").read_text()
+    pngs = sorted(p.name for p in report.glob("*.png"))
+    assert len(re.findall(r"src='data:image/png;base64,", html)) == len(pngs) >= 5
+    md = (report / "report.md").read_text()
+    assert all(f"]({p})" in md for p in pngs)
+    assert "diverged at step" in md and "failed: see traceback.txt" in md
+    assert "shared hyperparameters, not tuned" in md
+    assert "fixture_nan | 2 (2 diverged)" in md and "fixture_raises | 2 (2 failed)" in md
+
+
+def test_report_of_a_non_results_dir_is_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lossbench", "report", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("lossbench: error: DIR:")
