@@ -46,7 +46,10 @@ def hinge(logits, targets, *, ignore_index=-100, margin=1.0):
 
     Zero once the target beats every other logit by the margin: it stops
     pushing, so its logits stay unnormalized and its val CE is only meaningful
-    after temperature calibration.
+    after temperature calibration. Not Fisher-consistent (Zhang 2004; Tewari &
+    Bartlett, JMLR 2007): where no class has probability above 1/2, constant
+    scores minimize its expectation, so on high-entropy next-token
+    distributions it can learn nothing at all.
     """
     violation, keep = _violation(logits, targets, ignore_index, margin)
     return finish(violation, keep)
