@@ -193,6 +193,8 @@ def report_cmd(results_dir, out):
 
 
 def _print_suite_summary(out) -> None:
+    import pandas as pd
+
     from lossbench.results import load
 
     summary, _ = load(out)
@@ -202,7 +204,7 @@ def _print_suite_summary(out) -> None:
                                         val_ce_sd=("final_val_ce", "std"),
                                         statuses=("status", lambda s: ",".join(sorted(set(s)))))
     table = table.sort_values("val_ce")
-    rows = [(loss, r.runs, f"{r.val_ce:.4f}", "" if r.val_ce_sd != r.val_ce_sd else f"{r.val_ce_sd:.4f}",
+    rows = [(loss, r.runs, f"{r.val_ce:.4f}", "" if pd.isna(r.val_ce_sd) else f"{r.val_ce_sd:.4f}",
              r.statuses) for loss, r in table.iterrows()]
     click.echo("")
     _print_table(("loss", "runs", "mean final val CE", "sd", "status"), rows)

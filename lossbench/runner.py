@@ -114,13 +114,13 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
             statuses.update(run_on_dask(pending, out, scheduler, plugins, show_progress))
         else:
             statuses.update(_run_local(pending, out, workers or auto_workers(suite), plugins,
-                                       show_progress, len(suite.runs)))
+                                       show_progress))
     write_tables(out)
     return SweepOutcome(out, statuses, len(suite.runs) - len(pending), time.perf_counter() - start)
 
 
-def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins, show_progress,
-               n_total_runs: int) -> dict[str, str]:
+def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins,
+               show_progress: bool) -> dict[str, str]:
     from tqdm import tqdm
 
     statuses: dict[str, str] = {}

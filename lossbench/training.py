@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from lossbench.checkpoint import load_checkpoint, save_checkpoint
 from lossbench.config import RunConfig, TrainConfig
-from lossbench.data.batches import eval_starts, get_batch, train_batch_starts
+from lossbench.data.batches import eval_starts, get_batch, step_seed, train_batch_starts
 from lossbench.data.corpora import Corpus, DataConfig, load_corpus
 from lossbench.data.teachers import build_teacher
 from lossbench.evaluation import EvalSet, evaluate
@@ -86,11 +86,6 @@ def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
-
-
-def step_seed(seed: int, step: int, stream: int = 0) -> int:
-    """A 63-bit seed from (seed, step, stream): the same on every machine and every loss."""
-    return (seed * 1_000_003 + step * 7_919 + stream * 104_729 + 0x9E3779B9) % (2**63 - 1)
 
 
 @lru_cache(maxsize=4)
@@ -184,7 +179,7 @@ def _optimizer_step(run: "_Run", step: int, lr: float, *, probe: bool,
     cfg = run.cfg.train
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    torch.manual_seed(step_seed(run.cfg.seed, step))  # dropout masks: (seed, step) only
+    torch.manual_seed(step_seed(run.cfg.seed, step, stream=1))  # dropout masks: (seed, step) only
     total_loss = total_ce = 0.0
     for micro in range(cfg.grad_accum):
         x, y, extras = run.batch(step, micro)
@@ -266,7 +261,7 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
         try:
             if in_finetune:
                 mle = torch.rand((), generator=torch.Generator().manual_seed(
-                    step_seed(config.seed, step, stream=1))).item() < ft.mle_mix
+                    step_seed(config.seed, step, stream=2))).item() < ft.mle_mix
                 rec = _optimizer_step(run, step, ft.lr, probe=probe,
                                       compute=_training_loss if mle else _sequence_unlikelihood_loss)
             else:

@@ -12,14 +12,18 @@ import numpy as np
 import torch
 
 
-def step_seed(seed: int, step: int) -> int:
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
     """A well-mixed 63-bit seed from (seed, step), via numpy's SeedSequence hash.
 
+    ``stream`` separates independent uses of the same step (0: batches; training
+    uses 1 for dropout masks and 2 for the fine-tuning phase's MLE/unlikelihood
+    draw), so no two of them share a random stream.
     (Plain seed * C + step would make neighbouring runs share streams.)
     """
-    if seed < 0 or step < 0:
-        raise ValueError(f"seed and step must be >= 0, got seed={seed}, step={step}")
-    state = np.random.SeedSequence((seed, step)).generate_state(1, dtype=np.uint64)
+    if seed < 0 or step < 0 or stream < 0:
+        raise ValueError(f"seed, step and stream must be >= 0, got {seed}, {step}, {stream}")
+    entropy = (seed, step) if stream == 0 else (seed, step, stream)
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)
     return int(state[0]) & (2**63 - 1)
 
 
