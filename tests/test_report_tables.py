@@ -60,3 +60,13 @@ def test_rank_table_puts_diverged_last():
     ranks = rank_table(summary).set_index("label").mean_rank
     # seed0: hinge 1, ce 2, mse 3; seed1: hinge 1, ce 2, mse 3; seed2: ce 1, mse 2, hinge 3
     assert ranks.to_dict() == pytest.approx({"hinge": 5 / 3, "cross_entropy": 5 / 3, "mse": 8 / 3})
+
+
+def test_one_seed_missing_the_target_makes_steps_infinite():
+    summary, curves = make_results()
+    # with mse as baseline the target is 2.625: every mse seed is at 2.5 by step 100
+    t = headline(summary, curves, "mse").table.set_index("label")
+    assert t.loc["mse", "steps_to_target"] == pytest.approx(100)
+    curves.loc[(curves.run_id == "mse-1") & (curves.step >= 100), "value"] = 9.0
+    t = headline(summary, curves, "mse").table.set_index("label")
+    assert t.loc["mse", "steps_to_target"] == math.inf

@@ -78,11 +78,14 @@ def heatmap(matrix: pd.DataFrame, *, title: str, ax=None, fmt: str = "{:.2g}"):
     """Rows: labels, columns: groups (e.g. per-layer gradient norms)."""
     ax = _ax(ax, figsize=(1.1 * max(4, matrix.shape[1]) + 2, 0.45 * max(3, matrix.shape[0]) + 1))
     values = matrix.to_numpy(dtype=float)
-    im = ax.imshow(np.log10(np.clip(values, 1e-12, None)), aspect="auto", cmap="viridis")
+    logs = np.log10(np.clip(values, 1e-12, None))
+    im = ax.imshow(logs, aspect="auto", cmap="viridis")
+    bright = logs > np.nanmin(logs) + 0.6 * (np.nanmax(logs) - np.nanmin(logs))  # yellow end
     ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(matrix.shape[0]), matrix.index, fontsize=8)
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="w")
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
+                color="k" if bright[i, j] else "w")
     ax.set_title(title, fontsize=10)
     ax.figure.colorbar(im, ax=ax, label="log10")
     return ax

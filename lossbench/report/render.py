@@ -9,11 +9,13 @@ import io
 import json
 import math
 import platform
+import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from lossbench import __version__
 from lossbench.checkpoint import atomic_write_bytes, atomic_write_text
 from lossbench.report import plots
 from lossbench.report.diagnostics import diagnose
@@ -81,6 +83,15 @@ def _figures(summary, curves, results, h, floor):
              .agg(["mean", "min", "max"]).reset_index())
     figs["convergence_tokens"] = ("Validation CE vs training tokens",
                                   plots.convergence(bands, x="tokens", floor=floor).figure)
+    wall = curves[curves.metric == "wall_s"].sort_values("step").copy()
+    wall["train_s"] = wall.groupby("run_id").value.cumsum()  # training time, evals excluded
+    val_wall = curves[curves.metric == "val_ce"].merge(
+        wall[["run_id", "step", "train_s"]], on=["run_id", "step"], how="left")
+    val_wall["train_s"] = val_wall.train_s.fillna(0.0).round(1)
+    bands = (val_wall.merge(runs, on="run_id").groupby(["label", "train_s"]).value
+             .agg(["mean", "min", "max"]).reset_index())
+    figs["convergence_wall"] = ("Validation CE vs training wall time (s, evaluations excluded)",
+                                plots.convergence(bands, x="train_s", floor=floor).figure)
     train = plots.seed_bands(curves, runs, "train_loss", smooth=0.05)
     figs["train_loss"] = ("Training loss in each loss's own units (EMA 0.05)",
                           plots.small_multiples(train, ylabel="training loss"))
@@ -91,19 +102,29 @@ def _figures(summary, curves, results, h, floor):
         cos = plots.seed_bands(curves, runs, "grad_cos_ce")
         figs["grad_cos"] = ("Cosine between the loss gradient and the CE gradient of the same batch",
                             plots.convergence(cos, ylabel="cosine", log_y=False).figure)
+    if (curves.metric == "clip_rate").any():
+        clip = plots.seed_bands(curves, runs, "clip_rate")
+        figs["clip_rate"] = ("Fraction of steps so far whose gradient norm was clipped",
+                             plots.convergence(clip, ylabel="clip rate", log_y=False).figure)
     layer = curves[curves.metric.str.startswith("grad_norm_")].merge(runs, on="run_id")
     if len(layer):
         matrix = layer.assign(group=layer.metric.str.removeprefix("grad_norm_")).pivot_table(
             index="label", columns="group", values="value", aggfunc="mean")
+        order = sorted(matrix.columns, key=lambda g: (g != "embed", g == "head",
+                                                      int(g[5:]) if g.startswith("block") else 0))
+        matrix = matrix[order]
         figs["layer_heatmap"] = ("Per-layer gradient norm (mean over evaluations and seeds)",
                                  plots.heatmap(matrix, title="per-layer grad norm").figure)
     rel = _pooled_reliability(results)
     if rel:
-        n = len(rel)
-        fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), constrained_layout=True,
-                                 squeeze=False)
+        ncols = min(4, len(rel))
+        nrows = -(-len(rel) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 2.8 * nrows),
+                                 constrained_layout=True, squeeze=False)
         for ax, (label, table) in zip(axes.flat, rel.items()):
             plots.reliability(table, title=label, ax=ax)
+        for ax in list(axes.flat)[len(rel):]:
+            ax.axis("off")
         figs["reliability"] = ("Reliability diagrams (final evaluation, seeds pooled)", fig)
     rep_cols = [c for c in ("final_seq_rep_4", "final_rep", "final_wrep") if c in h.table]
     if rep_cols:
@@ -126,6 +147,20 @@ def _pooled_reliability(results) -> dict[str, pd.DataFrame]:
     for t in pooled.values():
         t["accuracy"] = t.hits / t["count"].where(t["count"] > 0)
     return pooled
+
+
+def _git_commit() -> str:
+    """The commit of the lossbench checkout that made the report, if it is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5,
+                               cwd=Path(__file__).resolve().parent).stdout.strip()
+        return (out.stdout.strip() + (" (modified)" if dirty else "")) if out.returncode == 0 \
+            else "not a git checkout"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def _png(fig) -> bytes:
@@ -203,6 +238,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     env = [["suite", f"{suite['name']}: {suite.get('description', '')}"],
            ["python / torch", f"{platform.python_version()} / {torch.__version__}"],
            ["machine", f"{platform.machine()}, {platform.system()}"],
+           ["lossbench", f"{__version__}, git {_git_commit()}"],
            ["runs", f"{len(summary)} ({', '.join(f'{k}: {v}' for k, v in summary.status.value_counts().items())})"],
            ["generated", dt.datetime.now().isoformat(timespec="seconds")]]
     sections.append(("Details", md_table(["", ""], env), html_table(["", ""], env)))
@@ -219,6 +255,6 @@ _HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</titl
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222}}table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px solid
-#ccc;padding:3px 7px;text-align:right;vertical-align:top}}td:first-child,th:first-child{{text-align:
+#ccc;padding:3px 7px;text-align:right;vertical-align:top}}td:first-child,th:first-child,td:last-child{{text-align:
 left}}th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1.5em 0}}figcaption{{color:#555;
 font-size:13px}}</style></head><body><h1>{title}</h1>{body}</body></html>"""

@@ -84,7 +84,8 @@ def headline(summary: pd.DataFrame, curves: pd.DataFrame, baseline: str) -> Head
             if col not in usable:
                 continue
             values = usable[col].astype(float).tolist()
-            if col == "steps_to_target" and values and all(v == math.inf for v in values):
+            if col == "steps_to_target" and any(v == math.inf for v in values):
+                # a seed that never reached the target makes the loss's count infinite (AlgoPerf)
                 row.update({col: math.inf, f"{col}_low": math.nan, f"{col}_high": math.nan})
                 continue
             ci = bootstrap_ci(values)
