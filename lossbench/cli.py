@@ -192,20 +192,45 @@ def report_cmd(results_dir, out):
     click.echo(f"report: {build_report(results_dir, out)}/index.html")
 
 
+@cli.command("compare")
+@click.argument("results_dirs", metavar="DIR [DIR ...]", nargs=-1)
+@click.option("--out", "out", default=None, metavar="REPORT_DIR",
+              help="Report folder [default: reports/compare-<date>].")
+def compare_cmd(results_dirs, out):
+    """Compare losses across suites (each results DIR is a workload): steps-to-target
+    ratios, performance profiles, a profile score, and ranks with a Friedman test."""
+    from pathlib import Path
+
+    from lossbench.report.compare import build_comparison
+
+    if len(results_dirs) < 2:
+        raise InputError("DIR: compare needs at least two results directories")
+    for d in results_dirs:
+        if not (Path(d) / "summary.csv").exists() or not (Path(d) / "suite.json").exists():
+            raise InputError(f"DIR: {d} is not a lossbench results directory "
+                             f"(no summary.csv / suite.json)")
+    click.echo(f"report: {build_comparison(list(results_dirs), out)}/index.html")
+
+
 def _print_suite_summary(out) -> None:
     import pandas as pd
 
-    from lossbench.results import load
+    from lossbench.results import load, suite_meta
 
-    summary, _ = load(out)
+    summary, _ = load(out, final_only=True)
     if summary.empty or "final_val_ce" not in summary:
         return
-    table = summary.groupby("loss").agg(runs=("run_id", "count"), val_ce=("final_val_ce", "mean"),
-                                        val_ce_sd=("final_val_ce", "std"),
-                                        statuses=("status", lambda s: ",".join(sorted(set(s)))))
+    choices = suite_meta(out).get("choices", {})
+    for label, choice in choices.items():
+        setting = choice["setting"]
+        chosen = ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else "none"
+        click.echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
+    table = summary.groupby("label").agg(runs=("run_id", "count"), val_ce=("final_val_ce", "mean"),
+                                         val_ce_sd=("final_val_ce", "std"),
+                                         statuses=("status", lambda s: ",".join(sorted(set(s)))))
     table = table.sort_values("val_ce")
-    rows = [(loss, r.runs, f"{r.val_ce:.4f}", "" if pd.isna(r.val_ce_sd) else f"{r.val_ce_sd:.4f}",
-             r.statuses) for loss, r in table.iterrows()]
+    rows = [(label, r.runs, f"{r.val_ce:.4f}", "" if pd.isna(r.val_ce_sd) else f"{r.val_ce_sd:.4f}",
+             r.statuses) for label, r in table.iterrows()]
     click.echo("")
     _print_table(("loss", "runs", "mean final val CE", "sd", "status"), rows)
 

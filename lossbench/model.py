@@ -60,18 +60,28 @@ class CausalSelfAttention(nn.Module):
         self.n_embd = config.n_embd
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: list | None = None) -> torch.Tensor:
+        """``kv``: None (training), or this layer's [keys, values] so far for incremental
+        decoding, extended in place; after a prefill, one new token per call."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         hs = C // self.n_head
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        causal = True
+        if kv is not None:
+            if kv[0] is not None:
+                if T != 1:
+                    raise ValueError("with a filled cache, decode one token at a time")
+                k, v = torch.cat((kv[0], k), dim=2), torch.cat((kv[1], v), dim=2)  # (B, nh, S, hs)
+                causal = False  # the one new query may see every cached key
+            kv[0], kv[1] = k, v
         # attention dropout only while training: eval must be deterministic
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=None,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=True)  # (B, nh, T, hs)
+            is_causal=causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -100,8 +110,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, kv: list | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -139,18 +149,23 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) -> next-token logits (B, T, V). Never a loss."""
+    def forward(self, idx: torch.Tensor, cache: list | None = None) -> torch.Tensor:
+        """Token ids (B, T) -> next-token logits (B, T, V). Never a loss.
+
+        ``cache`` (inference only): one [keys, values] list per layer, start as
+        ``[[None, None]] * n_layer`` (distinct lists); ``idx`` continues the cached sequence.
+        """
         B, T = idx.size()
-        if T > self.config.block_size:
-            raise ValueError(f"cannot forward a sequence of length {T}: "
+        start = 0 if cache is None or cache[0][0] is None else cache[0][0].size(2)
+        if start + T > self.config.block_size:
+            raise ValueError(f"cannot forward a sequence of length {start + T}: "
                              f"block_size is only {self.config.block_size}")
-        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)  # (T,)
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
         pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over B
         x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if cache is None else cache[i])
         x = self.transformer.ln_f(x)  # (B, T, C)
         return self.lm_head(x)  # (B, T, V)
 
@@ -226,7 +241,8 @@ def greedy_generate(model: GPT, prefix: torch.Tensor, n_new: int) -> torch.Tenso
 
     Uses no randomness (and no RNG state); runs in eval mode so dropout is off,
     then restores the model's previous train/eval mode. The context is cropped
-    to the last ``block_size`` tokens.
+    to the last ``block_size`` tokens; when prefix and continuation fit in it, keys and
+    values are cached (same tokens as recomputing, a fraction of the work).
     """
     if prefix.dim() != 2 or prefix.size(1) < 1:
         raise ValueError(f"prefix must be (B, P) with P >= 1, got {tuple(prefix.shape)}")
@@ -237,6 +253,17 @@ def greedy_generate(model: GPT, prefix: torch.Tensor, n_new: int) -> torch.Tenso
     try:
         idx = prefix
         block_size = model.config.block_size
+        if prefix.size(1) + n_new <= block_size and n_new > 0:
+            # everything fits in the context: a key/value cache makes each new token
+            # one single-position forward instead of a forward over the whole context
+            cache = [[None, None] for _ in model.transformer.h]
+            logits = model(idx, cache)  # (B, P, V)
+            for i in range(n_new):
+                next_tok = logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (B, 1)
+                idx = torch.cat((idx, next_tok), dim=1)
+                if i + 1 < n_new:
+                    logits = model(next_tok, cache)  # (B, 1, V)
+            return idx[:, prefix.size(1):]
         for _ in range(n_new):
             logits = model(idx[:, -block_size:])  # (B, t, V)
             next_tok = logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (B, 1)

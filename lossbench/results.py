@@ -9,7 +9,9 @@
     DIR/summary.csv                one row per run
     DIR/curves.csv                 long form: run_id, step, metric, value
 
-``load(DIR)`` returns (summary, curves) as pandas DataFrames.
+``load(DIR)`` returns (summary, curves) as pandas DataFrames, every finished run
+in the folder; ``load(DIR, final_only=True)`` keeps the suite's final runs (those
+listed in suite.json: not the tuning runs, not runs of an earlier suite version).
 """
 
 from __future__ import annotations
@@ -112,9 +114,23 @@ def write_tables(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return summary, curves
 
 
-def load(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def suite_meta(out: str | Path) -> dict[str, Any]:
+    """suite.json: the suite as resolved, its final run ids and, if tuned, the tuning."""
+    path = Path(out) / "suite.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load(out: str | Path, *, final_only: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, curves) DataFrames of a results directory."""
     out = Path(out)
     if not (out / "summary.csv").exists():
         raise FileNotFoundError(f"{out}: no summary.csv (not a lossbench results directory?)")
-    return pd.read_csv(out / "summary.csv"), pd.read_csv(out / "curves.csv")
+    summary, curves = pd.read_csv(out / "summary.csv"), pd.read_csv(out / "curves.csv")
+    if "label" not in summary:
+        summary["label"] = summary["loss"]
+    run_ids = suite_meta(out).get("run_ids")
+    if final_only and run_ids:
+        keep = set(run_ids)
+        summary = summary[summary.run_id.isin(keep)].reset_index(drop=True)
+        curves = curves[curves.run_id.isin(keep)].reset_index(drop=True)
+    return summary, curves

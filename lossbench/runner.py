@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossbench.checkpoint import atomic_write_json
+from lossbench.checkpoint import atomic_write_json, atomic_write_text
 from lossbench.config import RunConfig
 from lossbench.results import is_finished, read_result, run_dir, write_result, write_tables
 from lossbench.suites import Suite
@@ -95,37 +95,69 @@ def _total_steps(config: RunConfig) -> int:
 def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
               executor: str = "local", scheduler: str | None = None,
               plugins: tuple[str, ...] = (), show_progress: bool | None = None) -> SweepOutcome:
-    """Execute every run of ``suite`` into ``out`` and rebuild the suite tables."""
+    """Execute every run of ``suite`` into ``out`` and rebuild the suite tables.
+
+    With a [tune] section the sweep has two phases: the tuning runs, then (once
+    each contender's winner is known, see :mod:`lossbench.tuning`) the final runs.
+    Both phases resume and are reused like any run: same config, same run id.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "suite.json", {"name": suite.name, "description": suite.description,
-                                           "path": suite.path, "seeds": list(suite.seeds),
-                                           "baseline": suite.baseline,
-                                           "run_ids": [r.run_id() for r in suite.runs]})
-    pending = [r for r in suite.runs if not is_finished(run_dir(out, r.run_id()))]
-    statuses = {r.run_id(): read_result(run_dir(out, r.run_id()))["status"]
-                for r in suite.runs if r not in pending}
-    start = time.perf_counter()
     if show_progress is None:
         show_progress = sys.stderr.isatty()
-    if pending:
+    meta = {"name": suite.name, "description": suite.description, "path": suite.path,
+            "seeds": list(suite.seeds), "baseline": suite.baseline,
+            "target_val_ce": suite.target_val_ce, "run_ids": []}
+    start = time.perf_counter()
+    statuses: dict[str, str] = {}
+    skipped = 0
+
+    def execute(configs: list[RunConfig], desc: str) -> None:
+        nonlocal skipped
+        pending = [r for r in configs if not is_finished(run_dir(out, r.run_id()))]
+        skipped += len(configs) - len(pending)
+        statuses.update({r.run_id(): read_result(run_dir(out, r.run_id()))["status"]
+                         for r in configs if r not in pending})
+        if not pending:
+            return
         if executor == "dask":
             from lossbench.dask_executor import run_on_dask
             statuses.update(run_on_dask(pending, out, scheduler, plugins, show_progress))
         else:
             statuses.update(_run_local(pending, out, workers or auto_workers(suite), plugins,
-                                       show_progress))
+                                       show_progress, desc))
+
+    final = list(suite.runs)
+    if suite.tune is not None:
+        from lossbench.tuning import final_runs, select, tuning_runs, tuning_table
+
+        tuning = tuning_runs(suite.tune, suite.entries)
+        meta["tune"] = suite.tune.to_dict()
+        meta["tuning_runs"] = [{"run_id": t.config.run_id(), "label": t.label,
+                                "setting": t.setting} for t in tuning]
+        atomic_write_json(out / "suite.json", meta)
+        execute([t.config for t in tuning], "tuning")
+        summary, _ = write_tables(out)
+        table = tuning_table(meta["tuning_runs"], summary, suite.tune)
+        choices = select(table, suite.tune)
+        atomic_write_text(out / "tuning.csv", table.drop(columns="setting").to_csv(index=False))
+        meta["choices"] = {c.label: {"setting": c.setting, "score": c.score, "notes": list(c.notes)}
+                           for c in choices.values()}
+        final = final_runs(suite.entries, suite.seeds, choices)
+    meta["run_ids"] = [r.run_id() for r in final]
+    atomic_write_json(out / "suite.json", meta)
+    execute(final, "runs")
     write_tables(out)
-    return SweepOutcome(out, statuses, len(suite.runs) - len(pending), time.perf_counter() - start)
+    return SweepOutcome(out, statuses, skipped, time.perf_counter() - start)
 
 
 def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins,
-               show_progress: bool) -> dict[str, str]:
+               show_progress: bool, desc: str = "suite") -> dict[str, str]:
     from tqdm import tqdm
 
     statuses: dict[str, str] = {}
     total = sum(_total_steps(r) for r in pending)
-    bar = tqdm(total=total, unit="step", desc="suite", disable=not show_progress, leave=True,
+    bar = tqdm(total=total, unit="step", desc=desc, disable=not show_progress, leave=True,
                dynamic_ncols=True)
     if workers == 1:  # in-process: simplest to debug, same numbers
         progress: dict = {}

@@ -11,6 +11,8 @@
     [train]  steps = 300                # TrainConfig fields
     [eval]   eval_every = 50            # EvalConfig fields
     [finetune] steps = 0                # FinetuneConfig fields
+    [tune]   grid = { lr = { log_grid = [1e-4, 1e-2, 5] } }   # optional, see lossbench.tuning
+    target_val_ce = 1.5                 # optional; steps-to-target's target in reports
 
 A list value in a loss table is a grid. Everything is validated before any run
 starts, and every problem is reported at once, one line each, naming the file
@@ -31,10 +33,12 @@ from typing import Any
 from lossbench.config import EvalConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.corpora import DataConfig
 from lossbench.losses import get_loss, list_losses
+from lossbench.tuning import TuneSpec, parse_tune
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "finetune": FinetuneConfig}
-TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", *SECTIONS}
+TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "target_val_ce",
+             "tune", *SECTIONS}
 
 # value ranges beyond the dataclasses' own checks: (low, high) inclusive, None = open
 RANGES = {
@@ -69,6 +73,9 @@ class Suite:
     seeds: tuple[int, ...]
     baseline: str
     runs: tuple[RunConfig, ...]  # losses x grid points x seeds, in file order
+    entries: tuple[RunConfig, ...] = ()  # the contenders: one per loss x grid point, first seed
+    tune: TuneSpec | None = None  # per-loss tuning before the runs (then `runs` are not final)
+    target_val_ce: float | None = None  # steps-to-target's target; None: baseline x 1.05
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -204,8 +211,14 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
         if bad:
             continue
         keys = list(grid)
+        varying = [k for k in keys if len(grid[k]) > 1]
         for combo in itertools.product(*(grid[k] for k in keys)):
-            out.append((name, dict(zip(keys, combo)), extras))
+            hp = dict(zip(keys, combo))
+            point = extras
+            if varying:  # each grid point is its own contender in reports
+                tag = ", ".join(f"{k}={hp[k]}" for k in varying)
+                point = {**extras, "label": f"{extras['label'] or name}[{tag}]"}
+            out.append((name, hp, point))
     return out
 
 
@@ -254,10 +267,27 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     names = {x.get("label") or n for n, _, x in entries}
     if entries and baseline not in names:
         errors.append(f"{where}: baseline: {baseline!r} is not among the suite's losses")
+    target = doc.get("target_val_ce")
+    if target is not None and not (isinstance(target, (int, float)) and not isinstance(target, bool)
+                                   and target > 0):
+        errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
+    tune = None
+    if "tune" in doc:
+        tune = parse_tune(doc["tune"], where, errors, suite_steps=sections["train"].steps,
+                          suite_seeds=list(seeds), loss_names=[n for n, _, _ in entries])
+        for i, (loss, hp, _) in enumerate(entries):
+            for param in set(hp) & set(tune.params if tune else ()):
+                errors.append(f"{where}: {loss} fixes {param}, which [tune] also tunes: "
+                              f"drop one of them")
     if errors:
         raise SuiteError(errors)
-    runs = tuple(RunConfig(loss=loss, hparams=hp, seed=seed, device=device,
-                           **{**sections, **extras})
-                 for loss, hp, extras in entries for seed in seeds)
+    contenders = tuple(RunConfig(loss=loss, hparams=hp, seed=seeds[0], device=device,
+                                 **{**sections, **extras}) for loss, hp, extras in entries)
+    labels = [c.display_name for c in contenders]
+    if tune and len(set(labels)) < len(labels):
+        raise SuiteError([f"{where}: with [tune], every losses entry needs its own label "
+                          f"(repeated: {', '.join(sorted({x for x in labels if labels.count(x) > 1}))})"])
+    runs = tuple(dataclasses.replace(c, seed=seed) for c in contenders for seed in seeds)
     return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
-                 baseline=baseline, runs=runs)
+                 baseline=baseline, runs=runs, entries=contenders, tune=tune,
+                 target_val_ce=None if target is None else float(target))

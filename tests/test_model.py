@@ -169,3 +169,27 @@ def test_backward_reaches_every_parameter():
     model(idx).logsumexp(-1).mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cached_decoding_matches_full_recomputation(seed):
+    """The key/value cache path (prefix + continuation fit the context) gives the same
+    logits as a forward over the whole sequence, hence the same greedy tokens."""
+    cfg = GPTConfig(**{**TINY.__dict__, "block_size": 24})
+    model = build_model(cfg, seed=seed).eval()
+    prefix = torch.randint(0, cfg.vocab_size, (3, 5), generator=torch.Generator().manual_seed(seed))
+    out = greedy_generate(model, prefix, n_new=19)  # 5 + 19 = block_size: cached path
+    idx = prefix.clone()
+    with torch.no_grad():
+        for _ in range(19):
+            nxt = model(idx)[:, -1].argmax(-1, keepdim=True)
+            idx = torch.cat([idx, nxt], 1)
+        assert torch.equal(out, idx[:, 5:])
+        cache = [[None, None] for _ in model.transformer.h]
+        step_logits = [model(idx[:, :5], cache)[:, -1]]
+        step_logits += [model(idx[:, t:t + 1], cache)[:, -1] for t in range(5, 23)]
+        full = model(idx[:, :23])[:, 4:]
+    torch.testing.assert_close(torch.stack(step_logits, 1), full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="block_size"):
+        model(idx[:, :1], cache)  # the cache already holds 23 of 24 positions: 24 fits
+        model(idx[:, :1], cache)

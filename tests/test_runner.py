@@ -14,38 +14,18 @@ import pytest
 from lossbench.results import load
 from lossbench.runner import run_suite
 from lossbench.suites import load_suite
+from helpers import tiny_toml
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TIMING = ["wall_s", "train_s", "eval_s", "tokens_per_s"]
 
-TINY = """
-name = "tiny"
-seeds = [0, 1]
-losses = ["cross_entropy", "mse", {{ name = "unlikelihood", alpha = [0.5] }}]
-[data]
-markov_tokens = 20000
-markov_vocab = 8
-[model]
-n_layer = 1
-n_head = 2
-n_embd = 16
-block_size = 16
-[train]
-steps = {steps}
-batch_size = 4
-warmup_steps = 2
-checkpoint_every = 5
-[eval]
-eval_every = 10
-val_windows = 8
-rep_prefixes = 2
-rep_prefix_len = 4
-rep_continuation = 8
-"""
+def tiny_text(steps: int) -> str:
+    return tiny_toml("tiny", '["cross_entropy", "mse", { name = "unlikelihood", alpha = [0.5] }]',
+                     train={"steps": steps, "checkpoint_every": 5})
 
 
 def tiny_suite(tmp_path, steps=20, extra_losses=""):
-    text = TINY.format(steps=steps)
+    text = tiny_text(steps)
     if extra_losses:
         text = text.replace('losses = [', f'losses = [{extra_losses}, ')
     path = tmp_path / "tiny.toml"

@@ -125,3 +125,55 @@ def grouped_bars(table: pd.DataFrame, columns: list[str], *, title: str, ax=None
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     return ax
+
+
+def sensitivity(table: pd.DataFrame, *, param: str, metric: str, chosen: dict[str, dict],
+                ax=None):  # metric: its name for the axis, e.g. "val CE"
+    """Selection metric vs one tuned hyperparameter per loss (DeepOBS style).
+
+    ``table``: the tuning table (label, param, score, status, other tuned params);
+    rows whose other tuned params differ from the chosen setting are left out, so
+    each line is a slice through the winner. Stars: the chosen settings; crosses at
+    the top: settings with a diverged or failed seed.
+    """
+    ax = _ax(ax)
+    colors = _colors(list(dict.fromkeys(table.label)))
+    finite = table.score[np.isfinite(table.score.astype(float))]
+    top = float(finite.max()) if len(finite) else 1.0
+    for label, g in table.groupby("label", sort=False):
+        setting = chosen.get(label) or {}
+        for other, value in setting.items():
+            if other != param and other in g:
+                g = g[g[other] == value]
+        g = g.sort_values(param)
+        ok = g[g.score.notna()]
+        ax.plot(ok[param], ok.score, marker="o", ms=3, lw=1.4, color=colors[label], label=label)
+        bad = g[g.score.isna()]
+        if len(bad):
+            ax.scatter(bad[param], [top] * len(bad), marker="x", color=colors[label], s=30)
+        if param in setting:
+            best = ok[ok[param] == setting[param]]
+            ax.scatter(best[param], best.score, marker="*", s=160, color=colors[label],
+                       edgecolor="k", lw=0.6, zorder=3)
+    values = table[param].dropna().astype(float)
+    if len(values) and values.min() > 0 and values.max() / values.min() >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(param)
+    ax.set_ylabel(f"final {metric} (tuning runs)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2, title="★ chosen, × diverged/failed", title_fontsize=7)
+    return ax
+
+
+def performance_profiles(profiles: pd.DataFrame, *, ax=None):
+    """rho(tau) step curves, one per loss (``profiles``: label, tau, rho)."""
+    ax = _ax(ax)
+    colors = _colors(list(dict.fromkeys(profiles.label)))
+    for label, g in profiles.groupby("label", sort=False):
+        ax.step(g.tau, g.rho, where="post", color=colors[label], label=label, lw=1.6)
+    ax.set_xlabel("τ (steps-to-target ratio to the best loss on a workload)")
+    ax.set_ylabel("ρ(τ): fraction of workloads within τ")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return ax

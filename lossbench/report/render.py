@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
-import io
-import json
 import math
 import platform
 import subprocess
@@ -16,23 +12,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lossbench import __version__
-from lossbench.checkpoint import atomic_write_bytes, atomic_write_text
 from lossbench.report import plots
 from lossbench.report.diagnostics import diagnose
+from lossbench.report.document import Document, fmt
 from lossbench.report.tables import HEADLINE, baseline_comparisons, headline, rank_table
-from lossbench.results import finished_results, load
-
-
-def _fmt(v, digits=4) -> str:
-    if isinstance(v, str):
-        return v
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, float) and math.isinf(v):
-        return "∞"
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}g}"
-    return str(v)
+from lossbench.results import finished_results, load, suite_meta
+from lossbench.tuning import TuneSpec, metric_name, tuning_table
 
 
 def headline_rows(h) -> tuple[list[str], list[list[str]]]:
@@ -43,30 +28,15 @@ def headline_rows(h) -> tuple[list[str], list[list[str]]]:
         cells = [r.label, f"{r.runs}" + (f" ({r.diverged} diverged)" if r.diverged else "")
                  + (f" ({r.failed} failed)" if r.failed else "")]
         for c, _ in cols:
-            text = _fmt(r[c])
+            text = fmt(r[c])
             low, high = r.get(f"{c}_low"), r.get(f"{c}_high")
             if low is not None and not (isinstance(low, float) and math.isnan(low)):
-                text += f" [{_fmt(low)}, {_fmt(high)}]"
+                text += f" [{fmt(low)}, {fmt(high)}]"
             if h.best.get(c) == r.label:
                 text = f"**{text}**"
             cells.append(text)
         rows.append(cells)
     return header, rows
-
-
-def md_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def html_table(header, rows) -> str:
-    def cell(c):
-        c = html.escape(str(c))
-        return f"<b>{c[2:-2]}</b>" if c.startswith("**") else c
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _figures(summary, curves, results, h, floor):
@@ -163,60 +133,92 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+def _tuning(doc: Document, meta: dict, all_summary: pd.DataFrame) -> None:
+    """Chosen settings, grid-edge warnings and the sensitivity plot of a tuned suite."""
+    spec = TuneSpec.from_dict(meta["tune"])
+    table = tuning_table(meta["tuning_runs"], all_summary, spec)
+    doc.csv("tuning", table.drop(columns="setting"))
+    choices = meta.get("choices", {})
+    doc.section("Tuning")
+    doc.text(f"Protocol: {spec.describe()}. Every loss gets the same grid and budget; a setting "
+             f"with a diverged or failed seed is not eligible; ties go to the earlier grid point.")
+    rows = []
+    for label, c in choices.items():
+        n = int((table.label == label).sum())
+        chosen = ", ".join(f"{k} = {fmt(v)}" for k, v in c["setting"].items()) \
+            if c["setting"] else "none (no eligible setting)"
+        bad = int((table[table.label == label].status != "done").sum())
+        rows.append([label, chosen, fmt(c["score"]), f"{n}" + (f" ({bad} not eligible)" if bad
+                                                                else "")])
+    doc.table(["loss", "chosen", f"tuning {metric_name(spec.metric)}", "settings tried"], rows)
+    doc.bullets([note for c in choices.values() for note in c["notes"]])
+    for param in spec.params:
+        if param in table and table[param].notna().any():
+            ax = plots.sensitivity(table, param=param, metric=metric_name(spec.metric),
+                                   chosen={k: v["setting"] for k, v in choices.items()})
+            doc.figure(f"sensitivity_{param}", f"Sensitivity: final {metric_name(spec.metric)} of the tuning "
+                       f"runs vs {param} (other tuned values at each loss's choice)", ax.figure)
+
+
+def _config_rows(results: list[dict]) -> list[list[str]]:
+    """The sections every final run shares, and which keys vary between runs."""
+    rows = []
+    for section in ("data", "model", "train", "eval", "finetune"):
+        dicts = [r["config"][section] for r in results if section in r["config"]]
+        if not dicts:
+            continue
+        parts = []
+        for key in dicts[0]:
+            values = list(dict.fromkeys(str(d.get(key)) for d in dicts))
+            parts.append(f"{key}={values[0]}" if len(values) == 1
+                         else f"{key}∈{{{', '.join(values[:6])}{', …' if len(values) > 6 else ''}}}")
+        rows.append([section, ", ".join(parts)])
+    return rows
 
 
 def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Render the report of a results directory; returns the report folder."""
     results_dir = Path(results_dir)
-    summary, curves = load(results_dir)
-    suite = json.loads((results_dir / "suite.json").read_text())
-    if "label" not in summary:
-        summary["label"] = summary["loss"]
-    out = Path(out_dir or f"reports/{suite['name']}-{dt.date.today().isoformat()}")
-    out.mkdir(parents=True, exist_ok=True)
-    results = finished_results(results_dir)
-    baseline = suite.get("baseline", "cross_entropy")
-    h = headline(summary, curves, baseline)
+    meta = suite_meta(results_dir)
+    all_summary, _ = load(results_dir)
+    summary, curves = load(results_dir, final_only=True)
+    keep = set(summary.run_id)
+    results = [r for r in finished_results(results_dir) if r["summary"].get("run_id") in keep]
+    doc = Document(f"lossbench report: {meta['name']}",
+                   out_dir or f"reports/{meta['name']}-{dt.date.today().isoformat()}")
+    baseline = meta.get("baseline", "cross_entropy")
+    h = headline(summary, curves, baseline, meta.get("target_val_ce"))
     comps, ranks = baseline_comparisons(summary, baseline), rank_table(summary)
     floor = None
     if "final_excess_ce" in summary and summary.final_excess_ce.notna().any():
         done = summary[summary.status == "done"]
         floor = float((done.final_val_ce - done.final_excess_ce).median())
     for name, table in (("headline", h.table), ("comparisons", comps), ("ranks", ranks)):
-        atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
+        doc.csv(name, table)
 
-    sections = []  # (title, markdown, html)
-    hh, hr = headline_rows(h)
-    intro = (f"Protocol: shared hyperparameters, not tuned. Baseline: {baseline}. Values are means "
-             f"over seeds with 95% bootstrap intervals; best per column in bold. Steps to target: "
-             f"first evaluation with val CE ≤ {_fmt(h.target)} (baseline × 1.05), ∞ if never.")
-    sections.append(("Headline", intro + "\n\n" + md_table(hh, hr),
-                     f"<p>{html.escape(intro)}</p>" + html_table(hh, hr)))
-    ch = ["loss", "seeds paired", "Δ val CE vs baseline", "p", "p (Holm)", "test", "note"]
-    cr = [[r.label, r.n_pairs, _fmt(r.mean_difference), _fmt(r.p_value, 3), _fmt(r.p_holm, 3),
-           r.test, r.note] for r in comps.itertuples()]
-    rr = [[r.label, _fmt(r.mean_rank, 3)] for r in ranks.itertuples()]
-    stat_md = md_table(ch, cr) + "\n\nMean rank by final val CE (1 = best):\n\n" + \
-        md_table(["loss", "mean rank"], rr)
-    stat_html = html_table(ch, cr) + "<p>Mean rank by final val CE (1 = best):</p>" + \
-        html_table(["loss", "mean rank"], rr)
-    sections.append(("Statistics (paired by seed)", stat_md, stat_html))
+    doc.section("Headline")
+    protocol = (TuneSpec.from_dict(meta["tune"]).describe() + " (see Tuning)" if "tune" in meta
+                else "shared hyperparameters, not tuned")
+    how = ("a val CE the suite names" if meta.get("target_val_ce") is not None
+           else "baseline × 1.05")
+    doc.text(f"Protocol: {protocol}. Baseline: {baseline}. Values are means over seeds with 95% "
+             f"bootstrap intervals; best per column in bold. Steps to target: first evaluation "
+             f"with val CE ≤ {fmt(h.target)} ({how}), ∞ if any seed never gets there.")
+    doc.table(*headline_rows(h))
 
-    figs = _figures(summary, curves, results, h, floor)
-    fig_md, fig_html = [], []
-    for name, (caption, fig) in figs.items():
-        data = _png(fig)
-        atomic_write_bytes(out / f"{name}.png", data)
-        fig_md.append(f"### {caption}\n\n![{caption}]({name}.png)")
-        fig_html.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,"
-                        f"{base64.b64encode(data).decode()}'><figcaption>{html.escape(caption)}"
-                        f"</figcaption></figure>")
-    sections.append(("Figures", "\n\n".join(fig_md), "".join(fig_html)))
+    doc.section("Statistics (paired by seed)")
+    doc.table(["loss", "seeds paired", "Δ val CE vs baseline", "p", "p (Holm)", "test", "note"],
+              [[r.label, r.n_pairs, fmt(r.mean_difference), fmt(r.p_value, 3),
+                fmt(r.p_holm, 3), r.test, r.note] for r in comps.itertuples()])
+    doc.text("Mean rank by final val CE (1 = best):")
+    doc.table(["loss", "mean rank"], [[r.label, fmt(r.mean_rank, 3)] for r in ranks.itertuples()])
+
+    if "tune" in meta:
+        _tuning(doc, meta, all_summary)
+
+    doc.section("Figures")
+    for name, (caption, fig) in _figures(summary, curves, results, h, floor).items():
+        doc.figure(name, caption, fig)
 
     diag_rows = []
     for r in summary.itertuples():
@@ -224,37 +226,42 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         tr = curves[(curves.run_id == r.run_id) & (curves.metric == "train_ce")].sort_values("step")
         for note in diagnose(r.status, getattr(r, "diverged_step", math.nan), val, tr):
             diag_rows.append([r.label, r.seed, r.status, note])
-    dh = ["loss", "seed", "status", "diagnosis"]
-    sections.append(("Runs", md_table(dh, diag_rows), html_table(dh, diag_rows)))
+    doc.section("Runs")
+    doc.table(["loss", "seed", "status", "diagnosis"], diag_rows)
 
-    samples = [[r["config"].get("label") or r["config"]["loss"], s["prefix"], s["continuation"]]
-               for r in results if r["status"] == "done" and r["config"]["seed"] == min(
-                   x["config"]["seed"] for x in results)
-               for s in (r["evals"][-1].get("samples", [])[:1] if r["evals"] else [])]
-    sh = ["loss", "prefix", "greedy continuation"]
-    sections.append(("Samples", md_table(sh, samples), html_table(sh, samples)))
+    _samples(doc, results)
 
     import torch
-    env = [["suite", f"{suite['name']}: {suite.get('description', '')}"],
+    counts = ", ".join(f"{k}: {v}" for k, v in summary.status.value_counts().items())
+    env = [["suite", f"{meta['name']}: {meta.get('description', '')}"],
            ["python / torch", f"{platform.python_version()} / {torch.__version__}"],
            ["machine", f"{platform.machine()}, {platform.system()}"],
+           ["device", ", ".join(sorted({r["config"].get("device", "cpu") for r in results}))],
            ["lossbench", f"{__version__}, git {_git_commit()}"],
-           ["runs", f"{len(summary)} ({', '.join(f'{k}: {v}' for k, v in summary.status.value_counts().items())})"],
+           ["runs", f"{len(summary)} ({counts})"
+            + (f"; plus {len(meta['tuning_runs'])} tuning runs" if "tune" in meta else "")],
            ["generated", dt.datetime.now().isoformat(timespec="seconds")]]
-    sections.append(("Details", md_table(["", ""], env), html_table(["", ""], env)))
-
-    title = f"lossbench report: {suite['name']}"
-    md = f"# {title}\n\n" + "\n\n".join(f"## {t}\n\n{m}" for t, m, _ in sections) + "\n"
-    atomic_write_text(out / "report.md", md)
-    body = "".join(f"<h2>{html.escape(t)}</h2>{x}" for t, _, x in sections)
-    atomic_write_text(out / "index.html", _HTML.format(title=html.escape(title), body=body))
-    return out
+    doc.section("Details")
+    doc.table(["", ""], env + _config_rows(results))
+    return doc.write()
 
 
-_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
-color:#222}}table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px solid
-#ccc;padding:3px 7px;text-align:right;vertical-align:top}}td:first-child,th:first-child,td:last-child{{text-align:
-left}}th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1.5em 0}}figcaption{{color:#555;
-font-size:13px}}</style></head><body><h1>{title}</h1>{body}</body></html>"""
+def _samples(doc: Document, results: list[dict], n_prefixes: int = 2) -> None:
+    """Greedy continuations of the same val prefixes, one row per loss (lowest seed)."""
+    done = [r for r in results if r["status"] == "done" and r["evals"]]
+    if not done:
+        return
+    seed = min(r["config"]["seed"] for r in done)
+    per_label = {(r["config"].get("label") or r["config"]["loss"]): r["evals"][-1].get("samples", [])
+                 for r in done if r["config"]["seed"] == seed}
+    doc.section("Samples")
+    doc.text(f"Greedy continuations after the last evaluation (seed {seed}); every loss continues "
+             f"the same validation prefix. ↵ marks a newline.")
+    for i in range(n_prefixes):
+        rows = [[label, s[i]["continuation"].replace("\n", "↵")]
+                for label, s in per_label.items() if len(s) > i]
+        if not rows:
+            break
+        prefix = next(s[i]["prefix"] for s in per_label.values() if len(s) > i)
+        doc.text(f"Prefix {i + 1}: {prefix.replace(chr(10), '↵')}")
+        doc.table(["loss", "greedy continuation"], rows)

@@ -71,8 +71,10 @@ class Headline:
     target: float
 
 
-def headline(summary: pd.DataFrame, curves: pd.DataFrame, baseline: str) -> Headline:
-    target = default_target(summary, baseline)
+def headline(summary: pd.DataFrame, curves: pd.DataFrame, baseline: str,
+             target: float | None = None) -> Headline:
+    """Per label: mean and bootstrap CI of each metric; ``target`` defaults to baseline x 1.05."""
+    target = default_target(summary, baseline) if target is None else float(target)
     runs = per_run_curve_metrics(summary, curves, target)
     rows = []
     for label, group in runs.groupby(group_key(runs), sort=False):
