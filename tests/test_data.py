@@ -1,7 +1,11 @@
 """Tests for lossbench.data: tokenizers, the markov corpus, corpora, batches, teachers."""
 
+import functools
+import hashlib
 import math
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -9,10 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
+from lossbench.config import RunConfig
 from lossbench.data import (ByteTokenizer, CharTokenizer, Corpus, DataConfig, MarkovSource,
                             NGramTeacher, OracleTeacher, build_teacher, eval_starts, get_batch,
                             get_tokenizer, load_corpus, tokenizer_from_dict, train_batch_starts)
+from lossbench.data.corpora import _read_stdlib
+from lossbench.data.tokenizers import BpeTokenizer
 
 SHAKESPEARE = Path(__file__).parents[2] / "shared/data/tinyshakespeare.txt"
 needs_shakespeare = pytest.mark.skipif(not SHAKESPEARE.is_file(),
@@ -54,14 +63,14 @@ def test_byte_tokenizer_roundtrip():
 
 def test_tokenizer_dict_roundtrip_and_names():
     text = "abcabd\n"
-    for name in ("char", "byte"):
+    for name in ("char", "byte", "bpe"):
         tok = get_tokenizer(name, text)
         assert tok.name == name
         again = tokenizer_from_dict(tok.to_dict())
         assert type(again) is type(tok)
         assert again.encode(text).tolist() == tok.encode(text).tolist()
-    with pytest.raises(ValueError, match="'bpe'"):
-        get_tokenizer("bpe", text)
+    with pytest.raises(ValueError, match="'wordpiece'"):
+        get_tokenizer("wordpiece", text)
 
 
 @needs_shakespeare
@@ -74,6 +83,146 @@ def test_tinyshakespeare_char_vocab_and_speed():
     assert tok.vocab_size == 65
     assert tok.decode(ids) == text
     assert elapsed < 1.0, f"fit+encode took {elapsed:.2f}s"
+
+
+# ---- bpe ----------------------------------------------------------------------
+
+def _words_text(n_words: int, seed: int = 0) -> str:
+    """Pseudo-English from a fixed 300-word lexicon (made of syllables without the
+    letters z, q, x, j, v), Zipf-ish word frequencies: plenty of pairs, and count
+    ties, for BPE to merge."""
+    syllables = ["th", "e", "an", "d", "o", "f", "in", "g", "er", "s", "t", "a", "ou",
+                 "r", "l", "m", "ch", "ea", "w", "ing", "ñ", "é", "k", "b", "y", "p", "u"]
+    lex_rng = np.random.default_rng(1234)  # the lexicon is the same for every seed
+    lexicon = ["".join(lex_rng.choice(syllables, size=lex_rng.integers(1, 5)))
+               for _ in range(300)]
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, len(lexicon) + 1)
+    picks = rng.choice(len(lexicon), size=n_words, p=p / p.sum())
+    ends = rng.choice([" ", " ", " ", ", ", ".\n", "\n\n"], size=n_words)
+    return "".join(lexicon[w] + e for w, e in zip(picks, ends))
+
+
+@functools.lru_cache(maxsize=None)
+def _bpe(vocab: int = 400) -> BpeTokenizer:
+    return BpeTokenizer.fit(_words_text(5_000), vocab)
+
+
+def test_bpe_training_is_deterministic():
+    text = _words_text(5_000)
+    a, b = BpeTokenizer.fit(text, 400), BpeTokenizer.fit(text, 400)
+    assert len(a.merges()) > 50 and a.merges() == b.merges()
+    assert a.to_dict() == b.to_dict()
+    assert np.array_equal(a.encode(text), b.encode(text))
+    assert a.merges() != BpeTokenizer.fit(_words_text(5_000, seed=1), 400).merges()
+
+
+def test_bpe_training_is_deterministic_across_processes():
+    code = ("import hashlib, sys; from lossbench.data.tokenizers import BpeTokenizer; "
+            "t = BpeTokenizer.fit(sys.stdin.read(), 400); "
+            "print(hashlib.sha256(t.to_dict()['tokenizer_json'].encode()).hexdigest())")
+    text = _words_text(5_000)
+    out = subprocess.run([sys.executable, "-c", code], input=text, capture_output=True,
+                         text=True, check=True, encoding="utf-8").stdout.strip()
+    assert out == hashlib.sha256(_bpe(400).to_dict()["tokenizer_json"].encode()).hexdigest()
+
+
+@pytest.mark.parametrize("text", [
+    "", "hello world", "  leading and trailing  ", "tabs\tand\r\nCRLF\n\n\n",
+    "naïve café ☃ 🎉 日本語のテキスト", "\x00\x01 control \x7f", "zzzz qqqq (never trained)",
+    "ﬁ ligature, Å vs Å (NFC vs NFD: kept as is)",
+])
+def test_bpe_roundtrip_examples(text):
+    tok = _bpe()
+    ids = tok.encode(text)
+    assert ids.dtype == np.int64 and ids.ndim == 1
+    assert tok.decode(ids) == text
+    assert tok.decode(torch.from_numpy(ids)) == text
+
+
+@given(st.text(max_size=40))
+def test_bpe_roundtrip_any_text(text):
+    tok = _bpe()
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_bpe_vocab_size_respected():
+    text = _words_text(5_000)
+    for vocab in (257, 300, 400):
+        tok = _bpe(vocab)
+        ids = tok.encode(text)
+        assert tok.vocab_size == vocab == 256 + len(tok.merges())
+        assert ids.min() >= 0 and ids.max() < vocab
+        assert len(ids) < len(text.encode("utf-8"))  # the merges compress
+    small = BpeTokenizer.fit("abab", 10_000)  # runs out of pairs: fewer, never more
+    assert 256 < small.vocab_size < 300
+    with pytest.raises(ValueError, match="257"):
+        small.decode([small.vocab_size])
+    with pytest.raises(ValueError, match="vocab_size"):
+        BpeTokenizer.fit(text, 256)
+
+
+def test_bpe_missing_dependency_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # makes `import tokenizers` fail
+    with pytest.raises(ImportError, match=r'pip install "lossbench\[bpe\]"'):
+        get_tokenizer("bpe", "some text")
+
+
+def test_bpe_corpus_fits_train_text_only(tmp_path):
+    train_text = _words_text(3_000)
+    secret = " zqxjv" * 300  # letters that never occur in the training text
+    f = tmp_path / "corpus.txt"
+    f.write_text(train_text + secret, encoding="utf-8")
+    val_fraction = len(secret) / (len(train_text) + len(secret))
+    cfg = DataConfig(corpus="text", path=str(f), tokenizer="bpe", bpe_vocab=400,
+                     val_fraction=val_fraction)
+    c = load_corpus(cfg)
+    cut = int((len(train_text) + len(secret)) * (1 - val_fraction))
+    assert cut == len(train_text)
+    direct = BpeTokenizer.fit(train_text, 400)
+    assert c.tokenizer.to_dict() == direct.to_dict()  # fitted on exactly the train text
+    assert c.train.tolist() == direct.encode(train_text).tolist()
+    assert c.val.tolist() == direct.encode(secret).tolist()
+    assert len(c.val) == len(secret)  # no merge of the val-only letters: one token per byte
+    assert c.tokenizer.decode(torch.cat([c.train, c.val])) == train_text + secret
+    assert c.vocab_size == c.tokenizer.vocab_size == 400 and "bpe V=400" in c.description
+    # fitting on the whole text would have merged them (so the check above could fail)
+    leaky = BpeTokenizer.fit(train_text + secret, 400)
+    assert len(leaky.encode(secret)) < len(secret) / 2
+    assert load_corpus(cfg).train.tolist() == c.train.tolist()  # deterministic
+
+
+def test_bpe_vocab_is_in_the_run_id():
+    assert RunConfig().run_id() != RunConfig(data=DataConfig(bpe_vocab=600)).run_id()
+
+
+def test_markov_corpus_ignores_tokenizer():
+    a = load_corpus(DataConfig(markov_tokens=2_000))
+    b = load_corpus(DataConfig(markov_tokens=2_000, tokenizer="bpe", bpe_vocab=300))
+    assert a.content_hash == b.content_hash and a.vocab_size == b.vocab_size == 16
+    assert torch.equal(a.train, b.train) and torch.equal(a.val, b.val)
+
+
+def test_stdlib_corpus_bpe():
+    cfg = DataConfig(corpus="stdlib", stdlib_max_bytes=200_000, tokenizer="bpe",
+                     bpe_vocab=400)
+    c = load_corpus(cfg)
+    raw, _ = _read_stdlib(cfg.stdlib_max_bytes)
+    assert c.vocab_size == 400
+    assert c.tokenizer.decode(torch.cat([c.train, c.val])) == raw.decode("utf-8")
+    assert len(c.train) + len(c.val) < len(raw) / 1.5  # ~2 bytes/token at V=400
+    assert c.content_hash == load_corpus(replace(cfg, tokenizer="char")).content_hash
+
+
+@needs_shakespeare
+def test_tinyshakespeare_bpe_speed():
+    t0 = time.perf_counter()
+    c = load_corpus(DataConfig(corpus="text", path=str(SHAKESPEARE), tokenizer="bpe"))
+    elapsed = time.perf_counter() - t0  # read + fit on 90% + encode all: ~1 s here
+    assert c.vocab_size == 512
+    assert c.tokenizer.decode(torch.cat([c.train, c.val])) == SHAKESPEARE.read_text("utf-8")
+    assert 0.08 < len(c.val) / (len(c.train) + len(c.val)) < 0.12
+    assert elapsed < 10.0, f"bpe fit+encode took {elapsed:.2f}s"
 
 
 # ---- markov -------------------------------------------------------------------
@@ -163,7 +312,9 @@ def test_markov_size_limits():
 
 @pytest.mark.parametrize("kwargs,field", [
     (dict(corpus="wiki"), "corpus"),
-    (dict(tokenizer="bpe"), "tokenizer"),
+    (dict(tokenizer="wordpiece"), "tokenizer"),
+    (dict(tokenizer="bpe", bpe_vocab=256), "bpe_vocab"),
+    (dict(bpe_vocab=512.0), "bpe_vocab"),
     (dict(teacher="gpt4"), "teacher"),
     (dict(corpus="text", path="x.txt", teacher="oracle"), "teacher"),
     (dict(corpus="text"), "path"),

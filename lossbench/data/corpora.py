@@ -5,7 +5,10 @@ Python standard library's source. Every corpus is a pure function of its
 the same tokens.
 
 Splits are contiguous, like nanoGPT: the first (1 - val_fraction) of the tokens
-train, the rest validate.
+train, the rest validate. With ``tokenizer = "bpe"`` the cut is made on the
+text instead (the first int(len(text) * (1 - val_fraction)) characters train),
+the BPE merges are learned on the training text only, and the two parts are
+encoded separately, so nothing about the validation text reaches the merges.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from .markov import ALPHABET, MarkovSource
-from .tokenizers import TOKENIZER_NAMES, get_tokenizer
+from .tokenizers import BPE_MIN_VOCAB, TOKENIZER_NAMES, get_tokenizer
 
 CORPORA = ("markov", "text", "stdlib")
 TEACHERS = ("ngram", "oracle", "smoothed")
@@ -36,7 +39,11 @@ _STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__",
 class DataConfig:
     corpus: str = "markov"  # "markov" (generated, no files) | "text" | "stdlib"
     path: str | None = None  # UTF-8 file or folder (read recursively), for "text"
-    tokenizer: str = "char"  # "char" | "byte"; markov symbols are their own tokens
+    tokenizer: str = "char"  # "char" | "byte" | "bpe"; markov symbols are their own tokens
+    # "bpe" only: vocabulary size (256 byte tokens + up to bpe_vocab - 256 merges,
+    # learned on the training text; fewer if it runs out of pairs); >= 257.
+    # The bpe extra: pip install "lossbench[bpe]"
+    bpe_vocab: int = 512
     val_fraction: float = 0.1  # last 10% of the tokens, contiguous, like nanoGPT
     markov_vocab: int = 16  # symbols 'a'..'p'
     markov_order: int = 2  # tokens of context the chain conditions on
@@ -55,6 +62,10 @@ class DataConfig:
         if self.tokenizer not in TOKENIZER_NAMES:
             raise ValueError(f"DataConfig.tokenizer: unknown tokenizer {self.tokenizer!r}; "
                              f"expected one of {TOKENIZER_NAMES}")
+        if (isinstance(self.bpe_vocab, bool) or not isinstance(self.bpe_vocab, int)
+                or self.bpe_vocab < BPE_MIN_VOCAB):
+            raise ValueError(f"DataConfig.bpe_vocab must be an int >= {BPE_MIN_VOCAB} (the 256 "
+                             f"byte tokens plus at least one merge), got {self.bpe_vocab!r}")
         if self.teacher not in TEACHERS:
             raise ValueError(f"DataConfig.teacher: unknown teacher {self.teacher!r}; "
                              f"expected one of {TEACHERS}")
@@ -139,9 +150,20 @@ def _text_corpus(raw: bytes, what: str, config: DataConfig) -> Corpus:
     text = raw.decode("utf-8")  # already validated per file
     if not text:
         raise ValueError(f"{what}: corpus is empty")
-    tokenizer = get_tokenizer(config.tokenizer, text)  # char: vocabulary of the whole text
-    tokens = tokenizer.encode(text)  # (N,)
-    train, val = split_tokens(tokens, config.val_fraction)
+    if config.tokenizer == "bpe":
+        # cut the text, fit the merges on the training part only, encode the parts apart
+        cut = int(len(text) * (1.0 - config.val_fraction))
+        if cut < 1 or cut >= len(text):
+            raise ValueError(f"val_fraction={config.val_fraction} leaves an empty split of "
+                             f"{len(text)} characters")
+        tokenizer = get_tokenizer("bpe", text[:cut], bpe_vocab=config.bpe_vocab)
+        train_ids, val_ids = tokenizer.encode(text[:cut]), tokenizer.encode(text[cut:])
+        train, val = torch.from_numpy(train_ids), torch.from_numpy(val_ids)
+        tokens = np.concatenate([train_ids, val_ids])  # (N,)
+    else:
+        tokenizer = get_tokenizer(config.tokenizer, text)  # char: vocabulary of the whole text
+        tokens = tokenizer.encode(text)  # (N,)
+        train, val = split_tokens(tokens, config.val_fraction)
     digest = hashlib.sha256(raw).hexdigest()
     desc = (f"{what}, {config.tokenizer} V={tokenizer.vocab_size} {len(tokens)} tokens, "
             f"sha256 {digest[:12]}")
