@@ -5,11 +5,15 @@ nanoGPT's published CPU configuration on tinyshakespeare (char level): 4 layers,
 warmup 100, beta2 0.99, weight decay 0.1, clip 1.0, dropout 0. Both sides use
 the same model class, optimizer settings and thread count, measured in the
 same process one after the other; the plain loop evaluates like nanoGPT's
-train.py (every 250 steps, 20 batches of train and of val).
+train.py (every 250 steps, 20 batches of train and of val). Both end with the val CE
+over the whole val split (1,742 non-overlapping windows): nanoGPT's 20-batch estimate
+has a standard deviation of about 0.013, and lossbench's fixed 256-window sample reads
+about 0.012 high on this corpus, so only the whole split compares like with like.
 
     python benchmarks/train_parity.py [--text PATH] [--steps 2000] [--threads 2]
 
-Targets (issue 3): lossbench val CE <= 1.89 at step 2000; wall time <= the plain
+Targets (issue 3): lossbench val CE <= 1.89 at step 2000 (nanoGPT's reported 1.88 is
+one 20-batch estimate; see the README for the like-for-like comparison); wall time <= the plain
 loop's; whole run <= 105 s on 2 cores (0.8x the 130 s nanoGPT's train.py took
 here); evaluation + instrumentation <= 5% of training time.
 """
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 
 from lossbench.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.corpora import DataConfig
+from lossbench.evaluation import full_split_ce
 from lossbench.model import GPTConfig, build_model
 from lossbench.training import cached_corpus, lr_at, make_optimizer, train_run
 
@@ -45,8 +50,9 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 / times[len(times) // 2] / 1e9
 
 
-def plain_loop(config: RunConfig) -> tuple[float, float, float]:
-    """The same model and optimizer in ~30 lines of PyTorch: (wall_s, train_s, final val loss)."""
+def plain_loop(config: RunConfig) -> tuple[float, float, float, float]:
+    """The same model and optimizer in ~30 lines of PyTorch:
+    (wall_s, train_s, final 20-batch val loss, final whole-split val CE)."""
     corpus = cached_corpus(config.data)
     train, val = corpus.train, corpus.val
     m, t = config.model, config.train
@@ -89,8 +95,11 @@ def plain_loop(config: RunConfig) -> tuple[float, float, float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    full, _ = full_split_ce(model, val, m.block_size, max_windows=10**9)
+    eval_time += time.perf_counter() - t0
     wall = time.perf_counter() - start
-    return wall, wall - eval_time, val_loss
+    return wall, wall - eval_time, val_loss, full
 
 
 def main() -> None:
@@ -107,7 +116,7 @@ def main() -> None:
         model=ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
         train=TrainConfig(steps=args.steps, batch_size=12, lr=1e-3, min_lr=1e-4, warmup_steps=100,
                           weight_decay=0.1, beta2=0.99, grad_clip=1.0, threads=args.threads),
-        eval=EvalConfig(eval_every=250, val_windows=256),
+        eval=EvalConfig(eval_every=250, val_windows=256, full_val_windows=10**9),
     )
     cached_corpus(config.data)  # load outside the timings, for both sides
     peak = matmul_peak_gflops()
@@ -118,14 +127,21 @@ def main() -> None:
     ours_wall = time.perf_counter() - t0
     s = result.summary()
     mfu = s["flops_per_token"] * s["tokens_per_s"] / (peak * 1e9)
+    t0 = time.perf_counter()  # the one-off whole-split pass inside eval_s, timed again alone
+    full_split_ce(result.model, cached_corpus(config.data).val, 64, max_windows=10**9)
+    full_s = time.perf_counter() - t0
+    periodic = s["eval_s"] - full_s
     print(f"lossbench: {ours_wall:.1f} s wall ({s['train_s']:.1f} s training, {s['eval_s']:.1f} s "
-          f"eval+probes = {100 * s['eval_s'] / s['train_s']:.1f}% of training), "
-          f"val CE {s['final_val_ce']:.4f} at step {s['steps']}, {s['tokens_per_s']:.0f} tok/s, "
+          f"eval+probes = {100 * s['eval_s'] / s['train_s']:.1f}% of training: periodic evals "
+          f"and probes {periodic:.1f} s = {100 * periodic / s['train_s']:.1f}%, final whole-split "
+          f"pass {full_s:.1f} s = {100 * full_s / s['train_s']:.1f}%), "
+          f"val CE {s['final_val_ce']:.4f} (256 windows), {s['final_val_ce_full']:.4f} (whole val "
+          f"split) at step {s['steps']}, {s['tokens_per_s']:.0f} tok/s, "
           f"MFU {100 * mfu:.1f}% of measured peak")
     if not args.skip_plain:
-        wall, train_s, val = plain_loop(config)
+        wall, train_s, val, full = plain_loop(config)
         print(f"plain loop: {wall:.1f} s wall ({train_s:.1f} s training), val loss {val:.4f} "
-              f"(20 random val batches, nanoGPT style)")
+              f"(20 random val batches, nanoGPT style), {full:.4f} (whole val split)")
         print(f"ratio lossbench / plain loop: wall {ours_wall / wall:.2f}x, "
               f"training only {s['train_s'] / train_s:.2f}x")
     print(f"ratio to nanoGPT train.py's 130 s on this kind of machine: {ours_wall / 130:.2f}x "

@@ -62,6 +62,8 @@ class EvalConfig:
     rep_prefix_len: int = 16
     rep_continuation: int = 48
     samples: int = 3  # decoded samples kept for the report
+    full_val_windows: int = 4096  # final eval also scores up to this many consecutive val windows
+    #   (the whole split when it fits: val_ce_full, comparable with other codebases); 0: off
 
 
 @dataclass(frozen=True)

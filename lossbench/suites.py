@@ -51,7 +51,8 @@ RANGES = {
     "train.checkpoint_every": (0, None), "eval.eval_every": (1, None),
     "eval.val_windows": (2, None), "eval.ece_bins": (1, 1000), "eval.rep_prefixes": (1, None),
     "eval.rep_prefix_len": (1, None), "eval.rep_continuation": (4, None),
-    "eval.samples": (0, None), "finetune.steps": (0, None), "finetune.lr": (0.0, None),
+    "eval.samples": (0, None), "eval.full_val_windows": (0, None),
+    "finetune.steps": (0, None), "finetune.lr": (0.0, None),
     "finetune.prefix_len": (1, None), "finetune.continuation_len": (4, None),
     "finetune.mle_mix": (0.0, 1.0),
 }

@@ -24,7 +24,7 @@ from lossbench.config import RunConfig, TrainConfig
 from lossbench.data.batches import eval_starts, get_batch, step_seed, train_batch_starts
 from lossbench.data.corpora import Corpus, DataConfig, load_corpus
 from lossbench.data.teachers import build_teacher
-from lossbench.evaluation import EvalSet, evaluate
+from lossbench.evaluation import EvalSet, evaluate, full_split_ce
 from lossbench.gradients import GradientProbe
 from lossbench.losses import get_loss, mean_over_tokens
 from lossbench.model import GPT, GPTConfig, build_model, greedy_generate
@@ -243,6 +243,10 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
                            rep_continuation=config.eval.rep_continuation,
                            decode=run.corpus.tokenizer.decode, samples=config.eval.samples)
         metrics.update(run.probe.pop_stats())
+        if step == total and config.eval.full_val_windows:
+            metrics["val_ce_full"], metrics["val_full_tokens"] = full_split_ce(
+                run.model, run.corpus.val, config.model.block_size,
+                max_windows=config.eval.full_val_windows, device=run.device)
         n = len(result.steps["clipped"])
         metrics["clip_rate"] = sum(result.steps["clipped"]) / n if n else 0.0
         result.evals.append({"step": step, **metrics})

@@ -172,3 +172,20 @@ def test_thread_count_is_restored():
     before = torch.get_num_threads()
     train_run(tiny(train=dataclasses.replace(TINY.train, steps=1, threads=1)))
     assert torch.get_num_threads() == before
+
+
+def test_final_eval_scores_the_whole_val_split():
+    result = train_run(tiny())
+    assert all("val_ce_full" not in e for e in result.evals[:-1])  # once, at the end
+    final = result.evals[-1]
+    val = cached_corpus(TINY_DATA).val  # 2,000 tokens: 124 windows of 16
+    n = (len(val) - 1) // 16
+    x, y = val[:n * 16].view(n, 16), val[1:n * 16 + 1].view(n, 16)
+    with torch.no_grad():
+        logits = result.model.eval()(x)
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
+    assert final["val_full_tokens"] == n * 16 > 8 * 16
+    assert final["val_ce_full"] == pytest.approx(expected, rel=1e-6)
+    assert result.summary()["final_val_ce_full"] == final["val_ce_full"]
+    capped = train_run(tiny(eval=dataclasses.replace(TINY.eval, full_val_windows=3)))
+    assert capped.evals[-1]["val_full_tokens"] == 3 * 16

@@ -158,10 +158,15 @@ def sensitivity(table: pd.DataFrame, *, param: str, metric: str, chosen: dict[st
     values = table[param].dropna().astype(float)
     if len(values) and values.min() > 0 and values.max() / values.min() >= 10:
         ax.set_xscale("log")
+        grid = sorted(values.unique())
+        if len(grid) <= 12:  # label the grid points themselves, not log decades
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xticks(grid, [f"{v:.3g}" for v in grid], fontsize=8)
     ax.set_xlabel(param)
     ax.set_ylabel(f"final {metric} (tuning runs)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2, title="★ chosen, × diverged/failed", title_fontsize=7)
+    ax.legend(fontsize=7, title="★ chosen\n× diverged/failed", title_fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: lines stay visible
     return ax
 
 
@@ -175,5 +180,5 @@ def performance_profiles(profiles: pd.DataFrame, *, ax=None):
     ax.set_ylabel("ρ(τ): fraction of workloads within τ")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax

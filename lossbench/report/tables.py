@@ -17,6 +17,7 @@ from lossbench.report.stats import (bootstrap_ci, curve_auc, holm, mean_ranks, p
 # (column in summary.csv, header, lower is better?)
 HEADLINE = [
     ("final_val_ce", "val CE", True),
+    ("final_val_ce_full", "val CE (whole split)", True),
     ("final_val_ppl", "perplexity", True),
     ("final_val_ce_calibrated", "calibrated CE", True),
     ("final_val_acc", "accuracy", False),
