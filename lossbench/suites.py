@@ -269,8 +269,8 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if entries and baseline not in names:
         errors.append(f"{where}: baseline: {baseline!r} is not among the suite's losses")
     target = doc.get("target_val_ce")
-    if target is not None and not (isinstance(target, (int, float)) and not isinstance(target, bool)
-                                   and target > 0):
+    number = isinstance(target, (int, float)) and not isinstance(target, bool)
+    if target is not None and not (number and target > 0):
         errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
     tune = None
     if "tune" in doc:
@@ -286,8 +286,9 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
                                  **{**sections, **extras}) for loss, hp, extras in entries)
     labels = [c.display_name for c in contenders]
     if tune and len(set(labels)) < len(labels):
+        repeated = ", ".join(sorted({x for x in labels if labels.count(x) > 1}))
         raise SuiteError([f"{where}: with [tune], every losses entry needs its own label "
-                          f"(repeated: {', '.join(sorted({x for x in labels if labels.count(x) > 1}))})"])
+                          f"(repeated: {repeated})"])
     runs = tuple(dataclasses.replace(c, seed=seed) for c in contenders for seed in seeds)
     return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
                  baseline=baseline, runs=runs, entries=contenders, tune=tune,

@@ -79,10 +79,12 @@ class TuneSpec:
         """One line for reports: what was tuned, on what budget, selected how."""
         parts = []
         for p, values in self.grid:
-            parts.append(f"{p} over {len(values)} values [{_num(min(values))} … {_num(max(values))}]")
+            parts.append(f"{p} over {len(values)} values "
+                         f"[{_num(min(values))} … {_num(max(values))}]")
         seeds = "seed" if len(self.seeds) == 1 else "seeds"
-        return (f"tuned per loss: {'; '.join(parts)}; budget {self.steps} steps × {len(self.seeds)} "
-                f"{seeds} per setting; selected on final {metric_name(self.metric)}")
+        return (f"tuned per loss: {'; '.join(parts)}; budget {self.steps} steps × "
+                f"{len(self.seeds)} {seeds} per setting; "
+                f"selected on final {metric_name(self.metric)}")
 
 
 def metric_name(metric: str) -> str:
@@ -108,7 +110,8 @@ def parse_tune(table: Any, where: str, errors: list[str], *, suite_steps: int,
     n_before = len(errors)
     for key in table:
         if key not in ("grid", "steps", "seeds", "metric"):
-            errors.append(f"{where}: [tune] unknown key {key!r} (known: grid, steps, seeds, metric)")
+            errors.append(f"{where}: [tune] unknown key {key!r} "
+                          f"(known: grid, steps, seeds, metric)")
     metric = table.get("metric", "val_ce")
     if isinstance(metric, str):
         metric = metric.removeprefix("final_")

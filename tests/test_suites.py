@@ -74,6 +74,9 @@ CASES = [
     ('losses = ["cross_entropy"\n', "TOML syntax error"),
     ('losses = ["cross_entropy"]\n[data]\ncorpus = "wikipedia"\n', "[data]"),
     ('losses = []\n', "losses: expected a non-empty list"),
+    ('losses = ["cross_entropy"]\ntarget_val_ce = -1.0\n', "target_val_ce: expected a positive"),
+    ('losses = ["cross_entropy", { name = "focal", gamma = 2.0 }]\n[tune.grid]\ngamma = [1.0, 3.0]\n',
+     "focal fixes gamma, which [tune] also tunes"),
 ]
 
 

@@ -156,8 +156,9 @@ def _tuning(doc: Document, meta: dict, all_summary: pd.DataFrame) -> None:
         if param in table and table[param].notna().any():
             ax = plots.sensitivity(table, param=param, metric=metric_name(spec.metric),
                                    chosen={k: v["setting"] for k, v in choices.items()})
-            doc.figure(f"sensitivity_{param}", f"Sensitivity: final {metric_name(spec.metric)} of the tuning "
-                       f"runs vs {param} (other tuned values at each loss's choice)", ax.figure)
+            doc.figure(f"sensitivity_{param}", f"Sensitivity: final {metric_name(spec.metric)} "
+                       f"of the tuning runs vs {param} (other tuned values at each loss's choice)",
+                       ax.figure)
 
 
 def _config_rows(results: list[dict]) -> list[list[str]]:
