@@ -175,20 +175,23 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
     sys.exit(outcome.exit_code)
 
 
+def _require_results_dir(path: str) -> None:
+    from pathlib import Path
+
+    if not (Path(path) / "summary.csv").exists() or not (Path(path) / "suite.json").exists():
+        raise InputError(f"DIR: {path} is not a lossbench results directory "
+                         f"(no summary.csv / suite.json)")
+
+
 @cli.command("report")
 @click.argument("results_dir", metavar="DIR")
 @click.option("--out", "out", default=None, metavar="REPORT_DIR",
               help="Report folder [default: reports/<suite>-<date>].")
 def report_cmd(results_dir, out):
     """Write the comparison report of a results directory (HTML, Markdown, CSV)."""
-    from pathlib import Path
-
     from lossbench.report.render import build_report
 
-    if not (Path(results_dir) / "summary.csv").exists() or \
-            not (Path(results_dir) / "suite.json").exists():
-        raise InputError(f"DIR: {results_dir} is not a lossbench results directory "
-                         f"(no summary.csv / suite.json)")
+    _require_results_dir(results_dir)
     click.echo(f"report: {build_report(results_dir, out)}/index.html")
 
 
@@ -199,16 +202,12 @@ def report_cmd(results_dir, out):
 def compare_cmd(results_dirs, out):
     """Compare losses across suites (each results DIR is a workload): steps-to-target
     ratios, performance profiles, a profile score, and ranks with a Friedman test."""
-    from pathlib import Path
-
     from lossbench.report.compare import build_comparison
 
     if len(results_dirs) < 2:
         raise InputError("DIR: compare needs at least two results directories")
     for d in results_dirs:
-        if not (Path(d) / "summary.csv").exists() or not (Path(d) / "suite.json").exists():
-            raise InputError(f"DIR: {d} is not a lossbench results directory "
-                             f"(no summary.csv / suite.json)")
+        _require_results_dir(d)
     click.echo(f"report: {build_comparison(list(results_dirs), out)}/index.html")
 
 

@@ -114,10 +114,14 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
 
     def execute(configs: list[RunConfig], desc: str) -> None:
         nonlocal skipped
-        pending = [r for r in configs if not is_finished(run_dir(out, r.run_id()))]
-        skipped += len(configs) - len(pending)
-        statuses.update({r.run_id(): read_result(run_dir(out, r.run_id()))["status"]
-                         for r in configs if r not in pending})
+        pending = []
+        for r in configs:
+            folder = run_dir(out, r.run_id())
+            if is_finished(folder):
+                statuses[r.run_id()] = read_result(folder)["status"]
+                skipped += 1
+            else:
+                pending.append(r)
         if not pending:
             return
         if executor == "dask":

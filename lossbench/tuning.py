@@ -246,7 +246,7 @@ def tuning_table(runs: list[dict[str, Any]], summary: pd.DataFrame, spec: TuneSp
             rows[key]["statuses"].append("missing")
     out = []
     for key in order:
-        row = rows.pop(key) if key in rows else None
+        row = rows[key]
         statuses, values = row.pop("statuses"), row.pop("values")
         bad = [s for s in statuses if s != "done"]
         row["seeds"] = len(statuses)
