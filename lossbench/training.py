@@ -272,11 +272,15 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
                 rec = _optimizer_step(run, step, lr_at(step, cfg), probe=probe)
         except Diverged:
             result.status, result.diverged_step = "diverged", step
-            result.train_time_s += time.perf_counter() - t0
+            probe_s = run.probe.pop_seconds()
+            result.train_time_s += time.perf_counter() - t0 - probe_s
+            result.eval_time_s += probe_s
             result.model = run.model
             return result
-        elapsed = time.perf_counter() - t0
+        probe_s = run.probe.pop_seconds()  # the CE-gradient probe is instrumentation
+        elapsed = time.perf_counter() - t0 - probe_s
         result.train_time_s += elapsed
+        result.eval_time_s += probe_s
         rec.update(step=step + 1, tokens=run.tokens, wall_s=elapsed)
         for k in STEP_FIELDS:
             result.steps[k].append(rec[k])

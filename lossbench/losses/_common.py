@@ -85,31 +85,3 @@ def smoothed_one_hot(safe_targets: torch.Tensor, num_classes: int, smoothing: fl
     """(1 - eps) * one_hot + eps / V, the label-smoothing target: (B, T) -> (B, T, V)."""
     one_hot = F.one_hot(safe_targets, num_classes).to(dtype)
     return one_hot * (1.0 - smoothing) + smoothing / num_classes
-
-
-class _SoftmaxExpectation(torch.autograd.Function):
-    """E_p[log p + u] with p = softmax(z) and u a constant, with its analytic gradient.
-
-    dE/dz_j = p_j (log p_j + u_j - E): three elementwise passes instead of the
-    chain through exp, product and log_softmax that autograd would record.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, offset):
-        logp = F.log_softmax(logits, dim=-1)  # (B, T, V)
-        p = logp.exp()
-        a = logp if offset is None else logp + offset
-        value = rowdot(p, a)  # (B, T)
-        ctx.save_for_backward(p, a, value)
-        return value
-
-    @staticmethod
-    def backward(ctx, grad):
-        p, a, value = ctx.saved_tensors
-        return (a - value.unsqueeze(-1)).mul_(p).mul_(grad.unsqueeze(-1)), None
-
-
-def softmax_expectation(logits: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-    """E_{c~softmax(z)}[log p_c + offset_c]: (B, T, V) -> (B, T). Negative entropy when offset is None;
-    KL(p || t) with offset = -log t. ``offset`` gets no gradient."""
-    return _SoftmaxExpectation.apply(logits, None if offset is None else offset.detach())

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import finish, prepare, rowdot, smoothed_one_hot, softmax_expectation
+from ._common import finish, prepare, smoothed_one_hot
+from ._fused import neg_entropy_of, reverse_kl_divergence, soft_cross_entropy
 from .registry import HParam, register_loss
 
 _SMOOTHING = HParam(0.1, 1e-3, 1.0, "mass of the label-smoothed fallback target "
@@ -60,8 +61,7 @@ def kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None)
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     t = _target_distribution(logits, safe, teacher_probs, smoothing)
-    logp = F.log_softmax(logits, dim=-1)
-    return finish(torch.xlogy(t, t).sum(dim=-1) - rowdot(t, logp), keep)
+    return finish(neg_entropy_of(t) + soft_cross_entropy(logits, t), keep)
 
 
 def _reverse_kl_reference(logits, targets, *, ignore_index=-100, smoothing=0.1,
@@ -90,5 +90,4 @@ def reverse_kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_pro
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     t = _target_distribution(logits, safe, teacher_probs, smoothing)
-    log_t = t.clamp_min(torch.finfo(t.dtype).tiny).log()
-    return finish(softmax_expectation(logits, -log_t), keep)  # E_p[log p - log t]
+    return finish(reverse_kl_divergence(logits, t), keep)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import finish, gather_target, log1m_softmax_at, prepare, softmax_expectation
+from ._common import finish, gather_target, log1m_softmax_at, prepare
+from ._fused import entropy_regularized_ce
 from .registry import HParam, register_loss
 
 _SOFTMAX_PROPS = ("shift_invariant",)
@@ -147,5 +148,4 @@ def _confidence_reference(logits, targets, *, ignore_index=-100, beta=0.1):
 def confidence_penalty(logits, targets, *, ignore_index=-100, beta=0.1):
     """L = -log p_y - beta * H(p),  H(p) = -sum_c p_c log p_c."""
     logits, safe, keep = prepare(logits, targets, ignore_index)
-    nll, _ = _token_ce(logits, safe)
-    return finish(nll + beta * softmax_expectation(logits), keep)  # E_p[log p] = -H(p)
+    return finish(entropy_regularized_ce(logits, safe, beta), keep)
