@@ -87,6 +87,14 @@ class TuneSpec:
                 f"selected on final {metric_name(self.metric)}")
 
 
+NOT_TUNED = "shared hyperparameters, not tuned"
+
+
+def protocol_of(meta: dict) -> str:
+    """The hyperparameter protocol of a suite, from its suite.json, in one line for reports."""
+    return TuneSpec.from_dict(meta["tune"]).describe() if "tune" in meta else NOT_TUNED
+
+
 def metric_name(metric: str) -> str:
     """val_ce -> 'val CE', for readers."""
     return metric.replace("val_ce", "val CE").replace("ece", "ECE").replace("_", " ")

@@ -135,7 +135,7 @@ def test_compare_two_suites_writes_the_profile_report(tmp_path):
     assert list(ratio.columns) == ["small-vocab", "large-vocab"]
     assert (ratio.min(axis=0) == 1.0).all()  # the best loss on each workload has ratio 1
     md = (out / "report.md").read_text()
-    assert "Friedman test not run" in md and "shared, not tuned" in md
+    assert "Friedman test not run" in md and "shared hyperparameters, not tuned" in md
 
 
 def test_compare_bad_input_is_one_line_exit_2(tmp_path):

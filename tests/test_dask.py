@@ -1,6 +1,5 @@
 """The Dask executor against a real `dask scheduler` and `dask worker` on 127.0.0.1."""
 
-import shutil
 import socket
 import subprocess
 import sys

@@ -3,7 +3,6 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from test_runner import FIXTURES, tiny_suite
 

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from lossbench.results import load
 from lossbench.runner import run_suite

@@ -3,9 +3,9 @@
 Autograd records every elementwise step of these (log_softmax, exp, products, sums)
 and allocates a fresh (B, T, V) tensor for most of them, forward and backward; on
 CPU each fresh tensor of that size costs about as much as the arithmetic (its memory
-is page-faulted in). The functions below allocate two (B, T, V) tensors in all, like
-torch's own cross-entropy: one in the forward pass, the gradient in the backward pass,
-both then updated in place; terms that only feed a sum are computed in row blocks.
+is page-faulted in). The functions below allocate two or three (B, T, V) tensors in
+all (torch's own cross-entropy: two), update them in place, and compute terms that only
+feed a sum, or only shift a buffer, in row blocks.
 That keeps ``kl``, ``reverse_kl`` and ``confidence_penalty`` near cross-entropy's
 cost at BPE-sized vocabularies (``benchmarks/loss_speed.py``). Targets are data: they
 get no gradient. The registry's reference implementations, plain autograd, check the
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 
 _BLOCK_ELEMENTS = 1 << 18  # ~1 MB of fp32 per row block: stays in cache, reused by the allocator
 

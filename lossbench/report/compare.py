@@ -12,7 +12,7 @@ from lossbench.report.document import Document, fmt
 from lossbench.report.profiles import (TAU_MAX, profile, profile_score, rank_across_workloads,
                                        ratios, workload_times)
 from lossbench.results import load, suite_meta
-from lossbench.tuning import TuneSpec
+from lossbench.tuning import NOT_TUNED, protocol_of
 
 
 def _workload_names(dirs: list[Path]) -> list[str]:
@@ -33,7 +33,7 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
         times, target = workload_times(summary, curves, meta.get("target_val_ce"))
         steps[name] = times.set_index("label").steps_to_target
         finals[name] = times.set_index("label").final_val_ce
-        protocol = TuneSpec.from_dict(meta["tune"]).describe() if "tune" in meta else "shared, not tuned"
+        protocol = protocol_of(meta)
         workloads.append({"workload": name, "results": str(d), "runs": len(summary),
                           "losses": len(times), "target_val_ce": target,
                           "target_from": "suite" if meta.get("target_val_ce") is not None
@@ -65,7 +65,7 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
     if trivial:
         doc.text(f"Note: on {', '.join(trivial)} the target holds at step 0 (the shared "
                  f"initialization), so steps-to-target cannot separate the losses there.")
-    protocols = {w["protocol"] == "shared, not tuned" for w in workloads}
+    protocols = {w["protocol"] == NOT_TUNED for w in workloads}
     if len(protocols) > 1:
         doc.text("Warning: some workloads were tuned per loss and some were not; their "
                  "comparisons answer different questions.")

@@ -17,7 +17,7 @@ from lossbench.report.diagnostics import diagnose
 from lossbench.report.document import Document, fmt
 from lossbench.report.tables import HEADLINE, baseline_comparisons, headline, rank_table
 from lossbench.results import finished_results, load, suite_meta
-from lossbench.tuning import TuneSpec, metric_name, tuning_table
+from lossbench.tuning import TuneSpec, metric_name, protocol_of, tuning_table
 
 
 def headline_rows(h) -> tuple[list[str], list[list[str]]]:
@@ -198,8 +198,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         doc.csv(name, table)
 
     doc.section("Headline")
-    protocol = (TuneSpec.from_dict(meta["tune"]).describe() + " (see Tuning)" if "tune" in meta
-                else "shared hyperparameters, not tuned")
+    protocol = protocol_of(meta) + (" (see Tuning)" if "tune" in meta else "")
     how = ("a val CE the suite names" if meta.get("target_val_ce") is not None
            else "baseline × 1.05")
     doc.text(f"Protocol: {protocol}. Baseline: {baseline}. Values are means over seeds with 95% "
