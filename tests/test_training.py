@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -54,6 +55,23 @@ def test_train_run_returns_step_and_eval_records():
     assert final["excess_ce"] == pytest.approx(final["val_ce"] - cached_corpus(TINY_DATA).entropy_rate)
     summary = result.summary()
     assert summary["final_val_ce"] == final["val_ce"] and summary["steps"] == 12
+
+
+def test_gradient_probe_time_counts_as_instrumentation(monkeypatch):
+    """The probe's extra CE-gradient pass is booked to eval_time_s, not to the training step
+    (a 0.3 s sleep marks it: far longer than a tiny step)."""
+    original = torch.autograd.grad  # in a training step, only the probe calls it
+
+    def slow_grad(*args, **kwargs):
+        time.sleep(0.3)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", slow_grad)
+    result = train_run(tiny())
+    probed = [s for s in result.steps["step"] if s % 4 == 0]  # updates ending at an eval
+    assert len(probed) == 3 and result.eval_time_s >= 0.9
+    assert all(result.steps["wall_s"][s - 1] < 0.3 for s in probed)
+    assert result.train_time_s == pytest.approx(sum(result.steps["wall_s"]))
 
 
 def test_runs_with_different_losses_see_identical_weights_batches_and_masks(monkeypatch):
