@@ -218,6 +218,16 @@ def _optimizer_step(run: "_Run", step: int, lr: float, *, probe: bool,
             "clipped": bool(grad_norm > clip), "lr": lr}
 
 
+def _book_step_time(result: RunResult, run: _Run, t0: float) -> float:
+    """Add the step started at ``t0`` to the clocks; the CE-gradient probe's share is
+    instrumentation, not training. Returns the step's training seconds."""
+    probe_s = run.probe.pop_seconds()
+    elapsed = time.perf_counter() - t0 - probe_s
+    result.train_time_s += elapsed
+    result.eval_time_s += probe_s
+    return elapsed
+
+
 def train_run(config: RunConfig, *, checkpoint_dir: str | Path | None = None,
               on_step: Callable[[int, int], None] | None = None) -> RunResult:
     """Train one run from ``config``; resume from ``checkpoint_dir`` if it holds a checkpoint.
@@ -285,15 +295,10 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
                 rec = _optimizer_step(run, step, lr_at(step, cfg), probe=probe)
         except Diverged:
             result.status, result.diverged_step = "diverged", step
-            probe_s = run.probe.pop_seconds()
-            result.train_time_s += time.perf_counter() - t0 - probe_s
-            result.eval_time_s += probe_s
+            _book_step_time(result, run, t0)
             result.model = run.model
             return result
-        probe_s = run.probe.pop_seconds()  # the CE-gradient probe is instrumentation
-        elapsed = time.perf_counter() - t0 - probe_s
-        result.train_time_s += elapsed
-        result.eval_time_s += probe_s
+        elapsed = _book_step_time(result, run, t0)
         rec.update(step=step + 1, tokens=run.tokens, wall_s=elapsed)
         for k in STEP_FIELDS:
             result.steps[k].append(rec[k])
