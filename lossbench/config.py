@@ -79,6 +79,17 @@ class FinetuneConfig:
     mle_mix: float = 0.5  # probability of an MLE (training-loss) update instead, per step
 
 
+def parse_seeds(value: Any) -> list[int] | None:
+    """Seeds as a suite writes them: a non-empty list of non-negative integers, or n for
+    0..n-1. None when ``value`` is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = list(range(value))
+    if isinstance(value, list) and value and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        return value
+    return None
+
+
 @dataclass(frozen=True)
 class RunConfig:
     loss: str = "cross_entropy"

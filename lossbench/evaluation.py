@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 
-from lossbench.model import greedy_generate
+from lossbench.model import greedy_generate, mixed_precision
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def full_split_ce(model, val: torch.Tensor, block_size: int, *, max_windows: int
     total = 0.0
     try:
         for i in range(0, n, chunk):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            with mixed_precision(device):
                 logits = model(x[i:i + chunk].to(device)).float()  # (b, T, V)
             total += F.cross_entropy(logits.flatten(0, 1), y[i:i + chunk].to(device).flatten(),
                                      reduction="sum").item()
@@ -131,7 +131,7 @@ def evaluate(model, eval_set: EvalSet, *, device: str = "cpu", ece_bins: int = 1
         parts = []
         for i in range(0, eval_set.x.shape[0], chunk):
             xb = eval_set.x[i:i + chunk].to(device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            with mixed_precision(device):
                 parts.append(model(xb).float().cpu())
         logits = torch.cat(parts)  # (N, T, V)
         continuations = greedy_generate(model, eval_set.prefixes.to(device), rep_continuation).cpu()

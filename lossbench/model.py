@@ -223,6 +223,11 @@ class GPT(nn.Module):
         return groups
 
 
+def mixed_precision(device: str):
+    """The forward-pass precision policy: bf16 autocast on CUDA, plain fp32 elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+
+
 def build_model(config: GPTConfig, seed: int) -> GPT:
     """A GPT whose initial weights depend on ``seed`` alone.
 

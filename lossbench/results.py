@@ -29,6 +29,11 @@ DONE = "DONE"
 STEP_METRICS = ("train_loss", "train_ce", "grad_norm", "clipped", "lr", "tokens", "wall_s")
 
 
+def label_of(config: dict) -> str:
+    """A stored run config's display name (``RunConfig.display_name``): its label, else its loss."""
+    return config.get("label") or config["loss"]
+
+
 def run_dir(out: str | Path, run_id: str) -> Path:
     return Path(out) / "runs" / run_id
 
@@ -63,7 +68,7 @@ def summary_rows(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         row = {"run_id": r["summary"].get("run_id"), "loss": r["config"]["loss"],
-               "label": r["config"].get("label") or r["config"]["loss"],
+               "label": label_of(r["config"]),
                "seed": r["config"]["seed"], "status": r["status"], **_flatten_hparams(r["config"])}
         row.update({k: v for k, v in r["summary"].items() if k not in row})
         if "final_val_ppl" not in row and "final_val_ce" in row:

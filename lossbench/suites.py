@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import EvalConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.config import (EvalConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig,
+                              parse_seeds)
 from lossbench.data.corpora import DataConfig
 from lossbench.losses import get_loss, list_losses
 from lossbench.tuning import TuneSpec, parse_tune
@@ -245,11 +246,8 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     description = doc.get("description", "")
     if not isinstance(description, str):
         errors.append(f"{where}: description: expected a string")
-    seeds = doc.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = list(range(seeds))  # `seeds = 3` means 0, 1, 2
-    if not (isinstance(seeds, list) and seeds and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+    seeds = parse_seeds(doc.get("seeds", [0]))  # `seeds = 3` means 0, 1, 2
+    if seeds is None:
         errors.append(f"{where}: seeds: expected a non-empty list of non-negative integers")
         seeds = [0]
     device = doc.get("device", "cpu")

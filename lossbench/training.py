@@ -27,7 +27,7 @@ from lossbench.data.teachers import build_teacher
 from lossbench.evaluation import EvalSet, evaluate, full_split_ce
 from lossbench.gradients import GradientProbe
 from lossbench.losses import get_loss, mean_over_tokens
-from lossbench.model import GPT, GPTConfig, build_model, greedy_generate
+from lossbench.model import GPT, GPTConfig, build_model, greedy_generate, mixed_precision
 
 STEP_FIELDS = ("step", "train_loss", "train_ce", "grad_norm", "clipped", "lr", "tokens", "wall_s")
 
@@ -146,7 +146,7 @@ class _Run:
         return x, y, extras
 
     def forward(self, x):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
+        with mixed_precision(self.device):
             return self.model(x)  # (B, T, V)
 
 

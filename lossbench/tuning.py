@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lossbench.config import RunConfig, TrainConfig
+from lossbench.config import RunConfig, TrainConfig, parse_seeds
 from lossbench.losses import get_loss
 
 # train keys that may be tuned (the rest change the budget or the numbers' meaning)
@@ -131,11 +131,8 @@ def parse_tune(table: Any, where: str, errors: list[str], *, suite_steps: int,
     steps = table.get("steps", suite_steps)
     if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
         errors.append(f"{where}: [tune] steps: expected a positive integer, got {steps!r}")
-    seeds = table.get("seeds", suite_seeds[:1])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = list(range(seeds))
-    if not (isinstance(seeds, list) and seeds and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+    seeds = parse_seeds(table.get("seeds", suite_seeds[:1]))
+    if seeds is None:
         errors.append(f"{where}: [tune] seeds: expected a non-empty list of non-negative integers")
     grid = _parse_grid(table.get("grid"), where, errors, loss_names)
     if len(errors) > n_before or not grid:

@@ -16,7 +16,7 @@ from lossbench.report import plots
 from lossbench.report.diagnostics import diagnose
 from lossbench.report.document import Document, fmt
 from lossbench.report.tables import HEADLINE, baseline_comparisons, headline, rank_table
-from lossbench.results import finished_results, load, suite_meta
+from lossbench.results import finished_results, label_of, load, suite_meta
 from lossbench.tuning import TuneSpec, metric_name, protocol_of, tuning_table
 
 
@@ -49,8 +49,7 @@ def _figures(summary, curves, results, h, floor):
         columns={"value": "tokens"})
     val_tok = curves[curves.metric == "val_ce"].merge(tokens, on=["run_id", "step"], how="left")
     val_tok["tokens"] = val_tok.tokens.fillna(0.0)
-    bands = (val_tok.merge(runs, on="run_id").groupby(["label", "tokens"]).value
-             .agg(["mean", "min", "max"]).reset_index())
+    bands = plots.seed_bands(val_tok, runs, "val_ce", x="tokens")
     figs["convergence_tokens"] = ("Validation CE vs training tokens",
                                   plots.convergence(bands, x="tokens", floor=floor).figure)
     wall = curves[curves.metric == "wall_s"].sort_values("step").copy()
@@ -58,8 +57,7 @@ def _figures(summary, curves, results, h, floor):
     val_wall = curves[curves.metric == "val_ce"].merge(
         wall[["run_id", "step", "train_s"]], on=["run_id", "step"], how="left")
     val_wall["train_s"] = val_wall.train_s.fillna(0.0).round(1)
-    bands = (val_wall.merge(runs, on="run_id").groupby(["label", "train_s"]).value
-             .agg(["mean", "min", "max"]).reset_index())
+    bands = plots.seed_bands(val_wall, runs, "val_ce", x="train_s")
     figs["convergence_wall"] = ("Validation CE vs training wall time (s, evaluations excluded)",
                                 plots.convergence(bands, x="train_s", floor=floor).figure)
     train = plots.seed_bands(curves, runs, "train_loss", smooth=0.05)
@@ -108,7 +106,7 @@ def _pooled_reliability(results) -> dict[str, pd.DataFrame]:
     for r in results:
         if r["status"] != "done" or not r["evals"] or "reliability" not in r["evals"][-1]:
             continue
-        label = r["config"].get("label") or r["config"]["loss"]
+        label = label_of(r["config"])
         t = pd.DataFrame(r["evals"][-1]["reliability"],
                          columns=["bin_lower", "bin_upper", "count", "confidence", "accuracy"])
         t["hits"] = (t.accuracy.fillna(0) * t["count"])
@@ -252,7 +250,7 @@ def _samples(doc: Document, results: list[dict], n_prefixes: int = 2) -> None:
     if not done:
         return
     seed = min(r["config"]["seed"] for r in done)
-    per_label = {(r["config"].get("label") or r["config"]["loss"]): r["evals"][-1].get("samples", [])
+    per_label = {label_of(r["config"]): r["evals"][-1].get("samples", [])
                  for r in done if r["config"]["seed"] == seed}
     doc.section("Samples")
     doc.text(f"Greedy continuations after the last evaluation (seed {seed}); every loss continues "
