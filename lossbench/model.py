@@ -153,7 +153,8 @@ class GPT(nn.Module):
         """Token ids (B, T) -> next-token logits (B, T, V). Never a loss.
 
         ``cache`` (inference only): one [keys, values] list per layer, start as
-        ``[[None, None]] * n_layer`` (distinct lists); ``idx`` continues the cached sequence.
+        ``[[None, None] for _ in range(n_layer)]`` (distinct lists: each layer fills its own);
+        ``idx`` continues the cached sequence.
         """
         B, T = idx.size()
         start = 0 if cache is None or cache[0][0] is None else cache[0][0].size(2)

@@ -160,7 +160,8 @@ def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins,
     from tqdm import tqdm
 
     statuses: dict[str, str] = {}
-    total = sum(_total_steps(r) for r in pending)
+    steps = [(r.run_id(), _total_steps(r)) for r in pending]  # ids hash the config: once
+    total = sum(n for _, n in steps)
     bar = tqdm(total=total, unit="step", desc=desc, disable=not show_progress, leave=True,
                dynamic_ncols=True)
     if workers == 1:  # in-process: simplest to debug, same numbers
@@ -168,7 +169,7 @@ def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins,
         for config in pending:
             run_id, status = execute_run(config.to_dict(), str(out), plugins, progress)
             statuses[run_id] = status
-            bar.n = sum(_total_steps(r) for r in pending if r.run_id() in statuses)
+            bar.n = sum(n for rid, n in steps if rid in statuses)
             bar.set_postfix_str(f"runs {len(statuses)}/{len(pending)}")
             bar.refresh()
         bar.close()
@@ -187,8 +188,8 @@ def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins,
                     run_id, status = future.result()
                     statuses[run_id] = status
                 snapshot = dict(progress)
-                bar.n = sum(_total_steps(r) if r.run_id() in statuses else
-                            snapshot.get(r.run_id(), (0, 0))[0] for r in pending)
+                bar.n = sum(n if rid in statuses else snapshot.get(rid, (0, 0))[0]
+                            for rid, n in steps)
                 active = [f"{rid} {d}/{t}" for rid, (d, t) in snapshot.items()
                           if rid not in statuses]
                 bar.set_postfix_str(f"runs {len(statuses)}/{len(pending)}"

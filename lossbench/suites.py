@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import itertools
 import tomllib
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ class Suite:
 def _type_ok(value: Any, annotation: Any) -> bool:
     """Does a TOML value fit a dataclass field annotation (int, float, str, bool, Optional)?"""
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
@@ -274,7 +275,7 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if "tune" in doc:
         tune = parse_tune(doc["tune"], where, errors, suite_steps=sections["train"].steps,
                           suite_seeds=list(seeds), loss_names=[n for n, _, _ in entries])
-        for i, (loss, hp, _) in enumerate(entries):
+        for loss, hp, _ in entries:
             for param in set(hp) & set(tune.params if tune else ()):
                 errors.append(f"{where}: {loss} fixes {param}, which [tune] also tunes: "
                               f"drop one of them")

@@ -275,11 +275,11 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
         result.evals.append({"step": step, **metrics})
         result.eval_time_s += time.perf_counter() - t0
 
-    if start == 0:
-        do_eval(0)
     def is_eval_step(done: int) -> bool:
         return done % eval_every == 0 or done == cfg.steps or done == total
 
+    if start == 0:
+        do_eval(0)
     for step in range(start, total):
         in_finetune = step >= cfg.steps
         # gradient stats of the update that ends at an eval step, reported with that eval

@@ -159,14 +159,13 @@ def _text_corpus(raw: bytes, what: str, config: DataConfig) -> Corpus:
         tokenizer = get_tokenizer("bpe", text[:cut], bpe_vocab=config.bpe_vocab)
         train_ids, val_ids = tokenizer.encode(text[:cut]), tokenizer.encode(text[cut:])
         train, val = torch.from_numpy(train_ids), torch.from_numpy(val_ids)
-        tokens = np.concatenate([train_ids, val_ids])  # (N,)
     else:
         tokenizer = get_tokenizer(config.tokenizer, text)  # char: vocabulary of the whole text
         tokens = tokenizer.encode(text)  # (N,)
         train, val = split_tokens(tokens, config.val_fraction)
     digest = hashlib.sha256(raw).hexdigest()
-    desc = (f"{what}, {config.tokenizer} V={tokenizer.vocab_size} {len(tokens)} tokens, "
-            f"sha256 {digest[:12]}")
+    desc = (f"{what}, {config.tokenizer} V={tokenizer.vocab_size} "
+            f"{len(train) + len(val)} tokens, sha256 {digest[:12]}")
     return Corpus(train=train, val=val, vocab_size=tokenizer.vocab_size, tokenizer=tokenizer,
                   entropy_rate=None, content_hash=digest, description=desc, source=None)
 
