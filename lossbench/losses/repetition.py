@@ -37,9 +37,16 @@ def previous_token_candidates(safe: torch.Tensor, keep: torch.Tensor, vocab_size
     return ids, valid
 
 
+def _reference_log1m(row: torch.Tensor, c: int) -> torch.Tensor:
+    """log(1 - softmax(row)[c]) for the references, as logsumexp of the other logits minus
+    logsumexp of all: 1 - p cancels to ~1e-6 relative error in fp64 once p is within 1e-10
+    of 1, which would make a correct loss miss its reference."""
+    others = torch.cat((row[:c], row[c + 1:]))
+    return torch.logsumexp(others, 0) - torch.logsumexp(row, 0)
+
+
 def _unlikelihood_reference(logits, targets, *, ignore_index=-100, alpha=1.0):
     ce = _ce_reference(logits, targets, ignore_index=ignore_index)
-    p = logits.softmax(-1)
     out = torch.zeros_like(ce)
     for b in range(targets.shape[0]):
         for t in range(targets.shape[1]):
@@ -47,7 +54,7 @@ def _unlikelihood_reference(logits, targets, *, ignore_index=-100, alpha=1.0):
             if y == ignore_index:
                 continue
             seen = {int(c) for c in targets[b, :t] if int(c) != ignore_index} - {y}
-            penalty = sum((-torch.log(1 - p[b, t, c]) for c in seen), torch.zeros(()))
+            penalty = sum((-_reference_log1m(logits[b, t], c) for c in seen), torch.zeros(()))
             out[b, t] = ce[b, t] + alpha * penalty
     return out
 
@@ -114,7 +121,6 @@ def repeated_ngram_mask(targets: torch.Tensor, keep: torch.Tensor, n: int,
 
 def _sequence_unlikelihood_reference(logits, targets, *, ignore_index=-100, ngram=4):
     n = int(ngram)
-    p = logits.softmax(-1)
     out = torch.zeros(targets.shape, dtype=logits.dtype)
     for b in range(targets.shape[0]):
         row = [int(c) for c in targets[b]]
@@ -127,7 +133,7 @@ def _sequence_unlikelihood_reference(logits, targets, *, ignore_index=-100, ngra
                 flagged.update(range(i, i + n))
         for t in flagged:
             if row[t] != ignore_index:
-                out[b, t] = -torch.log(1 - p[b, t, row[t]])
+                out[b, t] = -_reference_log1m(logits[b, t], row[t])
     return out
 
 
