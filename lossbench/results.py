@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from lossbench.checkpoint import CHECKPOINT, atomic_write_json, atomic_write_text
+from lossbench.atomic import atomic_write_json, atomic_write_text
+from lossbench.checkpoint import CHECKPOINT
 
 DONE = "DONE"
 STEP_METRICS = ("train_loss", "train_ce", "grad_norm", "clipped", "lr", "tokens", "wall_s")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossbench.checkpoint import atomic_write_json, atomic_write_text
+from lossbench.atomic import atomic_write_json, atomic_write_text
 from lossbench.config import RunConfig
 from lossbench.results import is_finished, read_result, run_dir, write_result, write_tables
 from lossbench.suites import Suite

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lossbench.checkpoint import atomic_write_bytes, atomic_write_text
+from lossbench.atomic import atomic_write_bytes, atomic_write_text
 
 
 def fmt(v, digits: int = 4) -> str:

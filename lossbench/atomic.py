@@ -1,0 +1,67 @@
+"""Atomic files: a reader sees the old version or the new one, never half of one.
+
+Every file lossbench writes into a results directory or a report goes through
+here: a temporary file in the same folder (named ``.<name>.<random>.tmp``, so
+leftovers of a killed writer can be recognised and swept), fsync, rename over
+the target, fsync the folder. The result honours the user's umask (mkstemp
+alone would make it 0600, unreadable on a shared filesystem or web server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename over ``path``, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def sweep_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the temp files that killed atomic writes left under ``folder`` (recursively,
+    without following symlinks). Returns what was removed."""
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in filenames:
+            if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                p = Path(dirpath, name)
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
