@@ -46,11 +46,13 @@ def _load_plugins(plugins: tuple[str, ...]) -> None:
 
 
 def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] = (),
-                progress=None) -> tuple[str, str]:
+                progress=None, stop=None) -> tuple[str, str]:
     """Run (or resume, or skip) one run; never raises for an error in the run itself.
 
     Returns (run_id, status). Exceptions from the loss or the data become status
-    ``failed`` with the traceback saved; the sweep goes on.
+    ``failed`` with the traceback saved; the sweep goes on. ``stop`` (a zero-argument
+    callable) is polled after every step: when it returns True the run checkpoints
+    and returns status ``interrupted`` (nothing is marked finished).
     """
     _load_plugins(plugins)
     config = RunConfig.from_dict(config_dict)
@@ -65,10 +67,12 @@ def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] 
         if progress is not None:
             progress[run_id] = (done, total)
 
-    from lossbench.training import train_run
+    from lossbench.training import Interrupted, train_run
 
     try:
-        result = train_run(config, checkpoint_dir=folder, on_step=on_step)
+        result = train_run(config, checkpoint_dir=folder, on_step=on_step, should_stop=stop)
+    except Interrupted:
+        return run_id, "interrupted"
     except Exception:  # a failing user loss must not take the sweep down
         write_result(folder, config_dict, "failed", {"run_id": run_id, "loss": config.loss,
                                                      "seed": config.seed, "status": "failed"},

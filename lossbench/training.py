@@ -36,6 +36,15 @@ class Diverged(Exception):
     """A non-finite loss or gradient: the run stops, and that is a result."""
 
 
+class Interrupted(Exception):
+    """``should_stop`` asked the run to stop: it saved a checkpoint (when it has a checkpoint
+    folder) and resumes from there next time. Not a result."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped after step {step}")
+        self.step = step
+
+
 @dataclass
 class RunResult:
     config: RunConfig
@@ -229,21 +238,25 @@ def _book_step_time(result: RunResult, run: _Run, t0: float) -> float:
 
 
 def train_run(config: RunConfig, *, checkpoint_dir: str | Path | None = None,
-              on_step: Callable[[int, int], None] | None = None) -> RunResult:
+              on_step: Callable[[int, int], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> RunResult:
     """Train one run from ``config``; resume from ``checkpoint_dir`` if it holds a checkpoint.
 
     Returns per-step records and per-eval metrics. A non-finite loss or gradient
     ends the run with status ``diverged`` (a result, not an exception).
+    ``should_stop`` is polled after every step; when it returns True the run saves
+    a checkpoint and raises :class:`Interrupted`.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(config.train.threads)
     try:
-        return _train(config, Path(checkpoint_dir) if checkpoint_dir else None, on_step)
+        return _train(config, Path(checkpoint_dir) if checkpoint_dir else None, on_step,
+                      should_stop)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
+def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) -> RunResult:
     run = _Run(config)
     result = RunResult(config, flops_per_token=run.model.flops_per_token(),
                        hparams={**run.spec.defaults(), **config.hparams})
@@ -305,8 +318,9 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
         done = step + 1
         if is_eval_step(done):
             do_eval(done)
-        if ckpt_dir is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
-                and done < total:
+        stop = done < total and should_stop is not None and should_stop()
+        if ckpt_dir is not None and done < total and (
+                stop or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
             save_checkpoint(ckpt_dir, {
                 "next_step": done, "model": run.model.state_dict(),
                 "optimizer": run.optimizer.state_dict(), "tokens": run.tokens,
@@ -314,5 +328,7 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step) -> RunResult:
                 "train_time_s": result.train_time_s, "eval_time_s": result.eval_time_s})
         if on_step is not None:
             on_step(done, total)
+        if stop:
+            raise Interrupted(done)
     result.status, result.model = "done", run.model
     return result
