@@ -5,7 +5,9 @@
     DIR/runs/<run_id>/checkpoint.pt  while running (removed when finished)
     DIR/runs/<run_id>/result.json  steps, evals and summary; written last, atomically
     DIR/runs/<run_id>/DONE         completion marker (status inside)
-    DIR/runs/<run_id>/traceback.txt  for failed runs
+    DIR/runs/<run_id>/traceback.txt  for failed runs (the latest attempt's)
+    DIR/runs/<run_id>/attempts.jsonl every attempt's start and end (status, error, host, pid)
+    DIR/runs/<run_id>/.lock        held while a process trains the run (flock)
     DIR/summary.csv                one row per run
     DIR/curves.csv                 long form: run_id, step, metric, value
 
@@ -18,16 +20,33 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from lossbench.atomic import atomic_write_json, atomic_write_text
+from lossbench.atomic import TMP_SUFFIX, atomic_write_json, atomic_write_many, atomic_write_text
 from lossbench.checkpoint import CHECKPOINT
+from lossbench.locks import file_lock
+from lossbench.paths import inside
+
+TABLES_LOCK = ".tables.lock"
 
 DONE = "DONE"
+ATTEMPTS = "attempts.jsonl"
+STATUSES = ("done", "diverged", "failed")
+SETTLED = ("done", "diverged")  # results; a failed run is retried by default
+GIVE_UP_AFTER = 2  # a run that failed the same way this many times in a row is not retried
 STEP_METRICS = ("train_loss", "train_ce", "grad_norm", "clipped", "lr", "tokens", "wall_s")
+
+
+class StoreError(OSError):
+    """A results directory that cannot be used as it is (one line, names the path)."""
+
+
+class MalformedResult(ValueError):
+    """A result.json that is not a lossbench result (garbage, ``{}``, wrong types)."""
 
 
 def label_of(config: dict) -> str:
@@ -39,14 +58,21 @@ def run_dir(out: str | Path, run_id: str) -> Path:
     return Path(out) / "runs" / run_id
 
 
-def is_finished(folder: Path) -> bool:
-    return (folder / DONE).exists() and (folder / "result.json").exists()
+def check_run_folder(out: str | Path, folder: Path) -> None:
+    """Refuse a run folder that is a symlink leading outside the results directory, or a
+    file where a folder should be: a shared results directory must not make us read or
+    write elsewhere."""
+    if folder.is_symlink() and not inside(out, folder):
+        raise StoreError(f"{folder}: a symlink pointing outside {out}; refusing to use it")
+    if folder.exists() and not folder.is_dir():
+        raise StoreError(f"{folder}: expected a run folder, found a file")
 
 
 def write_result(folder: Path, config: dict, status: str, summary: dict,
                  steps: dict | None = None, evals: list | None = None,
                  traceback_text: str | None = None) -> None:
-    """Persist a finished run: result first, marker last, so a kill leaves no half result."""
+    """Persist a finished run: result first, marker last, so a kill leaves no half result.
+    A failed run keeps its checkpoint: the retry resumes from it."""
     folder.mkdir(parents=True, exist_ok=True)
     if traceback_text is not None:
         atomic_write_text(folder / "traceback.txt", traceback_text)
@@ -54,11 +80,99 @@ def write_result(folder: Path, config: dict, status: str, summary: dict,
                                                "summary": summary, "steps": steps or {},
                                                "evals": evals or []})
     atomic_write_text(folder / DONE, status + "\n")
-    (folder / CHECKPOINT).unlink(missing_ok=True)
+    if status != "failed":
+        (folder / CHECKPOINT).unlink(missing_ok=True)
 
 
 def read_result(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "result.json").read_text())
+    """A run's result.json, checked to have a result's shape (it may come from anyone)."""
+    path = folder / "result.json"
+    try:
+        r = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedResult(f"{path}: not JSON ({exc})") from None
+    problems = []
+    if not isinstance(r, dict):
+        raise MalformedResult(f"{path}: expected a JSON object")
+    if r.get("status") not in STATUSES:
+        problems.append(f"status {r.get('status')!r}")
+    config, summary = r.get("config"), r.get("summary")
+    if not isinstance(config, dict) or not isinstance(config.get("loss"), str) or \
+            not isinstance(config.get("seed"), int):
+        problems.append("config")
+    if not isinstance(summary, dict):
+        problems.append("summary")
+    if not isinstance(r.get("steps", {}), dict) or not isinstance(r.get("evals", []), list):
+        problems.append("steps/evals")
+    if problems:
+        raise MalformedResult(f"{path}: not a lossbench result (bad {', '.join(problems)})")
+    return r
+
+
+def stored_status(folder: Path) -> str | None:
+    """The status of a finished run; None when unfinished, or when its result is unreadable
+    (then the run is simply run again)."""
+    if not (folder / DONE).exists():
+        return None
+    try:
+        return read_result(folder)["status"]
+    except (OSError, MalformedResult):
+        return None
+
+
+def is_finished(folder: Path) -> bool:
+    return stored_status(folder) is not None
+
+
+def record_attempt(folder: Path, event: dict[str, Any]) -> None:
+    """Append one line to the run's attempt history (a single O_APPEND write: lines from
+    concurrent writers never interleave)."""
+    line = (json.dumps(event, sort_keys=True, default=str) + "\n").encode()
+    fd = os.open(folder / ATTEMPTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def attempts(folder: Path) -> list[dict[str, Any]]:
+    """The run's attempt history, oldest first; unreadable lines are skipped."""
+    try:
+        lines = (folder / ATTEMPTS).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    events = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def same_failures_in_a_row(folder: Path) -> tuple[int, str]:
+    """How many of the latest finished attempts failed with the same error, and that error."""
+    ends = [e for e in attempts(folder) if e.get("event") == "end"]
+    ends = [e for e in ends if e.get("status") != "interrupted"]
+    if not ends or ends[-1].get("status") != "failed":
+        return 0, ""
+    error, n = ends[-1].get("error", ""), 0
+    for e in reversed(ends):
+        if e.get("status") != "failed" or e.get("error", "") != error:
+            break
+        n += 1
+    return n, error
+
+
+def settled(folder: Path, *, retry: bool = True, give_up_after: int = GIVE_UP_AFTER) -> str | None:
+    """The run's final status when it needs no (more) training, else None. A failed run is
+    final without ``retry``, or once it failed the same way ``give_up_after`` times in a row."""
+    status = stored_status(folder)
+    if status == "failed" and retry and same_failures_in_a_row(folder)[0] < give_up_after:
+        return None
+    return status
 
 
 def _flatten_hparams(config: dict) -> dict[str, Any]:
@@ -104,20 +218,44 @@ def curve_rows(results: list[dict]) -> pd.DataFrame:
     return curves
 
 
-def finished_results(out: str | Path) -> list[dict]:
+def finished_results(out: str | Path, problems: list[str] | None = None) -> list[dict]:
+    """The readable results under ``out``/runs. A run folder that is unsafe (a symlink out of
+    ``out``) or whose result is malformed is left out and named in ``problems``."""
     runs = Path(out) / "runs"
     if not runs.is_dir():
         return []
-    return [read_result(d) for d in sorted(runs.iterdir()) if is_finished(d)]
+    results = []
+    for folder in sorted(runs.iterdir()):
+        if not (folder / DONE).exists():
+            continue
+        try:
+            check_run_folder(out, folder)
+            results.append(read_result(folder))
+        except (OSError, MalformedResult) as exc:
+            if problems is not None:
+                problems.append(f"run {folder.name} skipped: {exc}")
+    return results
 
 
-def write_tables(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(Re)build summary.csv and curves.csv from the finished run folders, atomically."""
-    results = finished_results(out)
-    summary, curves = summary_rows(results), curve_rows(results)
-    atomic_write_text(Path(out) / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(Path(out) / "curves.csv", curves.to_csv(index=False))
+def write_tables(out: str | Path, problems: list[str] | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(Re)build summary.csv and curves.csv from the finished run folders, together: both
+    are replaced or neither is. Holds the directory's table lock, so two sweeps sharing a
+    directory never interleave their tables, and sweeps the temp files of killed writers."""
+    out = Path(out)
+    with file_lock(out / TABLES_LOCK):
+        for leftover in out.glob(f".*{TMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
+        results = finished_results(out, problems)
+        summary, curves = summary_rows(results), curve_rows(results)
+        atomic_write_many({out / "summary.csv": summary.to_csv(index=False).encode(),
+                           out / "curves.csv": curves.to_csv(index=False).encode()})
     return summary, curves
+
+
+def write_suite_meta(out: str | Path, meta: dict[str, Any]) -> None:
+    with file_lock(Path(out) / TABLES_LOCK):
+        atomic_write_json(Path(out) / "suite.json", meta)
 
 
 def suite_meta(out: str | Path) -> dict[str, Any]:

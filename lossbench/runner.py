@@ -13,6 +13,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import re
+import socket
 import sys
 import time
 import traceback
@@ -20,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossbench.atomic import atomic_write_json, atomic_write_text
+from lossbench.atomic import atomic_write_json, atomic_write_text, sweep_temp_files
 from lossbench.config import RunConfig
-from lossbench.results import is_finished, read_result, run_dir, write_result, write_tables
+from lossbench.locks import LOCK, file_lock
+from lossbench.results import (GIVE_UP_AFTER, attempts, check_run_folder, is_finished, read_result,
+                               record_attempt, run_dir, settled, write_result, write_tables)
 from lossbench.suites import Suite
 
 
@@ -46,40 +50,75 @@ def _load_plugins(plugins: tuple[str, ...]) -> None:
 
 
 def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] = (),
-                progress=None, stop=None) -> tuple[str, str]:
+                progress=None, stop=None, give_up_after: int = GIVE_UP_AFTER) -> tuple[str, str]:
     """Run (or resume, or skip) one run; never raises for an error in the run itself.
 
     Returns (run_id, status). Exceptions from the loss or the data become status
-    ``failed`` with the traceback saved; the sweep goes on. ``stop`` (a zero-argument
-    callable) is polled after every step: when it returns True the run checkpoints
-    and returns status ``interrupted`` (nothing is marked finished).
+    ``failed`` with the traceback saved; the sweep goes on, and the next sweep
+    retries the run from its last checkpoint (unless it failed the same way
+    ``give_up_after`` times in a row). ``stop`` (a zero-argument callable) is
+    polled after every step: when it returns True the run checkpoints and returns
+    status ``interrupted`` (nothing is marked finished). Another process training
+    the same run holds its lock: this one waits, then finds it finished.
     """
     _load_plugins(plugins)
     config = RunConfig.from_dict(config_dict)
     run_id = config.run_id()
     folder = run_dir(out, run_id)
-    if is_finished(folder):
-        return run_id, read_result(folder)["status"]
+    check_run_folder(out, folder)
     folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / LOCK, stop=stop) as held:
+        if not held:
+            return run_id, "interrupted"
+        status = settled(folder, give_up_after=give_up_after)
+        if status is not None:
+            return run_id, status
+        return run_id, _attempt(config, config_dict, folder, progress, stop)
+
+
+def _attempt(config: RunConfig, config_dict: dict, folder: Path, progress, stop) -> str:
+    """One training attempt of a run whose lock we hold; its start and end are recorded."""
+    from lossbench.training import Interrupted, train_run
+
+    run_id = config.run_id()
+    sweep_temp_files(folder)  # a killed writer's leftovers (we hold the lock: none is live)
+    n = 1 + sum(e.get("event") == "start" for e in attempts(folder))
+    record_attempt(folder, {"event": "start", "attempt": n, "host": socket.gethostname(),
+                            "pid": os.getpid(), "time": time.time()})
     atomic_write_json(folder / "config.json", config_dict)
 
     def on_step(done: int, total: int) -> None:
         if progress is not None:
             progress[run_id] = (done, total)
 
-    from lossbench.training import Interrupted, train_run
-
+    end = {"event": "end", "attempt": n}
     try:
         result = train_run(config, checkpoint_dir=folder, on_step=on_step, should_stop=stop)
-    except Interrupted:
-        return run_id, "interrupted"
-    except Exception:  # a failing user loss must not take the sweep down
-        write_result(folder, config_dict, "failed", {"run_id": run_id, "loss": config.loss,
-                                                     "seed": config.seed, "status": "failed"},
-                     traceback_text=traceback.format_exc())
-        return run_id, "failed"
-    write_result(folder, config_dict, result.status, result.summary(), result.steps, result.evals)
-    return run_id, result.status
+    except Interrupted as exc:
+        record_attempt(folder, {**end, "status": "interrupted", "step": exc.step})
+        return "interrupted"
+    except Exception as exc:  # a failing user loss, a full disk: the sweep goes on
+        text = traceback.format_exc()
+        error = _error_signature(exc)
+        summary = {"run_id": run_id, "loss": config.loss, "seed": config.seed,
+                   "status": "failed", "attempts": n, "error": error}
+        try:
+            atomic_write_text(folder / f"traceback-{n}.txt", text)
+            write_result(folder, config_dict, "failed", summary, traceback_text=text)
+        finally:  # even when the disk is full, the history says why
+            record_attempt(folder, {**end, "status": "failed", "error": error})
+        return "failed"
+    summary = {**result.summary(), "attempts": n}
+    write_result(folder, config_dict, result.status, summary, result.steps, result.evals)
+    record_attempt(folder, {**end, "status": result.status})
+    return result.status
+
+
+def _error_signature(exc: BaseException) -> str:
+    """What tells two failures apart: the exception's type and message, minus the random
+    names of temp files (a full disk fails on a new temp file each time)."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return re.sub(r"\.[\w.-]+\.tmp", ".<tmp>", text)
 
 
 def _init_worker(plugins: tuple[str, ...]) -> None:

@@ -10,6 +10,7 @@ randomness and decides nothing else.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,7 +20,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from lossbench.checkpoint import load_checkpoint, save_checkpoint
+from lossbench.checkpoint import (RejectedCheckpoint, load_checkpoint, reject_checkpoint,
+                                  save_checkpoint)
 from lossbench.config import RunConfig, TrainConfig
 from lossbench.data.batches import eval_starts, get_batch, step_seed, train_batch_starts
 from lossbench.data.corpora import Corpus, DataConfig, load_corpus
@@ -57,6 +59,7 @@ class RunResult:
     flops_per_token: int = 0
     model: GPT | None = field(default=None, repr=False)  # the trained model (not serialized)
     hparams: dict[str, Any] = field(default_factory=dict)  # effective: defaults + overrides
+    notes: list[str] = field(default_factory=list)  # e.g. a checkpoint that was refused
 
     def summary(self) -> dict[str, Any]:
         tokens = self.steps["tokens"][-1] if self.steps["tokens"] else 0
@@ -73,6 +76,7 @@ class RunResult:
             "tokens_per_s": tokens / self.train_time_s if self.train_time_s else math.nan,
             "flops_per_token": self.flops_per_token,
             "clip_rate": sum(self.steps["clipped"]) / n if n else math.nan,
+            "notes": "; ".join(self.notes),
             **{f"hp_{k}": v for k, v in self.hparams.items()},
             **{f"final_{k}": v for k, v in last_eval.items() if k != "step"},
         }
@@ -256,18 +260,43 @@ def train_run(config: RunConfig, *, checkpoint_dir: str | Path | None = None,
         torch.set_num_threads(threads)
 
 
-def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) -> RunResult:
-    run = _Run(config)
-    result = RunResult(config, flops_per_token=run.model.flops_per_token(),
-                       hparams={**run.spec.defaults(), **config.hparams})
-    start = 0
-    if ckpt_dir is not None and (state := load_checkpoint(ckpt_dir)) is not None:
-        start = state["next_step"]
+def _resume(run: _Run, result: RunResult, ckpt_dir: Path) -> int:
+    """Load the folder's checkpoint into ``run`` and ``result``; returns the next step.
+    Raises RejectedCheckpoint (the file renamed aside) when it is not a usable one."""
+    state = load_checkpoint(ckpt_dir)
+    if state is None:
+        return 0
+    try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
-        run.tokens = state["tokens"]
+        run.tokens = int(state["tokens"])
         result.steps, result.evals = state["steps"], state["evals"]
-        result.train_time_s, result.eval_time_s = state["train_time_s"], state["eval_time_s"]
+        result.train_time_s = float(state["train_time_s"])
+        result.eval_time_s = float(state["eval_time_s"])
+        result.notes = [str(n) for n in state.get("notes", [])]
+        if set(result.steps) != set(STEP_FIELDS) or not isinstance(result.evals, list) or not \
+                0 < state["next_step"] < run.cfg.train.steps + run.cfg.finetune.steps:
+            raise ValueError("inconsistent with this run's config")
+    except Exception as exc:  # a checkpoint of another shape, or tampered with
+        raise reject_checkpoint(ckpt_dir, f"{type(exc).__name__}: {exc}"[:200]) from None
+    return state["next_step"]
+
+
+def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) -> RunResult:
+    def fresh() -> tuple[_Run, RunResult]:
+        run = _Run(config)
+        return run, RunResult(config, flops_per_token=run.model.flops_per_token(),
+                              hparams={**run.spec.defaults(), **config.hparams})
+
+    run, result = fresh()
+    start = 0
+    if ckpt_dir is not None:
+        try:
+            start = _resume(run, result, ckpt_dir)
+        except RejectedCheckpoint as exc:  # start over; the file is kept for inspection
+            print(f"lossbench: warning: {exc}", file=sys.stderr)
+            run, result = fresh()
+            result.notes.append(str(exc))
     cfg, ft = config.train, config.finetune
     total = cfg.steps + ft.steps
     eval_every = max(1, config.eval.eval_every)
@@ -325,7 +354,8 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) 
                 "next_step": done, "model": run.model.state_dict(),
                 "optimizer": run.optimizer.state_dict(), "tokens": run.tokens,
                 "steps": result.steps, "evals": result.evals,
-                "train_time_s": result.train_time_s, "eval_time_s": result.eval_time_s})
+                "train_time_s": result.train_time_s, "eval_time_s": result.eval_time_s,
+                "notes": result.notes})
         if on_step is not None:
             on_step(done, total)
         if stop:

@@ -16,7 +16,7 @@ from lossbench.suites import load_suite
 from helpers import tiny_toml
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TIMING = ["wall_s", "train_s", "eval_s", "tokens_per_s"]
+TIMING = ["wall_s", "train_s", "eval_s", "tokens_per_s", "attempts"]  # not results: bookkeeping
 
 def tiny_text(steps: int) -> str:
     return tiny_toml("tiny", '["cross_entropy", "mse", { name = "unlikelihood", alpha = [0.5] }]',
