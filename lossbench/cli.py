@@ -127,12 +127,19 @@ def check_cmd(target, plugins, profile, max_examples, seed, only):
               help="Override a suite value, e.g. --set train.steps=100 (repeatable).")
 @_plugin_option
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
-def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, plugins, no_report):
+@click.option("--no-retry", is_flag=True,
+              help="Keep failed runs as they are (default: retry them from their checkpoint).")
+@click.option("--give-up-after", type=click.IntRange(0), default=2, show_default=True,
+              metavar="N", help="Stop retrying a run that failed the same way N times in a row "
+                                "(0: always retry).")
+def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, plugins, no_report,
+            no_retry, give_up_after):
     """Sweep a suite: losses x hyperparameter grids x seeds over identical runs.
 
-    Rerunning the same command skips finished runs and resumes unfinished ones
-    from their last checkpoint. Exit 0 when every run is done or diverged, 1 when
-    any failed, 2 for bad input.
+    Rerunning the same command skips finished runs, resumes unfinished ones from
+    their last checkpoint and retries failed ones. Exit 0 when every run is done
+    or diverged, 1 when any failed or the results directory cannot be written,
+    2 for bad input, 130 when interrupted.
     """
     _load_plugins(plugins)
     from lossbench.runner import run_suite
@@ -159,8 +166,12 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
         if not torch.cuda.is_available():
             raise InputError("--device cuda: torch sees no CUDA device on this machine")
     out = out or f"results/{suite.name}"
-    outcome = run_suite(suite, out, workers=n_workers, executor=executor, scheduler=scheduler,
-                        plugins=plugins)
+    try:
+        outcome = run_suite(suite, out, workers=n_workers, executor=executor,
+                            scheduler=scheduler, plugins=plugins, retry=not no_retry,
+                            give_up_after=give_up_after)
+    except OSError as exc:  # read-only, disk full, a file in the way: say which and why
+        raise click.ClickException(_os_error_line(exc)) from None
     report_dir = None
     if not no_report:
         from lossbench.report.render import build_report
@@ -169,10 +180,22 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
     click.echo(f"{suite.name}: {len(outcome.statuses)} runs ({outcome.skipped} already finished) "
                f"in {outcome.wall_s:.1f} s: {counts['done']} done, {counts['diverged']} diverged, "
                f"{counts['failed']} failed -> {out}/summary.csv")
+    for run_id, (n, error) in outcome.failures.items():
+        more = ("not retried: fix the cause, then rerun with --give-up-after 0"
+                if run_id in outcome.gave_up else "rerun the command to retry it")
+        click.echo(f"lossbench: run {run_id} failed {n} time{'s' * (n > 1)} in a row with "
+                   f"{error} (runs/{run_id}/traceback.txt); {more}", err=True)
     _print_suite_summary(out)
     if report_dir is not None:
         click.echo(f"\nreport: {report_dir}/index.html (and report.md)")
     sys.exit(outcome.exit_code)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """'PATH: cause' for a filesystem error (the message of one that names no path)."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def _require_results_dir(path: str) -> None:

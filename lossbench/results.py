@@ -253,9 +253,16 @@ def write_tables(out: str | Path, problems: list[str] | None = None
     return summary, curves
 
 
-def write_suite_meta(out: str | Path, meta: dict[str, Any]) -> None:
+def write_store_files(out: str | Path, files: dict[str, Any]) -> None:
+    """Write top-level files of the store (``suite.json``, ``tuning.csv``) under the table
+    lock, so another sweep sweeping temp files never removes one being written. A dict
+    or list is written as JSON, a string as text."""
     with file_lock(Path(out) / TABLES_LOCK):
-        atomic_write_json(Path(out) / "suite.json", meta)
+        for name, content in files.items():
+            if isinstance(content, str):
+                atomic_write_text(Path(out) / name, content)
+            else:
+                atomic_write_json(Path(out) / name, content)
 
 
 def suite_meta(out: str | Path) -> dict[str, Any]:

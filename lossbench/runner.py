@@ -18,24 +18,33 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lossbench.atomic import atomic_write_json, atomic_write_text, sweep_temp_files
 from lossbench.config import RunConfig
 from lossbench.locks import LOCK, file_lock
-from lossbench.results import (GIVE_UP_AFTER, attempts, check_run_folder, is_finished, read_result,
-                               record_attempt, run_dir, settled, write_result, write_tables)
+from lossbench.results import (GIVE_UP_AFTER, attempts, check_run_folder, record_attempt, run_dir,
+                               same_failures_in_a_row, settled, SETTLED, stored_status, write_result, write_store_files,
+                               write_tables)
 from lossbench.suites import Suite
 
 
 @dataclass(frozen=True)
 class SweepOutcome:
     out: Path
-    statuses: dict[str, str]  # run_id -> done | diverged | failed
+    statuses: dict[str, str]  # run_id -> done | diverged | failed | interrupted
     skipped: int  # runs already finished before this invocation
     wall_s: float
+    failures: dict[str, tuple[int, str]] = field(default_factory=dict)  # same error n times
+    give_up_after: int = GIVE_UP_AFTER
+
+    @property
+    def gave_up(self) -> dict[str, tuple[int, str]]:
+        """Failed runs the next sweep will not retry: the same error too many times."""
+        return {k: v for k, v in self.failures.items()
+                if self.give_up_after and v[0] >= self.give_up_after}
 
     @property
     def exit_code(self) -> int:
@@ -50,13 +59,13 @@ def _load_plugins(plugins: tuple[str, ...]) -> None:
 
 
 def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] = (),
-                progress=None, stop=None, give_up_after: int = GIVE_UP_AFTER) -> tuple[str, str]:
+                progress=None, stop=None) -> tuple[str, str]:
     """Run (or resume, or skip) one run; never raises for an error in the run itself.
 
     Returns (run_id, status). Exceptions from the loss or the data become status
     ``failed`` with the traceback saved; the sweep goes on, and the next sweep
-    retries the run from its last checkpoint (unless it failed the same way
-    ``give_up_after`` times in a row). ``stop`` (a zero-argument callable) is
+    retries the run from its last checkpoint (see :func:`partition`: the caller
+    decides whether a failed run is tried again). ``stop`` (a zero-argument callable) is
     polled after every step: when it returns True the run checkpoints and returns
     status ``interrupted`` (nothing is marked finished). Another process training
     the same run holds its lock: this one waits, then finds it finished.
@@ -70,8 +79,8 @@ def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] 
     with file_lock(folder / LOCK, stop=stop) as held:
         if not held:
             return run_id, "interrupted"
-        status = settled(folder, give_up_after=give_up_after)
-        if status is not None:
+        status = stored_status(folder)
+        if status in SETTLED:  # finished meanwhile, by the process we waited for
             return run_id, status
         return run_id, _attempt(config, config_dict, folder, progress, stop)
 
@@ -135,10 +144,30 @@ def _total_steps(config: RunConfig) -> int:
     return config.train.steps + config.finetune.steps
 
 
+def partition(configs: list[RunConfig], out: Path, *, retry: bool = True,
+              give_up_after: int = GIVE_UP_AFTER) -> tuple[dict[str, str], list[RunConfig]]:
+    """Split runs into settled ones (run_id -> status) and those still to train: unfinished,
+    unreadable, or failed and retried. Refuses unsafe run folders before anything runs."""
+    settled_runs, pending = {}, []
+    for r in configs:
+        folder = run_dir(out, r.run_id())
+        check_run_folder(out, folder)
+        status = settled(folder, retry=retry, give_up_after=give_up_after)
+        if status is None:
+            pending.append(r)
+        else:
+            settled_runs[r.run_id()] = status
+    return settled_runs, pending
+
+
 def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
               executor: str = "local", scheduler: str | None = None,
-              plugins: tuple[str, ...] = (), show_progress: bool | None = None) -> SweepOutcome:
+              plugins: tuple[str, ...] = (), show_progress: bool | None = None,
+              retry: bool = True, give_up_after: int = GIVE_UP_AFTER) -> SweepOutcome:
     """Execute every run of ``suite`` into ``out`` and rebuild the suite tables.
+
+    Failed runs are retried from their last checkpoint unless ``retry`` is False or
+    they failed the same way ``give_up_after`` times in a row (0: never give up).
 
     With a [tune] section the sweep has two phases: the tuning runs, then (once
     each contender's winner is known, see :mod:`lossbench.tuning`) the final runs.
@@ -157,14 +186,9 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
 
     def execute(configs: list[RunConfig], desc: str) -> None:
         nonlocal skipped
-        pending = []
-        for r in configs:
-            folder = run_dir(out, r.run_id())
-            if is_finished(folder):
-                statuses[r.run_id()] = read_result(folder)["status"]
-                skipped += 1
-            else:
-                pending.append(r)
+        done, pending = partition(configs, out, retry=retry, give_up_after=give_up_after)
+        statuses.update(done)
+        skipped += len(done)
         if not pending:
             return
         if executor == "dask":
@@ -182,20 +206,23 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
         meta["tune"] = suite.tune.to_dict()
         meta["tuning_runs"] = [{"run_id": t.config.run_id(), "label": t.label,
                                 "setting": t.setting} for t in tuning]
-        atomic_write_json(out / "suite.json", meta)
+        write_store_files(out, {"suite.json": meta})
         execute([t.config for t in tuning], "tuning")
         summary, _ = write_tables(out)
         table = tuning_table(meta["tuning_runs"], summary, suite.tune)
         choices = select(table, suite.tune)
-        atomic_write_text(out / "tuning.csv", table.drop(columns="setting").to_csv(index=False))
+        write_store_files(out, {"tuning.csv": table.drop(columns="setting").to_csv(index=False)})
         meta["choices"] = {c.label: {"setting": c.setting, "score": c.score, "notes": list(c.notes)}
                            for c in choices.values()}
         final = final_runs(suite.entries, suite.seeds, choices)
     meta["run_ids"] = [r.run_id() for r in final]
-    atomic_write_json(out / "suite.json", meta)
+    write_store_files(out, {"suite.json": meta})
     execute(final, "runs")
     write_tables(out)
-    return SweepOutcome(out, statuses, skipped, time.perf_counter() - start)
+    failures = {run_id: same_failures_in_a_row(run_dir(out, run_id))
+                for run_id, status in statuses.items() if status == "failed"}
+    return SweepOutcome(out, statuses, skipped, time.perf_counter() - start, failures,
+                        give_up_after)
 
 
 def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins,
