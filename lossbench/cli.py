@@ -172,10 +172,7 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
                             give_up_after=give_up_after)
     except OSError as exc:  # read-only, disk full, a file in the way: say which and why
         raise click.ClickException(_os_error_line(exc)) from None
-    report_dir = None
-    if not no_report:
-        from lossbench.report.render import build_report
-        report_dir = build_report(out)
+    report_dir = _report(out, None) if not no_report else None
     counts = {s: list(outcome.statuses.values()).count(s) for s in ("done", "diverged", "failed")}
     click.echo(f"{suite.name}: {len(outcome.statuses)} runs ({outcome.skipped} already finished) "
                f"in {outcome.wall_s:.1f} s: {counts['done']} done, {counts['diverged']} diverged, "
@@ -206,16 +203,32 @@ def _require_results_dir(path: str) -> None:
                          f"(no summary.csv / suite.json)")
 
 
+def _report(results_dir, out):
+    """Write the report; runs it left out are warned about, an unsafe name is exit 2."""
+    from lossbench.paths import UnsafePathError
+    from lossbench.report.render import build_report
+    from lossbench.results import StoreError
+
+    problems: list[str] = []
+    try:
+        report_dir = build_report(results_dir, out, problems)
+    except UnsafePathError as exc:
+        raise InputError(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    for problem in problems:
+        click.echo(f"lossbench: warning: {problem}", err=True)
+    return report_dir
+
+
 @cli.command("report")
 @click.argument("results_dir", metavar="DIR")
 @click.option("--out", "out", default=None, metavar="REPORT_DIR",
               help="Report folder [default: reports/<suite>-<date>].")
 def report_cmd(results_dir, out):
     """Write the comparison report of a results directory (HTML, Markdown, CSV)."""
-    from lossbench.report.render import build_report
-
     _require_results_dir(results_dir)
-    click.echo(f"report: {build_report(results_dir, out)}/index.html")
+    click.echo(f"report: {_report(results_dir, out)}/index.html")
 
 
 @cli.command("compare")
@@ -229,9 +242,17 @@ def compare_cmd(results_dirs, out):
 
     if len(results_dirs) < 2:
         raise InputError("DIR: compare needs at least two results directories")
+    from lossbench.paths import UnsafePathError
+    from lossbench.results import StoreError
+
     for d in results_dirs:
         _require_results_dir(d)
-    click.echo(f"report: {build_comparison(list(results_dirs), out)}/index.html")
+    try:
+        click.echo(f"report: {build_comparison(list(results_dirs), out)}/index.html")
+    except UnsafePathError as exc:
+        raise InputError(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _print_suite_summary(out) -> None:

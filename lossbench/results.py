@@ -28,17 +28,20 @@ import pandas as pd
 
 from lossbench.atomic import TMP_SUFFIX, atomic_write_json, atomic_write_many, atomic_write_text
 from lossbench.checkpoint import CHECKPOINT
+from lossbench.escaping import csv_text, csv_unescape_frame
 from lossbench.locks import file_lock
 from lossbench.paths import inside
+from lossbench.records import STEP_FIELDS
 
 TABLES_LOCK = ".tables.lock"
+# columns that hold names, never numbers (a label "1" or "NA" must read back as written)
+TEXT_COLUMNS = ("run_id", "loss", "label", "status", "notes", "error", "metric")
 
 DONE = "DONE"
 ATTEMPTS = "attempts.jsonl"
 STATUSES = ("done", "diverged", "failed")
 SETTLED = ("done", "diverged")  # results; a failed run is retried by default
 GIVE_UP_AFTER = 2  # a run that failed the same way this many times in a row is not retried
-STEP_METRICS = ("train_loss", "train_ce", "grad_norm", "clipped", "lr", "tokens", "wall_s")
 
 
 class StoreError(OSError):
@@ -204,7 +207,7 @@ def curve_rows(results: list[dict]) -> pd.DataFrame:
     for r in results:
         run_id, steps = r["summary"].get("run_id"), r.get("steps") or {}
         if steps.get("step"):
-            frame = pd.DataFrame({k: steps[k] for k in ("step", *STEP_METRICS) if k in steps})
+            frame = pd.DataFrame({k: steps[k] for k in STEP_FIELDS if k in steps})
             parts.append(frame.melt(id_vars="step", var_name="metric").assign(run_id=run_id))
         for e in r.get("evals", []):
             vals = [(k, float(v)) for k, v in e.items()
@@ -248,8 +251,8 @@ def write_tables(out: str | Path, problems: list[str] | None = None
             leftover.unlink(missing_ok=True)
         results = finished_results(out, problems)
         summary, curves = summary_rows(results), curve_rows(results)
-        atomic_write_many({out / "summary.csv": summary.to_csv(index=False).encode(),
-                           out / "curves.csv": curves.to_csv(index=False).encode()})
+        atomic_write_many({out / "summary.csv": csv_text(summary).encode(),
+                           out / "curves.csv": csv_text(curves).encode()})
     return summary, curves
 
 
@@ -266,9 +269,29 @@ def write_store_files(out: str | Path, files: dict[str, Any]) -> None:
 
 
 def suite_meta(out: str | Path) -> dict[str, Any]:
-    """suite.json: the suite as resolved, its final run ids and, if tuned, the tuning."""
+    """suite.json: the suite as resolved, its final run ids and, if tuned, the tuning.
+    ``{}`` when absent; StoreError when it is not a JSON object (it may come from anyone)."""
     path = Path(out) / "suite.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{path}: expected a JSON object")
+    return meta
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A table written by :func:`write_tables`: text columns stay text ("NA", "1" and ""
+    included), and the spreadsheet-formula quoting is undone."""
+    columns = pd.read_csv(path, nrows=0).columns
+    text = [c for c in columns if c in TEXT_COLUMNS]
+    missing = {c: [""] for c in columns if c not in TEXT_COLUMNS}  # how to_csv writes NaN
+    frame = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False,
+                        na_values=missing)
+    return csv_unescape_frame(frame)
 
 
 def load(out: str | Path, *, final_only: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -276,7 +299,7 @@ def load(out: str | Path, *, final_only: bool = False) -> tuple[pd.DataFrame, pd
     out = Path(out)
     if not (out / "summary.csv").exists():
         raise FileNotFoundError(f"{out}: no summary.csv (not a lossbench results directory?)")
-    summary, curves = pd.read_csv(out / "summary.csv"), pd.read_csv(out / "curves.csv")
+    summary, curves = read_table(out / "summary.csv"), read_table(out / "curves.csv")
     if "label" not in summary:
         summary["label"] = summary["loss"]
     run_ids = suite_meta(out).get("run_ids")

@@ -231,3 +231,40 @@ def test_read_only_results_directory_is_one_line(tmp_path, small_fs):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "Read-only file system" in proc.stderr and proc.stderr.count("\n") == 1
     assert (small_fs / "out" / "summary.csv").read_text() == before
+
+
+def test_report_names_and_skips_a_malformed_result(tmp_path):
+    suite = load_suite(one_run_suite(tmp_path, seeds=(0, 1)))
+    out = tmp_path / "out"
+    run_suite(suite, out, workers=1)
+    bad = run_dir(out, suite.runs[1].run_id())
+    (bad / "result.json").write_text("{}")
+    proc = lossbench("report", out, "--out", tmp_path / "report")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"warning: run {bad.name} skipped" in proc.stderr
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Left out of this report" in md and bad.name in md
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/b", ".hidden"])
+def test_report_of_a_crafted_suite_name_is_exit_2_and_writes_nothing(tmp_path, name):
+    suite = load_suite(one_run_suite(tmp_path))
+    out = tmp_path / "sub" / "out"
+    run_suite(suite, out, workers=1)
+    meta = json.loads((out / "suite.json").read_text())
+    (out / "suite.json").write_text(json.dumps({**meta, "name": name}))
+    before = sorted(p for p in tmp_path.rglob("*"))
+    proc = subprocess.run([sys.executable, "-m", "lossbench", "report", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path / "sub", timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "suite.json name" in proc.stderr
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_report_of_a_suite_json_that_is_not_an_object_is_one_line(tmp_path):
+    suite = load_suite(one_run_suite(tmp_path))
+    run_suite(suite, tmp_path / "out", workers=1)
+    (tmp_path / "out" / "suite.json").write_text("[1, 2]")
+    proc = lossbench("report", tmp_path / "out", "--out", tmp_path / "report")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "expected a JSON object" in proc.stderr

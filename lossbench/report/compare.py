@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pandas as pd
 
+from lossbench.paths import safe_name
 from lossbench.report import plots
 from lossbench.report.document import Document, fmt
 from lossbench.report.profiles import (TAU_MAX, profile, profile_score, rank_across_workloads,
                                        ratios, workload_times)
+from lossbench.report.render import default_out
 from lossbench.results import load, suite_meta
 from lossbench.tuning import NOT_TUNED, protocol_of
 
 
+def _suite_name(d: Path) -> str:
+    name = suite_meta(d).get("name")
+    return d.name if name is None else safe_name(name, what=f"{d}/suite.json name")
+
+
 def _workload_names(dirs: list[Path]) -> list[str]:
-    names = [suite_meta(d).get("name") or d.name for d in dirs]
+    """Each directory's suite name (its folder's name when suite.json has none); a name
+    suite.json gives must be a plain name, as `lossbench report` requires."""
+    names = [_suite_name(d) for d in dirs]
     return [f"{n} ({d.name})" if names.count(n) > 1 else n for n, d in zip(names, dirs)]
 
 
@@ -25,7 +33,7 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
     dirs = [Path(d) for d in results_dirs]
     names = _workload_names(dirs)
     doc = Document("lossbench comparison across suites",
-                   out_dir or f"reports/compare-{dt.date.today().isoformat()}")
+                   out_dir or default_out("reports", "compare"))
     steps, finals, workloads = {}, {}, []
     for name, d in zip(names, dirs):
         meta = suite_meta(d)

@@ -1,10 +1,13 @@
 """A report document: sections of tables, text and figures, written as a self-contained
-index.html (images embedded, opens offline), report.md with PNGs beside it, and CSVs."""
+index.html (images embedded, opens offline), report.md with PNGs beside it, and CSVs.
+
+Every string handed to a Document is data (labels and names come from other people's
+results): it is escaped for each format and never read as Markdown, HTML or a formula.
+The one formatting a report adds itself, bold best values, is asked for with ``Bold``."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from pathlib import Path
@@ -13,6 +16,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lossbench.atomic import atomic_write_bytes, atomic_write_text
+from lossbench.escaping import csv_text, html_text, md_block, md_inline
+from lossbench.paths import contained, safe_name
 
 
 def fmt(v, digits: int = 4) -> str:
@@ -28,18 +33,24 @@ def fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
+class Bold(str):
+    """A table cell the report shows bold (the best value of a column). Bold is asked for
+    by type, never read from the text: a label that starts with ``**`` stays plain."""
+
+
 def md_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
+    def cell(c):
+        return f"**{md_inline(c)}**" if isinstance(c, Bold) and str(c).strip() else md_inline(c)
+    lines = ["| " + " | ".join(md_inline(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def html_table(header, rows) -> str:
-    """Cells written **like this** are shown bold (the best value of a column)."""
+    """Cells given as ``Bold`` are shown bold; every cell's text is escaped."""
     def cell(c):
-        c = html.escape(str(c))
-        return f"<b>{c[2:-2]}</b>" if c.startswith("**") else c
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        return f"<b>{html_text(c)}</b>" if isinstance(c, Bold) else html_text(c)
+    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -63,39 +74,47 @@ class Document:
         self.sections.append((title, [], []))
 
     def text(self, text: str) -> None:
-        self.sections[-1][1].append(text)
-        self.sections[-1][2].append(f"<p>{html.escape(text)}</p>")
+        self.sections[-1][1].append(md_block(text))
+        self.sections[-1][2].append(f"<p>{html_text(text)}</p>")
 
     def bullets(self, items: list[str]) -> None:
         if items:
-            self.sections[-1][1].append("\n".join(f"- {i}" for i in items))
-            self.sections[-1][2].append("<ul>" + "".join(f"<li>{html.escape(i)}</li>"
+            self.sections[-1][1].append("\n".join(f"- {md_block(i)}" for i in items))
+            self.sections[-1][2].append("<ul>" + "".join(f"<li>{html_text(i)}</li>"
                                                          for i in items) + "</ul>")
 
     def table(self, header, rows) -> None:
         self.sections[-1][1].append(md_table(header, rows))
         self.sections[-1][2].append(html_table(header, rows))
 
+    def _file(self, name: str, suffix: str) -> Path:
+        """``out/name.suffix``; ``name`` may hold data (a tuned parameter's name), so it must
+        be a plain name and the file must stay inside ``out``."""
+        safe_name(name, what="report file name")
+        return contained(self.out, self.out / f"{name}{suffix}", what="report file")
+
     def figure(self, name: str, caption: str, fig) -> None:
         """Saves ``name``.png beside report.md and embeds the same bytes in the HTML."""
         data = png(fig)
-        atomic_write_bytes(self.out / f"{name}.png", data)
-        self.sections[-1][1].append(f"### {caption}\n\n![{caption}]({name}.png)")
+        atomic_write_bytes(self._file(name, ".png"), data)
+        self.sections[-1][1].append(f"### {md_inline(caption)}\n\n"
+                                    f"![{md_inline(caption)}]({name}.png)")
         self.sections[-1][2].append(
-            f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,"
-            f"{base64.b64encode(data).decode()}'><figcaption>{html.escape(caption)}"
+            f"<figure><img alt='{html_text(caption)}' src='data:image/png;base64,"
+            f"{base64.b64encode(data).decode()}'><figcaption>{html_text(caption)}"
             f"</figcaption></figure>")
 
     def csv(self, name: str, table: pd.DataFrame) -> None:
-        atomic_write_text(self.out / f"{name}.csv", table.to_csv(index=False))
+        """Text cells that a spreadsheet would run as formulas get a leading quote."""
+        atomic_write_text(self._file(name, ".csv"), csv_text(table))
 
     def write(self) -> Path:
-        md = f"# {self.title}\n\n" + "\n\n".join(
-            f"## {t}\n\n" + "\n\n".join(m) for t, m, _ in self.sections) + "\n"
+        md = f"# {md_inline(self.title)}\n\n" + "\n\n".join(
+            f"## {md_inline(t)}\n\n" + "\n\n".join(m) for t, m, _ in self.sections) + "\n"
         atomic_write_text(self.out / "report.md", md)
-        body = "".join(f"<h2>{html.escape(t)}</h2>" + "".join(h) for t, _, h in self.sections)
+        body = "".join(f"<h2>{html_text(t)}</h2>" + "".join(h) for t, _, h in self.sections)
         atomic_write_text(self.out / "index.html",
-                          _HTML.format(title=html.escape(self.title), body=body))
+                          _HTML.format(title=html_text(self.title), body=body))
         return self.out
 
 

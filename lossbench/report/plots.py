@@ -1,5 +1,8 @@
 """Report figures. Every function takes computed tables and an optional ``ax``; nothing
-here computes a statistic that a table does not already hold (rliable style)."""
+here computes a statistic that a table does not already hold (rliable style).
+
+Labels, metric and parameter names are data: every string drawn goes through
+``plain``, so ``$`` in a label is drawn as ``$`` and never parsed as mathtext."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lossbench.escaping import plain  # noqa: E402
 from lossbench.report.stats import ema  # noqa: E402
 
 
@@ -19,6 +23,13 @@ def _ax(ax, figsize=(6.4, 4.0)):
     if ax is None:
         _, ax = plt.subplots(figsize=figsize, constrained_layout=True)
     return ax
+
+
+def _legend(ax, handles, **kwargs):
+    """A legend of exactly ``handles``, with their labels given explicitly: matplotlib's
+    automatic legend drops every artist whose label starts with '_', so a loss labelled
+    '_x' would silently be missing from the key."""
+    return ax.legend(handles, [h.get_label() for h in handles], **kwargs)
 
 
 def _colors(labels):
@@ -41,17 +52,18 @@ def convergence(bands: pd.DataFrame, *, x: str = "step", ylabel: str = "val CE (
     """Seed mean with a min-max band per label."""
     ax = _ax(ax)
     colors = _colors(list(dict.fromkeys(bands.label)))
+    handles = []
     for label, g in bands.groupby("label", sort=False):
-        ax.plot(g[x], g["mean"], label=label, color=colors[label], lw=1.6)
+        handles += ax.plot(g[x], g["mean"], label=plain(label), color=colors[label], lw=1.6)
         ax.fill_between(g[x], g["min"], g["max"], color=colors[label], alpha=0.15, lw=0)
     if floor is not None and math.isfinite(floor):
-        ax.axhline(floor, color="k", ls=":", lw=1, label="entropy floor")
+        handles.append(ax.axhline(floor, color="k", ls=":", lw=1, label="entropy floor"))
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(plain(x))
+    ax.set_ylabel(plain(ylabel))
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax, handles, fontsize=7, ncol=2)
     return ax
 
 
@@ -66,11 +78,11 @@ def small_multiples(bands: pd.DataFrame, *, ylabel: str, ncols: int = 4):
         g = bands[bands.label == label]
         ax.plot(g.step, g["mean"], color=colors[label], lw=1.2)
         ax.fill_between(g.step, g["min"], g["max"], color=colors[label], alpha=0.2, lw=0)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(plain(label), fontsize=9)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
-    fig.supylabel(ylabel, fontsize=9)
+    fig.supylabel(plain(ylabel), fontsize=9)
     return fig
 
 
@@ -81,12 +93,13 @@ def heatmap(matrix: pd.DataFrame, *, title: str, ax=None, fmt: str = "{:.2g}"):
     logs = np.log10(np.clip(values, 1e-12, None))
     im = ax.imshow(logs, aspect="auto", cmap="viridis")
     bright = logs > np.nanmin(logs) + 0.6 * (np.nanmax(logs) - np.nanmin(logs))  # yellow end
-    ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(matrix.shape[0]), matrix.index, fontsize=8)
+    ax.set_xticks(range(matrix.shape[1]), [plain(c) for c in matrix.columns], rotation=30,
+                  ha="right", fontsize=8)
+    ax.set_yticks(range(matrix.shape[0]), [plain(i) for i in matrix.index], fontsize=8)
     for (i, j), v in np.ndenumerate(values):
         ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
                 color="k" if bright[i, j] else "w")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(plain(title), fontsize=10)
     ax.figure.colorbar(im, ax=ax, label="log10")
     return ax
 
@@ -103,7 +116,7 @@ def reliability(table: pd.DataFrame, *, title: str, ax=None):
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(plain(title), fontsize=9)
     return ax
 
 
@@ -113,16 +126,19 @@ def grouped_bars(table: pd.DataFrame, columns: list[str], *, title: str, ax=None
     n = len(columns)
     width = 0.8 / n
     x = np.arange(len(table))
+    handles = []
     for i, col in enumerate(columns):
         y = table[col].to_numpy(dtype=float)
         err = None
         if f"{col}_low" in table:
             low, high = table[f"{col}_low"].to_numpy(float), table[f"{col}_high"].to_numpy(float)
             err = np.nan_to_num(np.vstack([y - low, high - y]), nan=0.0).clip(min=0)
-        ax.bar(x + (i - (n - 1) / 2) * width, y, width, yerr=err, capsize=2, label=col)
-    ax.set_xticks(x, table.label, rotation=30, ha="right", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+        handles.append(ax.bar(x + (i - (n - 1) / 2) * width, y, width, yerr=err, capsize=2,
+                              label=plain(col)))
+    ax.set_xticks(x, [plain(label) for label in table.label], rotation=30, ha="right",
+                  fontsize=8)
+    ax.set_title(plain(title), fontsize=10)
+    _legend(ax, handles, fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     return ax
 
@@ -140,6 +156,7 @@ def sensitivity(table: pd.DataFrame, *, param: str, metric: str, chosen: dict[st
     colors = _colors(list(dict.fromkeys(table.label)))
     finite = table.score[np.isfinite(table.score.astype(float))]
     top = float(finite.max()) if len(finite) else 1.0
+    handles = []
     for label, g in table.groupby("label", sort=False):
         setting = chosen.get(label) or {}
         for other, value in setting.items():
@@ -147,7 +164,8 @@ def sensitivity(table: pd.DataFrame, *, param: str, metric: str, chosen: dict[st
                 g = g[g[other] == value]
         g = g.sort_values(param)
         ok = g[g.score.notna()]
-        ax.plot(ok[param], ok.score, marker="o", ms=3, lw=1.4, color=colors[label], label=label)
+        handles += ax.plot(ok[param], ok.score, marker="o", ms=3, lw=1.4, color=colors[label],
+                           label=plain(label))
         bad = g[g.score.isna()]
         if len(bad):
             ax.scatter(bad[param], [top] * len(bad), marker="x", color=colors[label], s=30)
@@ -162,11 +180,11 @@ def sensitivity(table: pd.DataFrame, *, param: str, metric: str, chosen: dict[st
         if len(grid) <= 12:  # label the grid points themselves, not log decades
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xticks(grid, [f"{v:.3g}" for v in grid], fontsize=8)
-    ax.set_xlabel(param)
-    ax.set_ylabel(f"final {metric} (tuning runs)")
+    ax.set_xlabel(plain(param))
+    ax.set_ylabel(plain(f"final {metric} (tuning runs)"))
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, title="★ chosen\n× diverged/failed", title_fontsize=7,
-              loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: lines stay visible
+    _legend(ax, handles, fontsize=7, title="★ chosen\n× diverged/failed", title_fontsize=7,
+            loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: lines stay visible
     return ax
 
 
@@ -174,11 +192,13 @@ def performance_profiles(profiles: pd.DataFrame, *, ax=None):
     """rho(tau) step curves, one per loss (``profiles``: label, tau, rho)."""
     ax = _ax(ax)
     colors = _colors(list(dict.fromkeys(profiles.label)))
+    handles = []
     for label, g in profiles.groupby("label", sort=False):
-        ax.step(g.tau, g.rho, where="post", color=colors[label], label=label, lw=1.6)
+        handles += ax.step(g.tau, g.rho, where="post", color=colors[label], label=plain(label),
+                           lw=1.6)
     ax.set_xlabel("τ (steps-to-target ratio to the best loss on a workload)")
     ax.set_ylabel("ρ(τ): fraction of workloads within τ")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend(ax, handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax

@@ -14,7 +14,8 @@ import pandas as pd
 from lossbench import __version__
 from lossbench.report import plots
 from lossbench.report.diagnostics import diagnose
-from lossbench.report.document import Document, fmt
+from lossbench.paths import contained, safe_name
+from lossbench.report.document import Bold, Document, fmt
 from lossbench.report.tables import HEADLINE, baseline_comparisons, headline, rank_table
 from lossbench.results import finished_results, label_of, load, suite_meta
 from lossbench.tuning import TuneSpec, metric_name, protocol_of, tuning_table
@@ -33,7 +34,7 @@ def headline_rows(h) -> tuple[list[str], list[list[str]]]:
             if low is not None and not (isinstance(low, float) and math.isnan(low)):
                 text += f" [{fmt(low)}, {fmt(high)}]"
             if h.best.get(c) == r.label:
-                text = f"**{text}**"
+                text = Bold(text)
             cells.append(text)
         rows.append(cells)
     return header, rows
@@ -78,8 +79,7 @@ def _figures(summary, curves, results, h, floor):
     if len(layer):
         matrix = layer.assign(group=layer.metric.str.removeprefix("grad_norm_")).pivot_table(
             index="label", columns="group", values="value", aggfunc="mean")
-        order = sorted(matrix.columns, key=lambda g: (g != "embed", g == "head",
-                                                      int(g[5:]) if g.startswith("block") else 0))
+        order = sorted(matrix.columns, key=_layer_order)
         matrix = matrix[order]
         figs["layer_heatmap"] = ("Per-layer gradient norm (mean over evaluations and seeds)",
                                  plots.heatmap(matrix, title="per-layer grad norm").figure)
@@ -99,6 +99,15 @@ def _figures(summary, curves, results, h, floor):
         figs["repetition"] = ("Repetition (Welleck et al. 2020): lower is less repetitive",
                               plots.grouped_bars(h.table, rep_cols, title="repetition").figure)
     return figs
+
+
+def _layer_order(group: str) -> tuple:
+    """embed, block0, block1, ..., head; group names come from result.json (data), so a
+    name like 'blockX' sorts after the numbered blocks instead of failing the report."""
+    number = group[5:]
+    numbered = group.startswith("block") and number.isascii() and number.isdigit()
+    return (group != "embed", group == "head", not numbered, int(number) if numbered else 0,
+            group)
 
 
 def _pooled_reliability(results) -> dict[str, pd.DataFrame]:
@@ -175,16 +184,29 @@ def _config_rows(results: list[dict]) -> list[list[str]]:
     return rows
 
 
-def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Render the report of a results directory; returns the report folder."""
+def default_out(root: str | Path, name: str) -> Path:
+    """``root/<name>-<date>``, refused (UnsafePathError) unless it stays inside ``root``:
+    ``name`` comes from a results directory, and ``root/<name>-<date>`` may already exist
+    as a symlink leading elsewhere."""
+    out = Path(root) / f"{safe_name(name, what='report name')}-{dt.date.today().isoformat()}"
+    return contained(root, out, what="report folder")
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
+                 problems: list[str] | None = None) -> Path:
+    """Render the report of a results directory; returns the report folder. Runs left out
+    (a malformed result.json, an unsafe folder) are named in the report and appended to
+    ``problems``."""
+    problems = [] if problems is None else problems
     results_dir = Path(results_dir)
     meta = suite_meta(results_dir)
+    name = safe_name(meta.get("name"), what="suite.json name")
     all_summary, _ = load(results_dir)
     summary, curves = load(results_dir, final_only=True)
     keep = set(summary.run_id)
-    results = [r for r in finished_results(results_dir) if r["summary"].get("run_id") in keep]
-    doc = Document(f"lossbench report: {meta['name']}",
-                   out_dir or f"reports/{meta['name']}-{dt.date.today().isoformat()}")
+    results = [r for r in finished_results(results_dir, problems)
+               if r["summary"].get("run_id") in keep]
+    doc = Document(f"lossbench report: {name}", out_dir or default_out("reports", name))
     baseline = meta.get("baseline", "cross_entropy")
     h = headline(summary, curves, baseline, meta.get("target_val_ce"))
     comps, ranks = baseline_comparisons(summary, baseline), rank_table(summary)
@@ -226,12 +248,15 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
             diag_rows.append([r.label, r.seed, r.status, note])
     doc.section("Runs")
     doc.table(["loss", "seed", "status", "diagnosis"], diag_rows)
+    if problems:
+        doc.text("Left out of this report:")
+        doc.bullets(problems)
 
     _samples(doc, results)
 
     import torch
     counts = ", ".join(f"{k}: {v}" for k, v in summary.status.value_counts().items())
-    env = [["suite", f"{meta['name']}: {meta.get('description', '')}"],
+    env = [["suite", f"{name}: {meta.get('description', '')}"],
            ["python / torch", f"{platform.python_version()} / {torch.__version__}"],
            ["machine", f"{platform.machine()}, {platform.system()}"],
            ["device", ", ".join(sorted({r["config"].get("device", "cpu") for r in results}))],
