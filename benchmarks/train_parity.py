@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from lossbench.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.corpora import DataConfig
 from lossbench.evaluation import full_split_ce
-from lossbench.model import GPTConfig, build_model
+from lossbench.model import build_model
 from lossbench.training import cached_corpus, lr_at, make_optimizer, train_run
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
@@ -60,9 +60,7 @@ def plain_loop(config: RunConfig) -> tuple[float, float, float, float]:
     corpus = cached_corpus(config.data)
     train, val = corpus.train, corpus.val
     m, t = config.model, config.train
-    model = build_model(GPTConfig(vocab_size=corpus.vocab_size, block_size=m.block_size,
-                                  n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd,
-                                  dropout=m.dropout, bias=m.bias), config.seed)
+    model = build_model(m.to_gpt(corpus.vocab_size), config.seed)
     opt = make_optimizer(model, t)
     gen = torch.Generator().manual_seed(1337)
 

@@ -13,70 +13,115 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossbench.data.corpora import DataConfig
+from lossbench.validation import check, fields_ok, ranged
+
+if TYPE_CHECKING:
+    from lossbench.model import GPTConfig
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The GPT, minus vocab_size (which the corpus decides). nanoGPT's CPU config."""
+    """The GPT, minus vocab_size (which the corpus decides). nanoGPT's CPU config.
 
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64  # context length T
-    dropout: float = 0.0
-    bias: bool = False  # nanoGPT's shakespeare_char config
-    tie_weights: bool = True
+    The one definition of the model's settings and their defaults:
+    :class:`lossbench.model.GPTConfig` extends it with vocab_size.
+    """
+
+    n_layer: int = ranged(4, 1)
+    n_head: int = ranged(4, 1)
+    n_embd: int = ranged(128, 1)  # C; must be divisible by n_head
+    block_size: int = ranged(64, 2)  # context length T (2: a window and its shifted targets)
+    dropout: float = ranged(0.0, 0.0, 1.0, high_open=True)  # 0 keeps runs deterministic
+    bias: bool = False  # bias in Linears and LayerNorms: off, nanoGPT's shakespeare_char config
+    tie_weights: bool = True  # LM head shares the token-embedding matrix
+
+    def __post_init__(self):
+        cross = []
+        if fields_ok(self, "n_embd", "n_head") and self.n_embd % self.n_head:
+            cross.append(("n_embd", f"n_embd ({self.n_embd}) must be divisible by "
+                                    f"n_head ({self.n_head})"))
+        check(self, *cross)
+
+    def to_gpt(self, vocab_size: int) -> GPTConfig:
+        """This model for a corpus of ``vocab_size`` tokens."""
+        from lossbench.model import GPTConfig  # here: lossbench.model imports this module
+
+        return GPTConfig(vocab_size=vocab_size, **dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimization, nanoGPT's shakespeare_char CPU settings by default."""
 
-    steps: int = 2000
-    batch_size: int = 12
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-3  # peak, after linear warmup
-    min_lr: float = 1e-4  # end of the cosine decay
-    warmup_steps: int = 100
-    decay_steps: int | None = None  # cosine length; None: = steps
-    weight_decay: float = 0.1  # AdamW, on matrices only (not biases, norms)
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
-    threads: int = 1  # intra-op threads of this run: float results depend on it
-    checkpoint_every: int = 250  # steps; 0 disables (only used with a checkpoint dir)
+    steps: int = ranged(2000, 1)
+    batch_size: int = ranged(12, 1)
+    grad_accum: int = ranged(1, 1)  # micro-batches per optimizer step
+    lr: float = ranged(1e-3, 0.0, low_open=True)  # peak, after linear warmup
+    min_lr: float = ranged(1e-4, 0.0)  # end of the cosine decay
+    warmup_steps: int = ranged(100, 0)
+    decay_steps: int | None = ranged(None, 0)  # cosine length; None or 0: = steps
+    weight_decay: float = ranged(0.1, 0.0)  # AdamW, on matrices only (not biases, norms)
+    beta1: float = ranged(0.9, 0.0, 1.0, high_open=True)
+    beta2: float = ranged(0.99, 0.0, 1.0, high_open=True)
+    grad_clip: float = ranged(1.0, 0.0)  # max global grad norm; 0 disables
+    threads: int = ranged(1, 1, 256)  # intra-op threads of this run: float results depend on it
+    checkpoint_every: int = ranged(250, 0)  # steps; 0 disables (only used with a checkpoint dir)
+
+    def __post_init__(self):
+        check(self)
+
+    def schedule_problems(self) -> list[tuple[str, str]]:
+        """Schedules that run but do not do what they say: a warmup longer than the run
+        never reaches the peak lr, a floor above the peak decays upwards. Checked for
+        suites only: from Python, a 1-step smoke run with the default warmup is fine."""
+        problems = []
+        if self.min_lr > self.lr:
+            problems.append(("min_lr", f"min_lr={self.min_lr!r} is above lr={self.lr!r}: "
+                                       f"the cosine would decay upwards"))
+        if self.warmup_steps > self.steps:
+            problems.append(("warmup_steps", f"warmup_steps={self.warmup_steps} is longer than "
+                                             f"steps={self.steps}: the peak lr is never reached"))
+        return problems
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation on fixed validation tokens, independent of the training loss."""
 
-    eval_every: int = 250  # steps (and always at the end)
-    val_windows: int = 64  # fixed val windows of block_size tokens
-    ece_bins: int = 15
+    eval_every: int = ranged(250, 1)  # steps (and always at the end)
+    val_windows: int = ranged(64, 2)  # fixed val windows of block_size tokens
+    ece_bins: int = ranged(15, 1, 1000)
     grad_stats: bool = True  # per-layer grad norms and cosine to the CE gradient at eval steps
-    rep_prefixes: int = 8  # greedy continuations for seq-rep-4 / uniq-seq
-    rep_prefix_len: int = 16
-    rep_continuation: int = 48
-    samples: int = 3  # decoded samples kept for the report
-    full_val_windows: int = 4096  # final eval also scores up to this many consecutive val windows
-    #   (the whole split when it fits: val_ce_full, comparable with other codebases); 0: off
+    rep_prefixes: int = ranged(8, 1)  # greedy continuations for seq-rep-4 / uniq-seq
+    rep_prefix_len: int = ranged(16, 1)
+    rep_continuation: int = ranged(48, 4)
+    samples: int = ranged(3, 0)  # decoded samples kept for the report
+    full_val_windows: int = ranged(4096, 0)  # final eval also scores up to this many
+    #   consecutive val windows (the whole split when it fits: val_ce_full, comparable with
+    #   other codebases); 0: off
+
+    def __post_init__(self):
+        check(self)
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Optional sequence-level unlikelihood phase after the main steps (Welleck et al. 2020)."""
 
-    steps: int = 0  # 0: no phase
+    steps: int = ranged(0, 0)  # 0: no phase
     loss: str = "sequence_unlikelihood"
     hparams: dict[str, Any] = field(default_factory=dict)
-    lr: float = 1e-4  # constant during the phase
-    prefix_len: int = 16
-    continuation_len: int = 48
-    mle_mix: float = 0.5  # probability of an MLE (training-loss) update instead, per step
+    lr: float = ranged(1e-4, 0.0)  # constant during the phase
+    prefix_len: int = ranged(16, 1)
+    continuation_len: int = ranged(48, 4)
+    mle_mix: float = ranged(0.5, 0.0, 1.0)  # probability of an MLE (training-loss) update
+    #   instead, per step
+
+    def __post_init__(self):
+        check(self)
 
 
 def parse_seeds(value: Any) -> list[int] | None:
@@ -121,5 +166,8 @@ class RunConfig:
         """Stable id: loss name plus a hash of the whole resolved config (device
         included: CPU and CUDA runs give different numbers)."""
         d = self.to_dict()
+        if d["data"]["content_hash"] is None:
+            # added after the first results: absent, the markov ids of older results still hold
+            del d["data"]["content_hash"]
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return f"{self.loss}-{hashlib.sha256(blob).hexdigest()[:12]}"

@@ -23,28 +23,16 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from lossbench.config import ModelConfig
+from lossbench.validation import ranged
 
-@dataclass
-class GPTConfig:
-    vocab_size: int = 65  # tinyshakespeare's character vocabulary
-    block_size: int = 64  # maximum context length T
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128  # C; must be divisible by n_head
-    dropout: float = 0.0  # 0.0 keeps runs deterministic; used only in train mode
-    bias: bool = True  # bias in Linears and LayerNorms, like GPT-2
-    tie_weights: bool = True  # LM head shares the token-embedding matrix
 
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by "
-                             f"GPTConfig.n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+@dataclass(frozen=True)
+class GPTConfig(ModelConfig):
+    """A :class:`~lossbench.config.ModelConfig` (its fields, defaults and checks: one
+    definition) plus the corpus's vocabulary size. Usually made by ``ModelConfig.to_gpt``."""
+
+    vocab_size: int = ranged(low=1, kw_only=True)  # V: the corpus decides, so no default
 
 
 class CausalSelfAttention(nn.Module):

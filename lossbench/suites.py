@@ -24,9 +24,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import math
 import tomllib
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,30 +34,15 @@ from lossbench.config import (EvalConfig, FinetuneConfig, ModelConfig, RunConfig
                               parse_seeds)
 from lossbench.data.corpora import DataConfig
 from lossbench.losses import get_loss, list_losses
+from lossbench.paths import name_problem
+from lossbench.preflight import resolve_corpus, tune_problems
 from lossbench.tuning import TuneSpec, parse_tune
+from lossbench.validation import ConfigError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "finetune": FinetuneConfig}
 TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "target_val_ce",
              "tune", *SECTIONS}
-
-# value ranges beyond the dataclasses' own checks: (low, high) inclusive, None = open
-RANGES = {
-    "model.n_layer": (1, None), "model.n_head": (1, None), "model.n_embd": (1, None),
-    "model.block_size": (2, None), "model.dropout": (0.0, 0.99),
-    "train.steps": (1, None), "train.batch_size": (1, None), "train.grad_accum": (1, None),
-    "train.lr": (0.0, None), "train.min_lr": (0.0, None), "train.warmup_steps": (0, None),
-    "train.weight_decay": (0.0, None), "train.beta1": (0.0, 0.999999),
-    "train.beta2": (0.0, 0.999999), "train.grad_clip": (0.0, None), "train.threads": (1, 256),
-    "train.checkpoint_every": (0, None), "eval.eval_every": (1, None),
-    "eval.val_windows": (2, None), "eval.ece_bins": (1, 1000), "eval.rep_prefixes": (1, None),
-    "eval.rep_prefix_len": (1, None), "eval.rep_continuation": (4, None),
-    "eval.samples": (0, None), "eval.full_val_windows": (0, None),
-    "finetune.steps": (0, None), "finetune.lr": (0.0, None),
-    "finetune.prefix_len": (1, None), "finetune.continuation_len": (4, None),
-    "finetune.mle_mix": (0.0, 1.0),
-}
-
 
 class SuiteError(ValueError):
     """Everything wrong with a suite, one line per problem."""
@@ -79,30 +63,6 @@ class Suite:
     entries: tuple[RunConfig, ...] = ()  # the contenders: one per loss x grid point, first seed
     tune: TuneSpec | None = None  # per-loss tuning before the runs (then `runs` are not final)
     target_val_ce: float | None = None  # steps-to-target's target; None: baseline x 1.05
-
-
-def _type_ok(value: Any, annotation: Any) -> bool:
-    """Does a TOML value fit a dataclass field annotation (int, float, str, bool, Optional)?"""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
 
 
 def _closest(word: str, options) -> str:
@@ -134,33 +94,37 @@ def _apply_overrides(doc: dict, overrides: list[str]) -> None:
 
 
 def _section(doc: dict, name: str, where: str, errors: list[str]):
+    """The section's config and whether it is valid (checks across sections skip invalid
+    ones). Types and ranges are the dataclass's own checks: here they are only listed."""
     cls = SECTIONS[name]
     table = doc.get(name, {})
     if not isinstance(table, dict):
         errors.append(f"{where}: [{name}] must be a table")
-        return cls()
+        return cls(), False
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
     values = {}
     for key, value in table.items():
         if key not in fields:
             errors.append(f"{where}: [{name}] unknown key {key!r}{_closest(key, fields)}")
-            continue
-        if not _type_ok(value, hints[key]):
-            errors.append(f"{where}: [{name}] {key}: expected {_type_name(hints[key])}, "
-                          f"got {value!r}")
-            continue
-        low, high = RANGES.get(f"{name}.{key}", (None, None))
-        if (low is not None and value < low) or (high is not None and value > high):
-            errors.append(f"{where}: [{name}] {key}={value!r} is out of range "
-                          f"[{low}, {'inf' if high is None else high}]")
-            continue
-        values[key] = value
+        elif fields[key].metadata.get("derived"):
+            errors.append(f"{where}: [{name}] {key}: computed by lossbench, not set in a suite")
+        else:
+            values[key] = value
     try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        errors.append(f"{where}: [{name}] {exc}")
-        return cls()
+        return cls(**values), True
+    except ConfigError as exc:
+        errors.extend(f"{where}: [{name}] {text}" for _, text in exc.problems)
+        try:  # keep the valid keys, so later messages describe what the file says
+            return cls(**{k: v for k, v in values.items() if k not in exc.keys}), False
+        except ConfigError:
+            return cls(), False
+
+
+def _finetune_problems(ft: FinetuneConfig, known: list[str]) -> list[str]:
+    """Every run builds its fine-tuning loss (even with steps = 0): it must exist."""
+    if ft.loss not in known:
+        return [f"[finetune] loss: unknown loss {ft.loss!r}{_closest(ft.loss, known)}"]
+    return [f"[finetune] hparams: {m}" for m in get_loss(ft.loss).validate_hparams(ft.hparams)]
 
 
 def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, dict, dict]]:
@@ -175,6 +139,7 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
         return []
     known = [s.name for s in list_losses()]
     out = []
+    seen: dict[tuple, str] = {}  # (loss, effective hyperparameters, label) -> first entry
     for i, entry in enumerate(entries):
         key = f"losses[{i}]"
         if isinstance(entry, str):
@@ -199,10 +164,10 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
         extras["label"] = label if isinstance(label, str) else ""
         if "finetune" in entry:
             table = {"finetune": entry["finetune"]}
-            n_before = len(errors)
-            extras["finetune"] = _section(table, "finetune", f"{where}: {key}", errors)
-            if len(errors) == n_before and extras["finetune"].loss not in known:
-                errors.append(f"{where}: {key}: finetune loss {extras['finetune'].loss!r} is unknown")
+            extras["finetune"], ok = _section(table, "finetune", f"{where}: {key}", errors)
+            if ok:
+                errors += [f"{where}: {key}: {m}"
+                           for m in _finetune_problems(extras["finetune"], known)]
         grid = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items()
                 if k not in ("name", "label", "finetune")}
         bad = False
@@ -221,8 +186,27 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
             if varying:  # each grid point is its own contender in reports
                 tag = ", ".join(f"{k}={hp[k]}" for k in varying)
                 point = {**extras, "label": f"{extras['label'] or name}[{tag}]"}
+            # a default written out is the same run as one left out
+            same = (name, tuple(sorted({**spec.defaults(), **hp}.items())), point["label"] or name)
+            if same in seen:
+                where_else = ("twice in its grid" if seen[same] == key
+                              else f"already listed as {seen[same]}")
+                errors.append(f"{where}: {key}: {same[2]} with {hp or 'default hyperparameters'} "
+                              f"is {where_else}: drop one of them")
+                continue
+            seen[same] = key
             out.append((name, hp, point))
     return out
+
+
+def _needs_ngram(data: DataConfig, finetune: FinetuneConfig,
+                 entries: list[tuple[str, dict, dict]]) -> bool:
+    """Does some run build the n-gram teacher (a loss of it takes teacher_probs)?"""
+    losses = {finetune.loss, *(n for n, _, _ in entries),
+              *(x["finetune"].loss for _, _, x in entries if "finetune" in x)}
+    known = {s.name: s for s in list_losses()}
+    return data.teacher == "ngram" and any(
+        "teacher_probs" in known[n].extra_inputs for n in losses if n in known)
 
 
 def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
@@ -242,8 +226,8 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         if key not in TOP_LEVEL:
             errors.append(f"{where}: unknown key or section {key!r}{_closest(key, TOP_LEVEL)}")
     name = doc.get("name", Path(path).stem)
-    if not isinstance(name, str) or not name:
-        errors.append(f"{where}: name: expected a non-empty string")
+    if problem := name_problem(name):  # it becomes results/<name>
+        errors.append(f"{where}: name: {problem}")
     description = doc.get("description", "")
     if not isinstance(description, str):
         errors.append(f"{where}: description: expected a string")
@@ -254,22 +238,27 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     device = doc.get("device", "cpu")
     if device not in ("cpu", "cuda"):
         errors.append(f"{where}: device: expected \"cpu\" or \"cuda\", got {device!r}")
-    sections = {name_: _section(doc, name_, where, errors) for name_ in SECTIONS}
-    data = sections["data"]
-    if data.corpus == "text" and data.path and not Path(data.path).exists():
-        errors.append(f"{where}: [data] path: no such file or folder: {data.path}")
-    if data.corpus == "text" and not data.path:
-        errors.append(f"{where}: [data] path: required for corpus = \"text\"")
-    if sections["model"].n_embd % max(1, sections["model"].n_head):
-        errors.append(f"{where}: [model] n_embd must be divisible by n_head")
+    sections, valid = {}, {}
+    for name_ in SECTIONS:
+        sections[name_], valid[name_] = _section(doc, name_, where, errors)
+    if valid["train"]:
+        errors += [f"{where}: [train] {m}" for _, m in sections["train"].schedule_problems()]
+    if valid["finetune"]:
+        errors += [f"{where}: {m}" for m in _finetune_problems(sections["finetune"],
+                                                               [s.name for s in list_losses()])]
     entries = _loss_entries(doc, where, errors)
+    if valid["data"] and valid["model"] and valid["train"]:
+        sections["data"], problems = resolve_corpus(
+            sections["data"], sections["model"], sections["train"], device=device,
+            needs_ngram=_needs_ngram(sections["data"], sections["finetune"], entries))
+        errors += [f"{where}: {m}" for m in problems]
     baseline = doc.get("baseline", "cross_entropy")
     names = {x.get("label") or n for n, _, x in entries}
     if entries and baseline not in names:
         errors.append(f"{where}: baseline: {baseline!r} is not among the suite's losses")
     target = doc.get("target_val_ce")
     number = isinstance(target, (int, float)) and not isinstance(target, bool)
-    if target is not None and not (number and target > 0):
+    if target is not None and not (number and math.isfinite(target) and target > 0):
         errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
     tune = None
     if "tune" in doc:
@@ -279,6 +268,8 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
             for param in set(hp) & set(tune.params if tune else ()):
                 errors.append(f"{where}: {loss} fixes {param}, which [tune] also tunes: "
                               f"drop one of them")
+        if tune and valid["train"]:
+            errors += [f"{where}: {m}" for m in tune_problems(tune, sections["train"])]
     if errors:
         raise SuiteError(errors)
     contenders = tuple(RunConfig(loss=loss, hparams=hp, seed=seeds[0], device=device,

@@ -29,9 +29,9 @@ from lossbench.data.teachers import build_teacher
 from lossbench.evaluation import EvalSet, evaluate, full_split_ce
 from lossbench.gradients import GradientProbe
 from lossbench.losses import get_loss, mean_over_tokens
-from lossbench.model import GPT, GPTConfig, build_model, greedy_generate, mixed_precision
+from lossbench.model import GPT, build_model, greedy_generate, mixed_precision
+from lossbench.records import STEP_FIELDS
 
-STEP_FIELDS = ("step", "train_loss", "train_ce", "grad_norm", "clipped", "lr", "tokens", "wall_s")
 
 
 class Diverged(Exception):
@@ -134,9 +134,7 @@ class _Run:
             "teacher_probs" in get_loss(config.finetune.loss).extra_inputs
         self.teacher = _cached_teacher(config.data) if needs_teacher else None
         m = config.model
-        gpt = GPTConfig(vocab_size=self.corpus.vocab_size, block_size=m.block_size,
-                        n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout,
-                        bias=m.bias, tie_weights=m.tie_weights)
+        gpt = m.to_gpt(self.corpus.vocab_size)
         self.device = config.device
         self.model = build_model(gpt, config.seed).to(self.device)
         self.optimizer = make_optimizer(self.model, config.train)

@@ -324,10 +324,58 @@ def test_markov_size_limits():
     (dict(ngram_add_k=0.0), "ngram_add_k"),
     (dict(ngram_order=0), "ngram_order"),
     (dict(stdlib_max_bytes=0), "stdlib_max_bytes"),
+    (dict(val_fraction=math.nan), "val_fraction"),
+    (dict(markov_concentration=math.nan), "markov_concentration"),
+    (dict(ngram_add_k=math.inf), "ngram_add_k"),
+    (dict(markov_tokens=10**12), "markov_tokens"),  # past MARKOV_MAX_TOKENS
+    (dict(markov_vocab=16, markov_order=8), "markov_order"),  # a 16**9-entry table
+    (dict(content_hash=123), "content_hash"),
 ])
 def test_data_config_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         DataConfig(**kwargs)
+
+
+def test_data_config_reports_every_bad_field_at_once():
+    with pytest.raises(ValueError) as info:
+        DataConfig(corpus="wiki", val_fraction=math.nan, markov_vocab=1)
+    assert {k for k, _ in info.value.problems} == {"corpus", "val_fraction", "markov_vocab"}
+
+
+def test_corpus_content_hash_is_checked(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("abcdefghij" * 10, encoding="utf-8")
+    cfg = DataConfig(corpus="text", path=str(f))
+    digest = load_corpus(cfg).content_hash
+    assert load_corpus(replace(cfg, content_hash=digest)).content_hash == digest
+    f.write_text("abcdefghij" * 11, encoding="utf-8")
+    with pytest.raises(ValueError, match="corpus changed since the suite was resolved"):
+        load_corpus(replace(cfg, content_hash=digest))
+    markov = DataConfig(markov_tokens=1_000)
+    with pytest.raises(ValueError, match="corpus changed"):
+        load_corpus(replace(markov, content_hash="0" * 64))
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "byte", "bpe"])
+def test_corpus_facts_agree_with_load_corpus(tmp_path, tokenizer):
+    from lossbench.data.corpora import corpus_facts
+
+    f = tmp_path / "t.txt"
+    f.write_text(_words_text(2_000) + "é€", encoding="utf-8")  # multi-byte characters too
+    cfg = DataConfig(corpus="text", path=str(f), tokenizer=tokenizer, bpe_vocab=300)
+    facts, corpus = corpus_facts(cfg), load_corpus(cfg)
+    assert facts.content_hash == corpus.content_hash
+    if tokenizer == "bpe":  # bounds: merges only shrink the byte count
+        assert facts.upper_bound and facts.vocab_size >= corpus.vocab_size
+        assert facts.n_train >= len(corpus.train) and facts.n_val >= len(corpus.val)
+    else:
+        assert (facts.vocab_size, facts.n_train, facts.n_val) == \
+            (corpus.vocab_size, len(corpus.train), len(corpus.val))
+    markov = DataConfig(markov_tokens=5_000)
+    facts, corpus = corpus_facts(markov), load_corpus(markov)
+    assert facts.content_hash is None  # a markov corpus is a function of its config
+    assert (facts.vocab_size, facts.n_train, facts.n_val) == \
+        (corpus.vocab_size, len(corpus.train), len(corpus.val))
 
 
 def test_markov_corpus_deterministic_split():
@@ -374,6 +422,10 @@ def test_text_corpus_errors(tmp_path):
     bad.write_bytes(b"ok \xff\xfe not utf-8")
     with pytest.raises(ValueError, match="bad.txt"):
         load_corpus(DataConfig(corpus="text", path=str(bad)))
+    binary = tmp_path / "image.png"
+    binary.write_bytes(b"PNG\x00\x00\x00 valid UTF-8, yet binary")
+    with pytest.raises(ValueError, match="binary"):
+        load_corpus(DataConfig(corpus="text", path=str(binary)))
 
 
 @needs_shakespeare

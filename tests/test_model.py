@@ -1,14 +1,17 @@
 """Tests for lossbench.model: shapes, causality, seed-only init, determinism,
 FLOPs accounting, parameter groups, greedy generation."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from lossbench.config import ModelConfig
 from lossbench.model import GPTConfig, build_model, greedy_generate
 
-TINY = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
+# bias on: the tests below also cover the bias parameters (lossbench's runs default to off)
+TINY = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, bias=True)
 
 
 def test_forward_shape_and_logits_only():
@@ -32,12 +35,31 @@ def test_forward_rejects_too_long_sequence():
     ("vocab_size", -1),
     ("dropout", 1.0),
     ("dropout", -0.1),
+    ("dropout", float("nan")),
+    ("n_head", True),  # a bool is not an int here
+    ("block_size", 8.0),
 ])
 def test_config_validation_names_field(field, value):
     kwargs = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
     kwargs[field] = value
     with pytest.raises(ValueError, match=field):
         GPTConfig(**kwargs)
+
+
+def test_gpt_config_is_the_model_config_plus_vocab():
+    """One definition: GPTConfig has ModelConfig's fields and defaults (bias off), and
+    to_gpt copies every one of them."""
+    model = ModelConfig(n_layer=3, n_head=2, n_embd=32, block_size=16, dropout=0.1,
+                        bias=True, tie_weights=False)
+    gpt = model.to_gpt(vocab_size=7)
+    assert gpt == GPTConfig(vocab_size=7, **dataclasses.asdict(model))
+    assert {k: v for k, v in dataclasses.asdict(gpt).items() if k != "vocab_size"} == \
+        dataclasses.asdict(model)
+    assert dataclasses.asdict(ModelConfig().to_gpt(5)) == {**dataclasses.asdict(ModelConfig()),
+                                                           "vocab_size": 5}
+    assert GPTConfig(vocab_size=5).bias is False  # no second set of defaults
+    with pytest.raises(TypeError, match="vocab_size"):
+        GPTConfig()  # the corpus decides the vocabulary: no default
 
 
 @pytest.mark.parametrize("t", [0, 3, 7])
@@ -71,7 +93,7 @@ def test_build_model_leaves_global_rng_untouched():
 
 
 def test_nanogpt_init_statistics():
-    cfg = GPTConfig(vocab_size=50, block_size=32, n_layer=3, n_head=4, n_embd=64)
+    cfg = GPTConfig(vocab_size=50, block_size=32, n_layer=3, n_head=4, n_embd=64, bias=True)
     model = build_model(cfg, seed=0)
     sd = model.state_dict()
     assert torch.all(sd["transformer.h.0.attn.c_attn.bias"] == 0)
@@ -106,7 +128,7 @@ def test_dropout_off_is_deterministic():
 
 def test_num_params_and_flops_hand_computed():
     # V=5, T=4, L=1, H=1, C=4, biases, tied
-    cfg = GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4)
+    cfg = GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4, bias=True)
     model = build_model(cfg, seed=0)
     block = 8 + (4 * 12 + 12) + (16 + 4) + 8 + (4 * 16 + 16) + (16 * 4 + 4)  # = 244
     n = block + 8 + 5 * 4  # + ln_f + tied head (V*C)

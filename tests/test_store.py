@@ -268,3 +268,20 @@ def test_report_of_a_suite_json_that_is_not_an_object_is_one_line(tmp_path):
     proc = lossbench("report", tmp_path / "out", "--out", tmp_path / "report")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "expected a JSON object" in proc.stderr
+
+
+def test_editing_the_corpus_re_executes_its_runs(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    path = tmp_path / "text.toml"
+    text = tiny_toml("text", '["cross_entropy"]', seeds=(0,), train={"steps": 10})
+    path.write_text(text.replace("[data]\n", f'[data]\ncorpus = "text"\npath = "{corpus}"\n')
+                    .replace("markov_tokens = 20000\nmarkov_vocab = 8\n", ""))
+    out = tmp_path / "out"
+    first = run_suite(load_suite(path), out, workers=1)
+    assert run_suite(load_suite(path), out, workers=1).skipped == 1  # unchanged: reused
+    corpus.write_text("pack my box with five dozen liquor jugs. " * 200)
+    edited = run_suite(load_suite(path), out, workers=1)
+    assert edited.skipped == 0 and set(edited.statuses) != set(first.statuses)
+    config = json.loads((run_dir(out, next(iter(edited.statuses))) / "config.json").read_text())
+    assert config["data"]["content_hash"]

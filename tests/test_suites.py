@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ seeds = [0, 1]
 losses = ["cross_entropy", { name = "label_smoothing", smoothing = [0.05, 0.2] }]
 [train]
 steps = 5
+warmup_steps = 1
 """
 
 
@@ -104,13 +106,23 @@ def test_missing_suite_file():
     assert proc.stderr.strip() == "lossbench: error: no_such_suite.toml: no such suite file"
 
 
-@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("suites").glob("*.toml")),
-                         ids=lambda p: p.name)
-def test_shipped_suites_validate(path, monkeypatch):
+# anchored on this file: a path relative to the working directory would find no suite
+# (and silently test nothing) when pytest runs from elsewhere
+SHIPPED = sorted((Path(__file__).parent.parent / "suites").glob("*.toml"))
+
+
+def test_shipped_suites_are_found():
+    assert len(SHIPPED) >= 5, SHIPPED
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_suites_validate(path, tmp_path):
     text = path.read_text()
     overrides = []
-    if 'corpus = "text"' in text:  # needs a text path; point it at any existing file
-        overrides = [f'data.path="{path}"']
+    if 'corpus = "text"' in text:  # needs a text file; any text long enough for the windows
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text("The quick brown fox jumps over the lazy dog.\n" * 100)
+        overrides = [f'data.path="{corpus}"']
     suite = load_suite(path, overrides)
     assert suite.runs and suite.baseline in {r.display_name for r in suite.runs}
 

@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .markov import ALPHABET, MarkovSource
+from lossbench.validation import (MARKOV_BYTES_PER_TOKEN, TEXT_BYTES_PER_TOKEN, check,
+                                  derived, fields_ok, ranged)
+
+from .markov import ALPHABET, MAX_TABLE_ENTRIES, MarkovSource
 from .tokenizers import BPE_MIN_VOCAB, TOKENIZER_NAMES, get_tokenizer
 
 CORPORA = ("markov", "text", "stdlib")
@@ -33,69 +36,56 @@ TEACHERS = ("ngram", "oracle", "smoothed")
 # deliberately broken encodings and huge data files; the cap would be spent there)
 _STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__",
                                "test", "tests", "idle_test"})
+# Sampling runs at ~0.65 us/token and peaks at ~72 bytes/token
+# (validation.MARKOV_BYTES_PER_TOKEN): 200M tokens are ~2 min and ~14 GiB, far past a
+# "small" benchmark; a suite is also checked against the machine's memory.
+MARKOV_MAX_TOKENS = 200_000_000
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "markov"  # "markov" (generated, no files) | "text" | "stdlib"
+    corpus: str = ranged("markov", choices=CORPORA)  # "markov" (generated) | "text" | "stdlib"
     path: str | None = None  # UTF-8 file or folder (read recursively), for "text"
-    tokenizer: str = "char"  # "char" | "byte" | "bpe"; markov symbols are their own tokens
+    # "char" | "byte" | "bpe"; markov symbols are their own tokens
+    tokenizer: str = ranged("char", choices=TOKENIZER_NAMES)
     # "bpe" only: vocabulary size (256 byte tokens + up to bpe_vocab - 256 merges,
     # learned on the training text; fewer if it runs out of pairs); >= 257.
     # The bpe extra: pip install "lossbench[bpe]"
-    bpe_vocab: int = 512
-    val_fraction: float = 0.1  # last 10% of the tokens, contiguous, like nanoGPT
-    markov_vocab: int = 16  # symbols 'a'..'p'
-    markov_order: int = 2  # tokens of context the chain conditions on
-    markov_concentration: float = 0.3  # Dirichlet per row; small -> peaked, low entropy
-    markov_tokens: int = 300_000
-    corpus_seed: int = 0  # fixes the corpus; independent of the run seed
-    teacher: str = "ngram"  # "ngram" | "oracle" (markov only) | "smoothed" (no teacher)
-    ngram_order: int = 3  # n of the n-gram teacher: conditions on n-1 tokens
-    ngram_add_k: float = 0.1  # add-k smoothing: every teacher probability > 0
-    stdlib_max_bytes: int = 4_000_000  # stdlib corpus: files in sorted order up to this
+    bpe_vocab: int = ranged(512, BPE_MIN_VOCAB)
+    # the last 10% of the tokens, contiguous, like nanoGPT
+    val_fraction: float = ranged(0.1, 0.0, 1.0, low_open=True, high_open=True)
+    markov_vocab: int = ranged(16, 2, len(ALPHABET))  # symbols 'a'..'p'
+    markov_order: int = ranged(2, 1)  # tokens of context the chain conditions on
+    # Dirichlet per row; small -> peaked, low entropy
+    markov_concentration: float = ranged(0.3, 0.0, low_open=True)
+    markov_tokens: int = ranged(300_000, 2, MARKOV_MAX_TOKENS)
+    corpus_seed: int = ranged(0, 0)  # fixes the corpus; independent of the run seed
+    # "ngram" | "oracle" (markov only) | "smoothed" (no teacher)
+    teacher: str = ranged("ngram", choices=TEACHERS)
+    ngram_order: int = ranged(3, 1)  # n of the n-gram teacher: conditions on n-1 tokens
+    # add-k smoothing: every teacher probability > 0
+    ngram_add_k: float = ranged(0.1, 0.0, low_open=True)
+    # stdlib corpus: files in sorted order up to this
+    stdlib_max_bytes: int = ranged(4_000_000, 1)
+    # sha256 of the text / stdlib corpus bytes, filled in when a suite is resolved so the
+    # run id changes with the contents; load_corpus refuses other bytes. None: unchecked
+    # (markov corpora are a pure function of the fields above)
+    content_hash: str | None = derived(None)
 
     def __post_init__(self):
-        if self.corpus not in CORPORA:
-            raise ValueError(f"DataConfig.corpus: unknown corpus {self.corpus!r}; "
-                             f"expected one of {CORPORA}")
-        if self.tokenizer not in TOKENIZER_NAMES:
-            raise ValueError(f"DataConfig.tokenizer: unknown tokenizer {self.tokenizer!r}; "
-                             f"expected one of {TOKENIZER_NAMES}")
-        if (isinstance(self.bpe_vocab, bool) or not isinstance(self.bpe_vocab, int)
-                or self.bpe_vocab < BPE_MIN_VOCAB):
-            raise ValueError(f"DataConfig.bpe_vocab must be an int >= {BPE_MIN_VOCAB} (the 256 "
-                             f"byte tokens plus at least one merge), got {self.bpe_vocab!r}")
-        if self.teacher not in TEACHERS:
-            raise ValueError(f"DataConfig.teacher: unknown teacher {self.teacher!r}; "
-                             f"expected one of {TEACHERS}")
+        cross = []
         if self.teacher == "oracle" and self.corpus != "markov":
-            raise ValueError(f"DataConfig.teacher: 'oracle' needs corpus='markov' (the only "
-                             f"corpus with a known distribution), got corpus={self.corpus!r}")
+            cross.append(("teacher", f"teacher: 'oracle' needs corpus='markov' (the only corpus "
+                                     f"with a known distribution), got corpus={self.corpus!r}"))
         if self.corpus == "text" and not self.path:
-            raise ValueError("DataConfig.path: corpus='text' needs a path to a file or folder")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"DataConfig.val_fraction must be in (0, 1), got {self.val_fraction}")
-        if not 2 <= self.markov_vocab <= len(ALPHABET):
-            raise ValueError(f"DataConfig.markov_vocab must be in [2, {len(ALPHABET)}], "
-                             f"got {self.markov_vocab}")
-        if self.markov_order < 1:
-            raise ValueError(f"DataConfig.markov_order must be >= 1, got {self.markov_order}")
-        if not self.markov_concentration > 0:
-            raise ValueError(f"DataConfig.markov_concentration must be > 0, "
-                             f"got {self.markov_concentration}")
-        if self.markov_tokens < 2:
-            raise ValueError(f"DataConfig.markov_tokens must be >= 2, got {self.markov_tokens}")
-        if self.corpus_seed < 0:
-            raise ValueError(f"DataConfig.corpus_seed must be >= 0, got {self.corpus_seed}")
-        if self.ngram_order < 1:
-            raise ValueError(f"DataConfig.ngram_order must be >= 1, got {self.ngram_order}")
-        if not self.ngram_add_k > 0:
-            raise ValueError(f"DataConfig.ngram_add_k must be > 0 (keeps every teacher "
-                             f"probability positive), got {self.ngram_add_k}")
-        if self.stdlib_max_bytes <= 0:
-            raise ValueError(f"DataConfig.stdlib_max_bytes must be > 0, "
-                             f"got {self.stdlib_max_bytes}")
+            cross.append(("path", "path: corpus='text' needs a path to a file or folder"))
+        if (self.corpus == "markov" and fields_ok(self, "markov_vocab", "markov_order")
+                and self.markov_vocab ** (self.markov_order + 1) > MAX_TABLE_ENTRIES):
+            cross.append(("markov_order", f"markov_order: the transition table has "
+                                          f"markov_vocab**(markov_order + 1) = "
+                                          f"{self.markov_vocab}**{self.markov_order + 1} entries,"
+                                          f" more than {MAX_TABLE_ENTRIES:,}"))
+        check(self, *cross)
 
 
 @dataclass
@@ -131,13 +121,50 @@ def load_corpus(config: DataConfig) -> Corpus:
     return _text_corpus(raw, what, config)
 
 
+@dataclass(frozen=True)
+class CorpusFacts:
+    """What a suite checks about a corpus before any run starts, without building it."""
+
+    content_hash: str | None  # text/stdlib: sha256 of the bytes (= Corpus.content_hash)
+    vocab_size: int  # exact for markov, char and byte; bpe: bpe_vocab, an upper bound
+    n_train: int  # tokens of each split; bpe: the part's UTF-8 bytes, an upper bound
+    n_val: int
+    build_bytes: int  # memory while the corpus is built (validation.*_BYTES_PER_TOKEN)
+    upper_bound: bool = False  # n_train / n_val are bounds (bpe), not counts
+
+
+def corpus_facts(config: DataConfig) -> CorpusFacts:
+    """Read the corpus as ``load_corpus`` does (the same errors for a missing, empty,
+    binary or non-UTF-8 path) and count instead of tokenizing: tokens are characters
+    (char) or bytes (byte, and bpe's upper bound: a merge only ever joins bytes)."""
+    if config.corpus == "markov":
+        n = config.markov_tokens
+        n_train = int(n * (1.0 - config.val_fraction))
+        return CorpusFacts(None, config.markov_vocab, n_train, n - n_train,
+                           n * MARKOV_BYTES_PER_TOKEN)
+    raw, what = _read_text_path(config.path) if config.corpus == "text" else \
+        _read_stdlib(config.stdlib_max_bytes)
+    if not raw:
+        raise ValueError(f"{what}: corpus is empty")
+    text = raw.decode("utf-8")  # validated while reading
+    digest = hashlib.sha256(raw).hexdigest()
+    if config.tokenizer == "bpe":  # the cut is made on the text (see the module docstring)
+        n_train = len(text[:int(len(text) * (1.0 - config.val_fraction))].encode("utf-8"))
+        return CorpusFacts(digest, config.bpe_vocab, n_train, len(raw) - n_train,
+                           len(raw) * TEXT_BYTES_PER_TOKEN, upper_bound=True)
+    n, vocab = (len(text), len(set(text))) if config.tokenizer == "char" else (len(raw), 256)
+    n_train = int(n * (1.0 - config.val_fraction))
+    return CorpusFacts(digest, vocab, n_train, n - n_train, n * TEXT_BYTES_PER_TOKEN)
+
+
 def _markov_corpus(config: DataConfig) -> Corpus:
     source = MarkovSource(config.markov_vocab, config.markov_order,
                           config.markov_concentration, seed=config.corpus_seed)
     tokens = source.sample(config.markov_tokens, seed=config.corpus_seed)  # (N,)
     train, val = split_tokens(tokens, config.val_fraction)
-    h = source.entropy_rate()
     digest = hashlib.sha256(tokens.astype("<i8").tobytes()).hexdigest()
+    _verify(digest, config, "markov corpus")
+    h = source.entropy_rate()
     desc = (f"markov V={source.vocab_size} order={source.order} "
             f"concentration={config.markov_concentration} seed={config.corpus_seed} "
             f"{len(tokens)} tokens, entropy rate {h:.4f} nats")
@@ -146,7 +173,17 @@ def _markov_corpus(config: DataConfig) -> Corpus:
                   description=desc, source=source)
 
 
+def _verify(digest: str, config: DataConfig, what: str) -> None:
+    """Refuse bytes other than those the run id was computed from (``content_hash``)."""
+    if config.content_hash is not None and digest != config.content_hash:
+        raise ValueError(f"{what}: corpus changed since the suite was resolved (sha256 "
+                         f"{digest[:12]}, the suite resolved {config.content_hash[:12]}): "
+                         f"load the suite again to get run ids for the new contents")
+
+
 def _text_corpus(raw: bytes, what: str, config: DataConfig) -> Corpus:
+    digest = hashlib.sha256(raw).hexdigest()
+    _verify(digest, config, what)
     text = raw.decode("utf-8")  # already validated per file
     if not text:
         raise ValueError(f"{what}: corpus is empty")
@@ -163,7 +200,6 @@ def _text_corpus(raw: bytes, what: str, config: DataConfig) -> Corpus:
         tokenizer = get_tokenizer(config.tokenizer, text)  # char: vocabulary of the whole text
         tokens = tokenizer.encode(text)  # (N,)
         train, val = split_tokens(tokens, config.val_fraction)
-    digest = hashlib.sha256(raw).hexdigest()
     desc = (f"{what}, {config.tokenizer} V={tokenizer.vocab_size} "
             f"{len(train) + len(val)} tokens, sha256 {digest[:12]}")
     return Corpus(train=train, val=val, vocab_size=tokenizer.vocab_size, tokenizer=tokenizer,
@@ -172,6 +208,8 @@ def _text_corpus(raw: bytes, what: str, config: DataConfig) -> Corpus:
 
 def _read_utf8(file: Path) -> bytes:
     raw = file.read_bytes()
+    if b"\0" in raw:  # valid UTF-8, but no text corpus holds NUL: an image, an archive...
+        raise ValueError(f"{file}: a binary file (NUL byte at {raw.index(0)}), not UTF-8 text")
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:
