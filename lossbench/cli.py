@@ -7,11 +7,14 @@ line ``lossbench: error: ...`` to stderr and exits 2, never a traceback.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 
 import click
 
 from lossbench import __version__
+from lossbench.executors import ExecutorUnavailable
 
 
 class InputError(click.ClickException):
@@ -161,6 +164,12 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
         raise InputError(f"--workers: expected a positive integer or 'auto', got {workers!r}")
     if executor == "dask" and not scheduler:
         raise InputError("--scheduler: required with --executor dask (e.g. tcp://host:8786)")
+    if executor == "dask":
+        from lossbench.executors.dask import require_distributed
+        try:
+            require_distributed()
+        except ExecutorUnavailable as exc:
+            raise InputError(f"--executor dask: {exc}") from None
     if suite.runs[0].device == "cuda":
         import torch
         if not torch.cuda.is_available():
@@ -180,8 +189,8 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
     for run_id, (n, error) in outcome.failures.items():
         more = ("not retried: fix the cause, then rerun with --give-up-after 0"
                 if run_id in outcome.gave_up else "rerun the command to retry it")
-        click.echo(f"lossbench: run {run_id} failed {n} time{'s' * (n > 1)} in a row with "
-                   f"{error} (runs/{run_id}/traceback.txt); {more}", err=True)
+        click.echo(f"lossbench: run {run_id} failed ({n}× in a row): {error or 'see its folder'} "
+                   f"(runs/{run_id}/traceback.txt); {more}", err=True)
     _print_suite_summary(out)
     if report_dir is not None:
         click.echo(f"\nreport: {report_dir}/index.html (and report.md)")
@@ -289,14 +298,45 @@ def _print_table(header, rows) -> None:
 
 
 def main(argv=None) -> None:
-    """Entry point: click errors become one line on stderr with exit code 2."""
+    """Entry point: click errors become one line on stderr with exit code 2; Ctrl-C and
+    SIGTERM one line with exit code 130 (running runs saved a checkpoint: rerun to resume)."""
+    previous = _sigterm_as_interrupt()
     try:
         cli.main(args=argv, prog_name="lossbench", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("lossbench: aborted", err=True)
+    except (click.Abort, KeyboardInterrupt):  # click turns KeyboardInterrupt into Abort
+        _ignore_interrupts()  # a second Ctrl-C now would only print a traceback
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except ExecutorUnavailable as exc:
+        click.echo(f"lossbench: error: {exc}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
         click.echo(f"lossbench: error: {exc.format_message()}", err=True)
         sys.exit(2 if isinstance(exc, (InputError, click.UsageError)) else exc.exit_code)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+INTERRUPTED = "lossbench: interrupted; rerun the same command to resume (finished runs are kept)"
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM (kill, a CI timeout, systemd) stop us like Ctrl-C; return the old handler
+    (None when not on the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return signal.SIG_DFL if previous is None else previous
+
+
+def _ignore_interrupts() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -10,8 +10,7 @@ workers share the machine, so results do not depend on ``--workers``.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
+import json
 import os
 import re
 import socket
@@ -24,6 +23,7 @@ from typing import Any
 
 from lossbench.atomic import atomic_write_json, atomic_write_text, sweep_temp_files
 from lossbench.config import RunConfig
+from lossbench.executors import make_executor
 from lossbench.locks import LOCK, file_lock
 from lossbench.results import (GIVE_UP_AFTER, attempts, check_run_folder, record_attempt, run_dir,
                                same_failures_in_a_row, settled, SETTLED, stored_status, write_result, write_store_files,
@@ -123,6 +123,23 @@ def _attempt(config: RunConfig, config_dict: dict, folder: Path, progress, stop)
     return result.status
 
 
+def record_lost_run(out: str | Path, run_id: str, error: str) -> None:
+    """The process training ``run_id`` died without a word (the OOM killer, a segfault): mark
+    the run failed with ``error``, like any failure, so reruns retry it and give up on a run
+    that keeps dying. Skipped when another process already holds the run again."""
+    folder = run_dir(out, run_id)
+    with file_lock(folder / LOCK, wait=False) as held:
+        if not held or not (folder / "config.json").exists():
+            return
+        config = json.loads((folder / "config.json").read_text())
+        n = sum(e.get("event") == "start" for e in attempts(folder))
+        write_result(folder, config, "failed",
+                     {"run_id": run_id, "loss": config.get("loss"), "seed": config.get("seed"),
+                      "status": "failed", "attempts": n, "error": error},
+                     traceback_text=error + "\n")
+        record_attempt(folder, {"event": "end", "attempt": n, "status": "failed", "error": error})
+
+
 def _error_signature(exc: BaseException) -> str:
     """What tells two failures apart: the exception's type and message, minus the random
     names of temp files (a full disk fails on a new temp file each time)."""
@@ -130,18 +147,10 @@ def _error_signature(exc: BaseException) -> str:
     return re.sub(r"\.[\w.-]+\.tmp", ".<tmp>", text)
 
 
-def _init_worker(plugins: tuple[str, ...]) -> None:
-    _load_plugins(plugins)
-
-
 def auto_workers(suite: Suite) -> int:
     """As many one-run processes as the cores allow at each run's own thread count."""
     threads = max(r.train.threads for r in suite.runs)
     return max(1, (os.cpu_count() or 1) // threads)
-
-
-def _total_steps(config: RunConfig) -> int:
-    return config.train.steps + config.finetune.steps
 
 
 def partition(configs: list[RunConfig], out: Path, *, retry: bool = True,
@@ -191,12 +200,10 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
         skipped += len(done)
         if not pending:
             return
-        if executor == "dask":
-            from lossbench.dask_executor import run_on_dask
-            statuses.update(run_on_dask(pending, out, scheduler, plugins, show_progress))
-        else:
-            statuses.update(_run_local(pending, out, workers or auto_workers(suite), plugins,
-                                       show_progress, desc))
+        runner = make_executor(executor, out=out, plugins=plugins, scheduler=scheduler,
+                               workers=workers or auto_workers(suite),
+                               show_progress=show_progress, label=desc)
+        statuses.update(runner.run(pending))  # SweepInterrupted propagates: nothing more to do
 
     final = list(suite.runs)
     if suite.tune is not None:
@@ -223,47 +230,3 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
                 for run_id, status in statuses.items() if status == "failed"}
     return SweepOutcome(out, statuses, skipped, time.perf_counter() - start, failures,
                         give_up_after)
-
-
-def _run_local(pending: list[RunConfig], out: Path, workers: int, plugins,
-               show_progress: bool, desc: str = "suite") -> dict[str, str]:
-    from tqdm import tqdm
-
-    statuses: dict[str, str] = {}
-    steps = [(r.run_id(), _total_steps(r)) for r in pending]  # ids hash the config: once
-    total = sum(n for _, n in steps)
-    bar = tqdm(total=total, unit="step", desc=desc, disable=not show_progress, leave=True,
-               dynamic_ncols=True)
-    if workers == 1:  # in-process: simplest to debug, same numbers
-        progress: dict = {}
-        for config in pending:
-            run_id, status = execute_run(config.to_dict(), str(out), plugins, progress)
-            statuses[run_id] = status
-            bar.n = sum(n for rid, n in steps if rid in statuses)
-            bar.set_postfix_str(f"runs {len(statuses)}/{len(pending)}")
-            bar.refresh()
-        bar.close()
-        return statuses
-    ctx = mp.get_context("spawn")  # no forked torch thread pools
-    with ctx.Manager() as manager:
-        progress = manager.dict()
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(plugins,)) as pool:
-            futures = {pool.submit(execute_run, r.to_dict(), str(out), plugins, progress): r
-                       for r in pending}
-            remaining = set(futures)
-            while remaining:
-                done, remaining = cf.wait(remaining, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                for future in done:
-                    run_id, status = future.result()
-                    statuses[run_id] = status
-                snapshot = dict(progress)
-                bar.n = sum(n if rid in statuses else snapshot.get(rid, (0, 0))[0]
-                            for rid, n in steps)
-                active = [f"{rid} {d}/{t}" for rid, (d, t) in snapshot.items()
-                          if rid not in statuses]
-                bar.set_postfix_str(f"runs {len(statuses)}/{len(pending)}"
-                                    + (" | " + ", ".join(active) if active else ""))
-                bar.refresh()
-    bar.close()
-    return statuses

@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from test_runner import FIXTURES, tiny_suite
+from helpers import FIXTURES, tiny_suite
 
 
 def test_report_renders_with_failed_and_diverged_runs(tmp_path):

@@ -18,7 +18,7 @@ PROBE = ('<script>window.addEventListener("load", () => { const i = [...document
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 def test_every_image_loads_in_headless_chromium(tmp_path):
-    from test_runner import tiny_suite
+    from helpers import tiny_suite
     from lossbench.runner import run_suite
     from lossbench.suites import load_suite
 

@@ -4,46 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
-
-import pandas as pd
 
 from lossbench.results import load
 from lossbench.runner import run_suite
 from lossbench.suites import load_suite
-from helpers import tiny_toml
-
-FIXTURES = Path(__file__).parent / "fixtures"
-TIMING = ["wall_s", "train_s", "eval_s", "tokens_per_s", "attempts"]  # not results: bookkeeping
-
-def tiny_text(steps: int) -> str:
-    return tiny_toml("tiny", '["cross_entropy", "mse", { name = "unlikelihood", alpha = [0.5] }]',
-                     train={"steps": steps, "checkpoint_every": 5})
-
-
-def tiny_suite(tmp_path, steps=20, extra_losses=""):
-    text = tiny_text(steps)
-    if extra_losses:
-        text = text.replace('losses = [', f'losses = [{extra_losses}, ')
-    path = tmp_path / "tiny.toml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def comparable(out):
-    summary, curves = load(out)
-    summary = summary.drop(columns=[c for c in TIMING if c in summary]).sort_values("run_id")
-    curves = curves[curves.metric != "wall_s"].sort_values(["run_id", "metric", "step"])
-    return summary.reset_index(drop=True), curves.reset_index(drop=True)
-
-
-def assert_same_results(a, b):
-    sa, ca = comparable(a)
-    sb, cb = comparable(b)
-    pd.testing.assert_frame_equal(sa, sb)
-    pd.testing.assert_frame_equal(ca, cb)
+from helpers import FIXTURES, assert_same_results, tiny_suite
 
 
 def test_sweep_writes_store_and_tables(tmp_path):

@@ -6,19 +6,15 @@ import os
 import stat
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
-from helpers import tiny_toml
+from helpers import FIXTURES, tiny_toml
 from lossbench.results import attempts, load, run_dir, same_failures_in_a_row
 from lossbench.runner import run_suite
 from lossbench.suites import load_suite
 
-FIXTURES = Path(__file__).parent / "fixtures"
 PLUGIN = str(FIXTURES / "sweep_plugin.py")
 
 
@@ -110,7 +106,7 @@ def test_same_failure_twice_gives_up_and_no_retry_keeps_failed(tmp_path):
     n, error = same_failures_in_a_row(folder)
     assert n == 2 and error == "RuntimeError: deliberate failure"  # retried once, then given up
     proc = lossbench(*args)
-    assert "failed 2 times in a row with RuntimeError: deliberate failure" in proc.stderr
+    assert "failed (2× in a row): RuntimeError: deliberate failure" in proc.stderr
     assert "not retried" in proc.stderr
 
 
