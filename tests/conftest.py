@@ -5,6 +5,12 @@ from hypothesis import settings
 
 import lossbench.checks  # noqa: F401  registers the "dev" and "ci" hypothesis profiles
 
+# --doctest-modules (pyproject.toml) imports every module it collects: the plugin files in
+# fixtures/ would register their losses into this process (list_losses() would then hand
+# them to the property tests, and a later load_plugin would collide). Tests load them
+# through load_plugin or a `--plugin` subprocess only.
+collect_ignore = ["fixtures"]
+
 # CI sets HYPOTHESIS_PROFILE=ci (more examples, derandomized); locally "dev" is quicker.
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 # Tests use tiny tensors, where intra-op threads only add overhead.

@@ -140,3 +140,20 @@ def test_ctrl_c_cancels_the_tasks_and_exits_130(tmp_path, cluster):
     assert proc.returncode == 130 and time.monotonic() - start < 10, stderr
     assert "Traceback" not in stderr and stderr.count("interrupted") == 1, stderr
     _assert_tasks_stop(out, cluster, within=15)
+
+
+def test_unreachable_scheduler_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    distributed = pytest.importorskip("distributed")
+    from lossbench.cli import main
+
+    def refuse(*args, **kwargs):
+        raise OSError("Timed out trying to connect to tcp://10.0.0.1:8786 after 30 s")
+
+    monkeypatch.setattr(distributed, "Client", refuse)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(tiny_suite(tmp_path)), "--out", str(tmp_path / "out"), "--executor",
+              "dask", "--scheduler", "tcp://10.0.0.1:8786", "--no-report"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("lossbench: error: cannot connect to the Dask scheduler at "
+                          "tcp://10.0.0.1:8786: OSError: Timed out")

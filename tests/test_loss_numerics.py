@@ -1,6 +1,7 @@
 """Hand-checkable values for the losses and their numerical helpers."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -8,7 +9,8 @@ import torch.nn.functional as F
 
 from lossbench.losses import get_loss, mean_over_tokens
 from lossbench.losses._common import log1m_softmax_at
-from lossbench.losses.repetition import previous_token_candidates, repeated_ngram_mask
+from lossbench.losses.repetition import (_unlikelihood, previous_token_candidates,
+                                         repeated_ngram_mask, seen_token_mask)
 
 
 def test_cross_entropy_of_uniform_logits_is_log_vocab():
@@ -48,6 +50,80 @@ def test_unlikelihood_candidates_skip_ignored_tokens():
     ids, valid = previous_token_candidates(safe, keep, 3)
     cands = {t: sorted(int(ids[0, t, s]) for s in range(3) if valid[0, t, s]) for t in range(3)}
     assert cands == {0: [], 1: [], 2: [0]}  # token 2 at position 0 is ignored
+    assert seen_token_mask(safe, keep, 3)[0].tolist() == [[0, 0, 0], [0, 0, 0], [1, 0, 0]]
+
+
+def _unlikelihood_case(B, T, V, seed=0):
+    """float64 logits and targets with repeats (few distinct ids), ignored positions and a
+    near-one probability (the exact log(1 - p) path) on a candidate."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(B, T, V, dtype=torch.float64, generator=gen)
+    targets = torch.randint(0, 4, (B, T), generator=gen)
+    targets[0, :5] = torch.tensor([1, -100, 2, 3, 1])  # C_3 = {1, 2}; the 1 at t = 4 is the target
+    targets[1, 2], targets[-1, -1] = -100, -100
+    logits[0, 3, 1] = 30.0  # p > 1 - 1e-10 on the candidate 1: 1 - p would cancel
+    logits[0, 4, 1] = 30.0  # ... and on the target at t = 4, which is no candidate
+    logits[1, 2] *= 1e3  # extreme logits at an ignored position change nothing
+    return logits, targets
+
+
+@pytest.mark.parametrize("shape", [(2, 12, 5), (3, 8, 8), (2, 6, 9), (2, 5, 11), (2, 40, 4)],
+                         ids=["V<T", "V=T", "V>T", "V>1.5T", "V<<T"])
+def test_unlikelihood_dense_and_gathered_paths_agree(shape):
+    """The vocabulary-mask path (chosen when V < 1.5 T) and the gathered-ids path are one
+    definition: both match the loop reference, values and gradients, on both sides. With
+    ignore_index=0, the in-vocabulary id 0 must be nobody's candidate either."""
+    logits, targets = _unlikelihood_case(*shape)
+    assert logits[0, 3].softmax(-1)[1] > 1 - 1e-10
+    weights = torch.linspace(0.5, 1.5, shape[1], dtype=torch.float64)  # uneven upstream gradient
+    spec = get_loss("unlikelihood")
+    paths = {"dense": partial(_unlikelihood, dense=True),
+             "gathered": partial(_unlikelihood, dense=False),
+             "default": spec.fn, "reference": spec.reference_impl}
+    for ignore_index in (-100, 0):  # with 0, the -100s and every 0 are ignored
+        targets = torch.where(targets == -100, ignore_index, targets)
+        results = {}
+        for name, fn in paths.items():
+            z = logits.clone().requires_grad_(True)
+            out = fn(z, targets, ignore_index=ignore_index, alpha=0.7)
+            results[name] = (out, *torch.autograd.grad((out * weights).sum(), z))
+        ref, ref_grad = results.pop("reference")
+        ignored = targets == ignore_index
+        for name, (out, grad) in results.items():
+            torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12, msg=name)
+            torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12, msg=name)
+            assert (out[ignored] == 0).all() and (grad[ignored] == 0).all(), name
+
+
+@pytest.mark.parametrize("T,V,form", [(8, 5, "seen_token_mask"), (8, 11, "seen_token_mask"),
+                                      (8, 12, "previous_token_candidates"),
+                                      (4, 9, "previous_token_candidates")])
+def test_unlikelihood_picks_the_cheaper_candidate_form(T, V, form, monkeypatch):
+    """B T V mask entries or B T T gathered ids: the mask below V = 1.5 T (the measured
+    break-even, a gathered entry costing ~1.5 mask entries), the ids above."""
+    from lossbench.losses import repetition
+    used = []
+    for name in ("seen_token_mask", "previous_token_candidates"):
+        original = getattr(repetition, name)
+        monkeypatch.setattr(repetition, name,
+                            lambda *a, _f=original, _n=name, **k: used.append(_n) or _f(*a, **k))
+    get_loss("unlikelihood")(torch.zeros(1, T, V), torch.zeros(1, T, dtype=torch.long))
+    assert used == [form]
+
+
+def test_unlikelihood_paths_finite_and_equal_at_fp32_extremes():
+    gen = torch.Generator().manual_seed(3)
+    for B, T, V in [(2, 9, 4), (2, 4, 9)]:
+        logits = 1e4 * torch.randn(B, T, V, generator=gen)
+        targets = torch.randint(0, 3, (B, T), generator=gen)
+        results = []
+        for dense in (True, False):
+            z = logits.clone().requires_grad_(True)
+            out = _unlikelihood(z, targets, dense=dense)
+            results.append((out, *torch.autograd.grad(out.sum(), z)))
+        for out, grad in results:
+            assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+        torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("vocab", [5, 10 ** 6])  # exact int64 codes, and the pairwise fallback

@@ -1,5 +1,6 @@
 """Every registered loss against every property it claims: new losses are tested for free."""
 
+import inspect
 import os
 
 import pytest
@@ -27,3 +28,18 @@ def test_registry_has_the_required_losses():
                 "mse", "mse_logits", "kl", "reverse_kl", "hinge", "squared_hinge", "unlikelihood",
                 "sequence_unlikelihood"}
     assert required <= {s.name for s in list_losses()}
+
+
+BUILTIN = [spec for spec in list_losses() if spec.origin.startswith("lossbench.losses.")]
+
+
+@pytest.mark.parametrize("spec", BUILTIN, ids=[spec.name for spec in BUILTIN])
+def test_builtin_loss_docstring_documents_its_spec(spec):
+    """Built-in losses carry optax-style docs: arguments, return, a doctest, and the same
+    reference as the registry (which `lossbench losses` prints)."""
+    doc = inspect.getdoc(spec.fn)
+    for section in ("Args:", "Returns:", "References:", "Examples:", ">>> "):
+        assert section in doc, f"{spec.name}: no {section!r}"
+    for arg in ("logits", "targets", "ignore_index", *spec.hparams, *spec.extra_inputs):
+        assert f"\n    {arg}: " in doc, f"{spec.name}: argument {arg!r} is not documented"
+    assert " ".join(spec.reference.split()) in " ".join(doc.split()), spec.name

@@ -29,8 +29,10 @@ def test_sweep_writes_store_and_tables(tmp_path):
         assert (folder / "DONE").read_text().strip() == "done"
         assert not (folder / "checkpoint.pt").exists()
     # a second invocation skips everything and changes nothing
+    tables = {name: (tmp_path / "out" / name).read_bytes() for name in ("summary.csv", "curves.csv")}
     again = run_suite(suite, tmp_path / "out", workers=1)
     assert again.skipped == 6
+    assert {name: (tmp_path / "out" / name).read_bytes() for name in tables} == tables
 
 
 def test_results_do_not_depend_on_worker_count(tmp_path):

@@ -281,3 +281,23 @@ def test_editing_the_corpus_re_executes_its_runs(tmp_path):
     assert edited.skipped == 0 and set(edited.statuses) != set(first.statuses)
     config = json.loads((run_dir(out, next(iter(edited.statuses))) / "config.json").read_text())
     assert config["data"]["content_hash"]
+
+
+def test_tables_are_replaced_together_or_not_at_all(tmp_path, monkeypatch):
+    import lossbench.atomic as atomic
+
+    a, b = tmp_path / "summary.csv", tmp_path / "curves.csv"
+    atomic.atomic_write_many({a: b"old summary", b: b"old curves"})
+    real_stage, calls = atomic._stage, []
+
+    def stage_then_fail(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        return real_stage(path, data)
+
+    monkeypatch.setattr(atomic, "_stage", stage_then_fail)
+    with pytest.raises(OSError):
+        atomic.atomic_write_many({a: b"new summary", b: b"new curves"})
+    assert (a.read_bytes(), b.read_bytes()) == (b"old summary", b"old curves")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.csv", "summary.csv"]

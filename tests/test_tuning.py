@@ -161,7 +161,9 @@ def test_tuned_report_names_the_protocol_and_draws_sensitivity(tmp_path):
     run_suite(load_suite(_write(tmp_path, grid)), out, workers=1, show_progress=False)
     report = build_report(out, tmp_path / "report")
     md = (report / "report.md").read_text()
-    assert "Protocol: tuned per loss: lr over 2 values [0.001 … 0.01]; budget 8 steps × 1 seed" in md
+    # report.md escapes Markdown syntax in text: [ and ] would start a link
+    assert ("Protocol: tuned per loss: lr over 2 values \\[0.001 … 0.01\\]; budget 8 steps × 1 "
+            "seed") in md
     assert "selected on final val CE" in md
     assert "## Tuning" in md and (report / "sensitivity_lr.png").stat().st_size > 10_000
     assert "grid edge" in md  # two values: every winner sits on an edge, and the report says so

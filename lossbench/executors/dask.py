@@ -57,7 +57,13 @@ class DaskExecutor:
         # A fresh key per sweep: a rerun must not attach to a cancelled task of a dead
         # client that is still checkpointing (the run's lock makes the new task wait for it).
         sweep = uuid.uuid4().hex[:8]
-        with Client(self.scheduler, timeout="30s") as client, interrupts(on_signal), \
+        try:
+            client = Client(self.scheduler, timeout="30s")
+        except Exception as exc:  # unreachable, refused, TLS not configured: one line
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise ExecutorUnavailable(f"cannot connect to the Dask scheduler at "
+                                      f"{self.scheduler}: {type(exc).__name__}: {first}") from None
+        with client, interrupts(on_signal), \
                 tqdm(total=len(pending), unit="run", desc=f"{self.label} (dask)",
                      disable=not self.show_progress) as bar:
             # pure=False: a rerun of the same config after a crash must execute, not be deduplicated

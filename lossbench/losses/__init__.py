@@ -5,6 +5,18 @@ with registration side effects. Public API::
 
     get_loss(name) -> LossSpec      list_losses() -> [LossSpec]
     register_loss(name, ...)        mean_over_tokens(per_token, targets)
+
+Every loss maps logits (B, T, V) and targets (B, T) to a per-token loss (B, T), 0 at
+ignored positions; :func:`mean_over_tokens` is the one reduction, the mean over the
+kept positions (0, not NaN, when none is kept):
+
+    >>> import math, torch
+    >>> targets = torch.tensor([[3, 1, -100]])
+    >>> per_token = get_loss("cross_entropy")(torch.zeros(1, 3, 4), targets)
+    >>> per_token[0, 2].item(), round(mean_over_tokens(per_token, targets).item(), 4)
+    (0.0, 1.3863)
+    >>> mean_over_tokens(torch.zeros(1, 2), torch.full((1, 2), -100)).item()
+    0.0
 """
 
 from .registry import (

@@ -57,6 +57,15 @@ def log1m_softmax_at(logits: torch.Tensor, index: torch.Tensor,
     shape. ``logp_at`` (log p at ``index``) saves a log_softmax when the caller
     has it. The cheap form log(-expm1(log p)) is used where p <= 0.9; the few
     entries above get the exact form, finite even when p rounds to 1 (z_i = 1e4).
+
+    Examples:
+        p_0 rounds to 1 in fp32, yet log(1 - p_0) = log(2 e^-10000) = log 2 - 10000
+        stays finite and exact:
+
+        >>> import torch
+        >>> out = log1m_softmax_at(torch.tensor([[[1e4, 0.0, 0.0]]]), torch.tensor([[0]]))
+        >>> round(out.item(), 1)
+        -9999.3
     """
     squeeze = index.dim() == 2
     if squeeze:
@@ -82,6 +91,13 @@ def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def smoothed_one_hot(safe_targets: torch.Tensor, num_classes: int, smoothing: float,
                      dtype: torch.dtype) -> torch.Tensor:
-    """(1 - eps) * one_hot + eps / V, the label-smoothing target: (B, T) -> (B, T, V)."""
+    """(1 - eps) * one_hot + eps / V, the label-smoothing target: (B, T) -> (B, T, V).
+
+    Examples:
+        >>> import torch
+        >>> target = smoothed_one_hot(torch.tensor([[1]]), 4, 0.2, torch.float64)
+        >>> [round(x, 4) for x in target[0, 0].tolist()]
+        [0.05, 0.85, 0.05, 0.05]
+    """
     one_hot = F.one_hot(safe_targets, num_classes).to(dtype)
     return one_hot * (1.0 - smoothing) + smoothing / num_classes

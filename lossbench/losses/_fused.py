@@ -4,20 +4,28 @@ Autograd records every elementwise step of these (log_softmax, exp, products, su
 and allocates a fresh (B, T, V) tensor for most of them, forward and backward; on
 CPU each fresh tensor of that size costs about as much as the arithmetic (its memory
 is page-faulted in). The functions below allocate two or three (B, T, V) tensors in
-all (torch's own cross-entropy: two), update them in place, and compute terms that only
-feed a sum, or only shift a buffer, in row blocks.
-That keeps ``kl``, ``reverse_kl`` and ``confidence_penalty`` near cross-entropy's
-cost at BPE-sized vocabularies (``benchmarks/loss_speed.py``). Targets are data: they
-get no gradient. The registry's reference implementations, plain autograd, check the
+all (torch's own cross-entropy: two; ``unlikelihood_ce`` three besides its candidate
+mask), update them in place, and compute terms that only feed a sum, or only shift a
+buffer, in row blocks. That keeps ``kl``, ``reverse_kl`` and ``confidence_penalty`` near
+cross-entropy's cost at BPE-sized vocabularies, and ``unlikelihood`` under 3x of it even
+at V = 65 on 1 thread (``benchmarks/loss_speed.py``, BENCHMARKS.md). Targets are data:
+they get no gradient. The registry's reference implementations, plain autograd, check the
 values and gradients of every loss built on these.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from ._common import _NEAR_ONE, _exact_log1m
+
 _BLOCK_ELEMENTS = 1 << 18  # ~1 MB of fp32 per row block: stays in cache, reused by the allocator
+# A row can hold a probability above _NEAR_ONE only if its max, 1 / sum exp(z - max), is
+# above it; the margin keeps rounding from skipping a row (the exact test follows).
+_NEAR_ROW = (1.0 / _NEAR_ONE) * (1.0 + 1e-6)
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -34,7 +42,14 @@ def _row_blocks(rows: int, vocab: int):
 
 
 def neg_entropy_of(t: torch.Tensor) -> torch.Tensor:
-    """sum_c t_c log t_c (0 log 0 = 0): (B, T, V) -> (B, T), in row blocks."""
+    """sum_c t_c log t_c (0 log 0 = 0): (B, T, V) -> (B, T), in row blocks. No gradient formula
+    of its own (plain autograd).
+
+    Examples:
+        >>> import math, torch
+        >>> round(neg_entropy_of(torch.full((1, 1, 4), 0.25)).item(), 4), round(-math.log(4), 4)
+        (-1.3863, -1.3863)
+    """
     flat = t.reshape(-1, t.shape[-1])  # (N, V)
     if flat.numel() <= _BLOCK_ELEMENTS:
         return torch.xlogy(t, t).sum(dim=-1)
@@ -76,7 +91,15 @@ class _ReverseKL(torch.autograd.Function):
 
 
 def reverse_kl_divergence(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """sum_c p_c (log p_c - log t_c): (B, T, V), (B, T, V) -> (B, T)."""
+    """KL(p || t) = sum_c p_c (log p_c - log t_c), p = softmax(logits): (B, T, V), (B, T, V)
+    -> (B, T). ``target`` gets no gradient; log t is clamped at the smallest normal float.
+
+    Examples:
+        >>> import torch
+        >>> logits = torch.tensor([[[1.0, -2.0, 0.5]]])
+        >>> abs(reverse_kl_divergence(logits, logits.softmax(-1)).item()) < 1e-6
+        True
+    """
     return _ReverseKL.apply(logits, target.detach())
 
 
@@ -98,7 +121,17 @@ class _SoftCrossEntropy(torch.autograd.Function):
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """-sum_c t_c log softmax(z)_c: (B, T, V), (B, T, V) -> (B, T)."""
+    """H(t, p) = -sum_c t_c log softmax(z)_c: (B, T, V), (B, T, V) -> (B, T); ``target``
+    gets no gradient.
+
+    Examples:
+        A one-hot target gives cross-entropy: log 4 for uniform logits over V = 4.
+
+        >>> import torch
+        >>> target = torch.tensor([[[0.0, 1.0, 0.0, 0.0]]])
+        >>> round(soft_cross_entropy(torch.zeros(1, 1, 4), target).item(), 4)
+        1.3863
+    """
     return _SoftCrossEntropy.apply(logits, target.detach())
 
 
@@ -127,5 +160,97 @@ class _EntropyRegularizedCE(torch.autograd.Function):
 
 
 def entropy_regularized_ce(logits: torch.Tensor, safe_targets: torch.Tensor, beta: float):
-    """-log p_y - beta * H(p): (B, T, V), (B, T) -> (B, T); targets must be valid indices."""
+    """-log p_y - beta * H(p): (B, T, V), (B, T) -> (B, T); targets must be valid indices.
+
+    Examples:
+        Uniform over V = 4 with beta = 1: log 4 - log 4 = 0.
+
+        >>> import torch
+        >>> loss = entropy_regularized_ce(torch.zeros(1, 1, 4), torch.tensor([[1]]), 1.0)
+        >>> abs(loss.item()) < 1e-6
+        True
+    """
     return _EntropyRegularizedCE.apply(logits, safe_targets, float(beta))
+
+
+class _Unlikelihood(torch.autograd.Function):
+    """CE + alpha * sum_{c in C} -log(1 - p_c) over candidate classes C, in one pass.
+
+    Candidates are a 0/1 ``mask`` over the vocabulary (B, T, V) with ``ids=None``, or
+    ``ids`` (B, T, K) gathered from it with a 0/1 ``mask`` (B, T, K) saying which are
+    real (``repetition.py`` builds both). With w_c = p_c / (1 - p_c), S = sum_{c in C} w_c:
+
+        dL/dz_j = p_j (1 - alpha S) - [j = y] + alpha [j in C] w_j
+
+    -log(1 - p) is computed as log1p(w) where p <= 0.9 (a few ulps, like
+    ``_common.log1m_softmax_at``) and exactly above, where w overflows and the terms
+    above cancel: such a near-one candidate n (at most one per position, as p_n > 1/2)
+    is left out of S and its gradient, alpha (p_n [j = n] - [j != n] p_n q_j) with
+    q = softmax of the other classes, is formed from logs instead.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, safe_targets, mask, ids, alpha):
+        peak = logits.amax(dim=-1, keepdim=True)
+        p = (logits - peak).exp_()
+        total = p.sum(dim=-1, keepdim=True)
+        p.div_(total)  # softmax (B, T, V); the row's largest p is 1 / total
+        lse = (peak + total.log()).squeeze(-1)
+        nll = lse - logits.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
+        # p_c on the candidates, 0 elsewhere; the dense mask is consumed (one buffer fewer)
+        q = mask.mul_(p) if ids is None else p.gather(-1, ids).mul_(mask)
+        penalty, corr_at, corr = torch.zeros_like(nll), None, None
+        rows = (total.squeeze(-1) < _NEAR_ROW).nonzero(as_tuple=True)  # max p > ~0.9
+        k = (q[rows] > _NEAR_ONE).nonzero(as_tuple=True)  # at most one per row
+        if k[0].numel():
+            b, t = rows[0][k[0]], rows[1][k[0]]
+            n = k[1] if ids is None else ids[b, t, k[1]]
+            q[b, t, k[1]] = 0.0  # out of the log1p and of S: handled here
+            log1m = _exact_log1m(logits[b, t], n)  # (N,)
+            penalty.index_put_((b, t), -log1m)
+            p_n = p[b, t, n].unsqueeze(-1)
+            logp = logits[b, t] - lse[b, t].unsqueeze(-1)  # (N, V)
+            # q_j = exp(log p_j - log(1 - p_n)) <= 1 off n; set to -inf at n before exp
+            q_j = (logp - log1m.unsqueeze(-1)).scatter_(-1, n.unsqueeze(-1), -math.inf).exp_()
+            corr = q_j.mul_(-alpha * p_n).scatter_(-1, n.unsqueeze(-1), alpha * p_n)
+            corr_at = (b, t)
+        one_minus_q = 1.0 - q
+        w = q.div_(one_minus_q)  # p / (1 - p) on the candidates, <= 9
+        penalty += torch.log1p(w, out=one_minus_q).sum(dim=-1)  # -log(1 - p) = log(1 + w)
+        ctx.save_for_backward(p, w.mul_(alpha), safe_targets, ids, corr)
+        ctx.corr_at = corr_at
+        return nll + alpha * penalty
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, alpha_w, safe, ids, corr = ctx.saved_tensors
+        scale = 1.0 - alpha_w.sum(dim=-1, keepdim=True)  # 1 - alpha S
+        if ids is None:
+            out = torch.addcmul(alpha_w, p, scale)
+        else:
+            out = (p * scale).scatter_add_(-1, ids, alpha_w)
+        out.scatter_add_(-1, safe.unsqueeze(-1), torch.full_like(out[..., :1], -1.0))
+        if corr is not None:
+            out.index_put_(ctx.corr_at, corr, accumulate=True)
+        return out.mul_(grad.unsqueeze(-1)), None, None, None, None
+
+
+def unlikelihood_ce(logits: torch.Tensor, safe_targets: torch.Tensor, mask: torch.Tensor,
+                    ids: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """-log p_y + alpha * sum_c mask_c * -log(1 - p_c): (B, T, V) -> (B, T).
+
+    ``ids=None``: ``mask`` (B, T, V) marks the candidate classes, and is overwritten.
+    Otherwise the candidates are ``ids`` (B, T, K) where ``mask`` (B, T, K) is 1. ``mask``
+    is 0/1 in the logits' dtype; a class may be a real candidate at most once per
+    position. Targets must be valid indices.
+
+    Examples:
+        Uniform p = 1/4 with class 2 a candidate: log 4 + alpha * -log(3/4).
+
+        >>> import math, torch
+        >>> mask = torch.tensor([[[0.0, 0.0, 1.0, 0.0]]])
+        >>> loss = unlikelihood_ce(torch.zeros(1, 1, 4), torch.tensor([[0]]), mask, None, 2.0)
+        >>> round(loss.item(), 4), round(math.log(4) - 2.0 * math.log(0.75), 4)
+        (1.9617, 1.9617)
+    """
+    return _Unlikelihood.apply(logits, safe_targets, mask.detach(), ids, float(alpha))

@@ -55,9 +55,38 @@ def _kl_reference(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_
     reference_impl=_kl_reference,
 )
 def kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None):
-    """L = sum_c t_c (log t_c - log p_c), with t = teacher_probs (B, T, V) or the smoothed one-hot.
+    """Forward KL(teacher || model): distillation from a target distribution.
 
+    L = sum_c t_c (log t_c - log p_c),   0 log 0 = 0
+
+    with t = ``teacher_probs``, or the label-smoothed one-hot without it.
     Mass-covering: it pays -t_c log p_c wherever the teacher puts mass.
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        smoothing: in [0.001, 1], the mass of the fallback target
+            (1 - smoothing) one_hot(y) + smoothing / V; unused with ``teacher_probs``.
+        teacher_probs: optional (B, T, V) target distribution (rows sum to 1);
+            gets no gradient.
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Hinton et al., Distilling the Knowledge in a Neural Network, 2015.
+
+    Examples:
+        A teacher (1/2, 1/2, 0) against a uniform model over 3 classes:
+        2 * 1/2 * log((1/2) / (1/3)) = log 1.5:
+
+        >>> import math, torch
+        >>> teacher = torch.tensor([[[0.5, 0.5, 0.0]]])
+        >>> round(kl(torch.zeros(1, 1, 3), torch.tensor([[0]]), teacher_probs=teacher).item(), 4)
+        0.4055
+        >>> round(math.log(1.5), 4)
+        0.4055
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     t = _target_distribution(logits, safe, teacher_probs, smoothing)
@@ -82,11 +111,41 @@ def _reverse_kl_reference(logits, targets, *, ignore_index=-100, smoothing=0.1,
     reference_impl=_reverse_kl_reference,
 )
 def reverse_kl(logits, targets, *, ignore_index=-100, smoothing=0.1, teacher_probs=None):
-    """L = sum_c p_c (log p_c - log t_c).
+    """Reverse KL(model || teacher): mode-seeking distillation.
 
+    L = sum_c p_c (log p_c - log t_c)
+
+    with t = ``teacher_probs``, or the label-smoothed one-hot without it.
     Mode-seeking: it pays only where the model puts mass. log t is clamped at
     the smallest normal float so a zero-probability teacher entry costs a large
     finite amount instead of inf (teachers here have full support anyway).
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        smoothing: in [0.001, 1], the mass of the fallback target
+            (1 - smoothing) one_hot(y) + smoothing / V; unused with ``teacher_probs``.
+        teacher_probs: optional (B, T, V) target distribution (rows sum to 1);
+            gets no gradient.
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Gu et al., MiniLLM: Knowledge Distillation of Large Language Models, ICLR 2024.
+
+    Examples:
+        A uniform model over 3 classes against the teacher (1/2, 1/4, 1/4):
+        (1/3) [log((1/3) / (1/2)) + 2 log((1/3) / (1/4))]; 0 at the teacher itself:
+
+        >>> import torch
+        >>> logits, targets = torch.zeros(1, 1, 3), torch.tensor([[0]])
+        >>> teacher = torch.tensor([[[0.5, 0.25, 0.25]]])
+        >>> round(reverse_kl(logits, targets, teacher_probs=teacher).item(), 4)
+        0.0566
+        >>> abs(reverse_kl(logits, targets, teacher_probs=logits.softmax(-1)).item()) < 1e-6
+        True
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     t = _target_distribution(logits, safe, teacher_probs, smoothing)

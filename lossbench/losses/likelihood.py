@@ -1,7 +1,9 @@
 """Cross-entropy and its modern variants: label smoothing, focal, poly-1, z-loss,
 confidence penalty. All take logits (B, T, V) and targets (B, T) and return the
-per-token loss (B, T), 0 at ignored positions. ``p`` is ``softmax(logits)``,
-``y`` the target, ``Z = sum_c exp(z_c)``.
+per-token loss (B, T), 0 at ignored positions. ``z`` are the logits of one position,
+``p = softmax(z)``, ``y`` the target, ``Z = sum_c exp(z_c)``.
+
+The examples run as doctests (``python -m pytest`` collects them).
 """
 
 from __future__ import annotations
@@ -30,12 +32,36 @@ def _token_ce(logits, safe):
 @register_loss(
     "cross_entropy",
     description="Negative log-likelihood of the target token (the baseline).",
-    reference="Shannon 1948; the standard LM objective",
+    reference="Shannon, A Mathematical Theory of Communication, Bell System Technical "
+              "Journal 1948; the standard LM objective",
     properties=_SOFTMAX_PROPS + ("nonnegative", "minimal_at_perfect_prediction"),
     reference_impl=_ce_reference,
 )
 def cross_entropy(logits, targets, *, ignore_index=-100):
-    """L = -log p_y."""
+    """Cross-entropy: the negative log-likelihood of the target token (the baseline).
+
+    L = -log p_y = log Z - z_y
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+
+    Returns:
+        (B, T) per-token loss, exactly 0 (value and gradient) at ignored positions.
+
+    References:
+        Shannon, A Mathematical Theory of Communication, Bell System Technical
+        Journal 1948; the standard LM objective.
+
+    Examples:
+        Uniform logits cost log V; an ignored position costs 0:
+
+        >>> import math, torch
+        >>> loss = cross_entropy(torch.zeros(1, 2, 5), torch.tensor([[3, -100]]))
+        >>> round(loss[0, 0].item(), 4), round(math.log(5), 4), loss[0, 1].item()
+        (1.6094, 1.6094, 0.0)
+    """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     nll, _ = _token_ce(logits, safe)
     return finish(nll, keep)
@@ -55,7 +81,38 @@ def _ls_reference(logits, targets, *, ignore_index=-100, smoothing=0.1):
     reference_impl=_ls_reference,
 )
 def label_smoothing(logits, targets, *, ignore_index=-100, smoothing=0.1):
-    """L = (1 - eps) * (-log p_y) + eps * mean_c(-log p_c)   (torch's convention: eps/V on every class)."""
+    """Cross-entropy against the smoothed target (1 - ε) one_hot(y) + ε / V.
+
+    L = (1 - ε) (-log p_y) + ε mean_c(-log p_c)
+
+    torch's convention: the ε / V share also goes to the target class.
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        smoothing: ε in [0, 1], the probability mass spread uniformly; 0 gives
+            cross-entropy.
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Szegedy et al., Rethinking the Inception Architecture, CVPR 2016.
+
+    Examples:
+        ε = 0 is cross-entropy; ε = 1 is the mean of -log p_c over all classes:
+
+        >>> import torch
+        >>> logits, targets = torch.tensor([[[2.0, 0.5, -1.0]]]), torch.tensor([[0]])
+        >>> torch.allclose(label_smoothing(logits, targets, smoothing=0.0),
+        ...                cross_entropy(logits, targets))
+        True
+        >>> round(label_smoothing(logits, targets, smoothing=1.0).item(), 4)
+        1.7413
+        >>> round(-torch.log_softmax(logits, -1).mean().item(), 4)
+        1.7413
+    """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     nll, logp = _token_ce(logits, safe)
     return finish((1.0 - smoothing) * nll - smoothing * logp.mean(dim=-1), keep)
@@ -76,10 +133,34 @@ def _focal_reference(logits, targets, *, ignore_index=-100, gamma=2.0):
     reference_impl=_focal_reference,
 )
 def focal(logits, targets, *, ignore_index=-100, gamma=2.0):
-    """L = -(1 - p_y)^gamma * log p_y.
+    """Focal loss: cross-entropy down-weighted on tokens the model already gets right.
 
-    (1 - p_y)^gamma is formed as exp(gamma * log(1 - p_y)) with the stable
-    log(1 - p): the naive power has an infinite derivative at p_y = 1 for gamma < 1.
+    L = -(1 - p_y)^γ log p_y
+
+    (1 - p_y)^γ is formed as exp(γ log(1 - p_y)) with the stable log(1 - p):
+    the naive power has an infinite derivative at p_y = 1 for γ < 1.
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        gamma: γ in [0, 5], the focusing exponent; 0 gives cross-entropy.
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Lin et al., Focal Loss for Dense Object Detection, ICCV 2017.
+
+    Examples:
+        At p_y = 1/2 and γ = 2 the weight is (1/2)^2: L = log(2) / 4:
+
+        >>> import math, torch
+        >>> targets = torch.tensor([[0]])
+        >>> round(focal(torch.zeros(1, 1, 2), targets, gamma=2.0).item(), 4)
+        0.1733
+        >>> round(math.log(2) / 4, 4)
+        0.1733
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     nll, _ = _token_ce(logits, safe)
@@ -102,7 +183,31 @@ def _poly1_reference(logits, targets, *, ignore_index=-100, epsilon=1.0):
     reference_impl=_poly1_reference,
 )
 def poly1(logits, targets, *, ignore_index=-100, epsilon=1.0):
-    """L = -log p_y + eps * (1 - p_y).   Non-negative for eps >= -1 since -log p >= 1 - p."""
+    """Poly-1: cross-entropy with its first Taylor term (1 - p_y) re-weighted.
+
+    L = -log p_y + ε (1 - p_y)
+
+    Non-negative for ε >= -1, since -log p >= 1 - p.
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        epsilon: ε in [-1, 10], the extra weight of (1 - p_y); 0 gives cross-entropy.
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Leng et al., PolyLoss: A Polynomial Expansion Perspective, ICLR 2022.
+
+    Examples:
+        At p_y = 1/2 and ε = 1: L = log 2 + 1/2:
+
+        >>> import torch
+        >>> round(poly1(torch.zeros(1, 1, 2), torch.tensor([[0]]), epsilon=1.0).item(), 4)
+        1.1931
+    """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     nll, _ = _token_ce(logits, safe)
     return finish(nll + epsilon * torch.exp(log1m_softmax_at(logits, safe, logp_at=-nll)), keep)
@@ -123,7 +228,34 @@ def _z_loss_reference(logits, targets, *, ignore_index=-100, coefficient=1e-4):
     reference_impl=_z_loss_reference,
 )
 def z_loss(logits, targets, *, ignore_index=-100, coefficient=1e-4):
-    """L = -log p_y + c * (log Z)^2.   Not shift invariant: that is the point."""
+    """Cross-entropy plus a penalty keeping the softmax normalizer Z near 1.
+
+    L = -log p_y + c (log Z)^2,   Z = sum_c exp(z_c)
+
+    Not shift invariant: that is the point.
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        coefficient: c in [0, 1], the weight of (log Z)^2 (PaLM: 1e-4); 0 gives
+            cross-entropy.
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Chowdhery et al., PaLM: Scaling Language Modeling with Pathways, JMLR 2023 (sec. 5).
+
+    Examples:
+        Zero logits over V = 4: log Z = log 4, so L = log 4 + c (log 4)^2:
+
+        >>> import math, torch
+        >>> round(z_loss(torch.zeros(1, 1, 4), torch.tensor([[0]]), coefficient=0.5).item(), 4)
+        2.3472
+        >>> round(math.log(4) + 0.5 * math.log(4) ** 2, 4)
+        2.3472
+    """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     log_z = torch.logsumexp(logits, dim=-1)
     nll = log_z - gather_target(logits, safe)
@@ -146,6 +278,32 @@ def _confidence_reference(logits, targets, *, ignore_index=-100, beta=0.1):
     reference_impl=_confidence_reference,
 )
 def confidence_penalty(logits, targets, *, ignore_index=-100, beta=0.1):
-    """L = -log p_y - beta * H(p),  H(p) = -sum_c p_c log p_c."""
+    """Cross-entropy minus an entropy bonus: penalizes over-confident predictions.
+
+    L = -log p_y - β H(p),   H(p) = -sum_c p_c log p_c
+
+    Can be negative (when -log p_y < β H(p)). Computed with a closed-form gradient
+    (``_fused.entropy_regularized_ce``).
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        beta: β in [0, 10], the weight of the entropy bonus; 0 gives cross-entropy.
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Pereyra et al., Regularizing Neural Networks by Penalizing Confident Output
+        Distributions, ICLR Workshop 2017.
+
+    Examples:
+        Uniform over V = 4, -log p_y = H(p) = log 4, so L = (1 - β) log 4:
+
+        >>> import torch
+        >>> round(confidence_penalty(torch.zeros(1, 1, 4), torch.tensor([[2]]), beta=0.5).item(), 4)
+        0.6931
+    """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     return finish(entropy_regularized_ce(logits, safe, beta), keep)

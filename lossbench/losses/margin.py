@@ -42,7 +42,9 @@ def _hinge_reference(logits, targets, *, ignore_index=-100, margin=1.0, power=1)
     reference_impl=_hinge_reference,
 )
 def hinge(logits, targets, *, ignore_index=-100, margin=1.0):
-    """L = max(0, margin + max_{c != y} z_c - z_y).
+    """Crammer-Singer multi-class hinge on the logits.
+
+    L = max(0, margin + max_{c != y} z_c - z_y)
 
     Zero once the target beats every other logit by the margin: it stops
     pushing, so its logits stay unnormalized and its val CE is only meaningful
@@ -50,6 +52,28 @@ def hinge(logits, targets, *, ignore_index=-100, margin=1.0):
     Bartlett, JMLR 2007): where no class has probability above 1/2, constant
     scores minimize its expectation, so on high-entropy next-token
     distributions it can learn nothing at all.
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        margin: required gap between the target logit and the runner-up, in [0, 100].
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Crammer & Singer, On the Algorithmic Implementation of Multiclass Kernel-based
+        Vector Machines, JMLR 2001.
+
+    Examples:
+        z = (3, 1, 0): the target 0 beats the runner-up by 2 >= 1, so the loss is 0;
+        for target 1 it is 1 + 3 - 1:
+
+        >>> import torch
+        >>> logits = torch.tensor([[[3.0, 1.0, 0.0]]])
+        >>> hinge(logits, torch.tensor([[0]])).item(), hinge(logits, torch.tensor([[1]])).item()
+        (0.0, 3.0)
     """
     violation, keep = _violation(logits, targets, ignore_index, margin)
     return finish(violation, keep)
@@ -66,6 +90,29 @@ def hinge(logits, targets, *, ignore_index=-100, margin=1.0):
         _hinge_reference(logits, targets, ignore_index=ignore_index, margin=margin, power=2),
 )
 def squared_hinge(logits, targets, *, ignore_index=-100, margin=1.0):
-    """L = max(0, margin + max_{c != y} z_c - z_y)^2.   Differentiable at the margin."""
+    """Squared Crammer-Singer hinge (the L2-SVM form): differentiable at the margin.
+
+    L = max(0, margin + max_{c != y} z_c - z_y)^2
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        margin: required gap between the target logit and the runner-up, in [0, 100].
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Crammer & Singer, JMLR 2001; squared (L2-SVM) form as in Tang, Deep Learning
+        using Linear Support Vector Machines, 2013.
+
+    Examples:
+        >>> import torch
+        >>> logits = torch.tensor([[[3.0, 1.0, 0.0]]])
+        >>> met, missed = torch.tensor([[0]]), torch.tensor([[1]])
+        >>> squared_hinge(logits, met).item(), squared_hinge(logits, missed).item()
+        (0.0, 9.0)
+    """
     violation, keep = _violation(logits, targets, ignore_index, margin)
     return finish(violation.square(), keep)

@@ -23,7 +23,34 @@ def _mse_reference(logits, targets, *, ignore_index=-100):
     reference_impl=_mse_reference,
 )
 def mse(logits, targets, *, ignore_index=-100):
-    """L = sum_c (p_c - [c = y])^2 = sum_c p_c^2 - 2 p_y + 1.   Bounded in [0, 2]."""
+    """Brier score: squared error between the predicted distribution and the one-hot target.
+
+    L = sum_c (p_c - [c = y])^2 = sum_c p_c^2 - 2 p_y + 1,   p = softmax(z)
+
+    Bounded in [0, 2]; proper, but its gradient vanishes as p_y -> 0.
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Brier, Verification of Forecasts Expressed in Terms of Probability, MWR 1950.
+
+    Examples:
+        Uniform over V = 4: 4 (1/4)^2 - 2/4 + 1 = 0.75; a confident correct
+        prediction costs ~0:
+
+        >>> import torch
+        >>> targets = torch.tensor([[0]])
+        >>> round(mse(torch.zeros(1, 1, 4), targets).item(), 4)
+        0.75
+        >>> abs(mse(torch.tensor([[[30.0, 0.0, 0.0]]]), targets).item()) < 1e-6
+        True
+    """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     p = logits.softmax(dim=-1)
     # expanded form: no (B, T, V) one-hot and no difference tensor
@@ -56,13 +83,36 @@ def _mse_logits_reference(logits, targets, *, ignore_index=-100, k=1.0, m=1.0):
     reference_impl=_mse_logits_reference,
 )
 def mse_logits(logits, targets, *, ignore_index=-100, k=1.0, m=1.0):
-    """L = (1/V) * [k (z_y - M)^2 + sum_{c != y} z_c^2].
+    """Square loss on the raw logits against M * one_hot(y), averaged over classes.
+
+    L = (1/V) [k (z_y - M)^2 + sum_{c != y} z_c^2]
 
     Hui & Belkin's rescaled square loss for many classes (their sec. 4 uses
     k = 15, M = 30 for 1000 classes; k = M = 1 is the plain square loss). The logits are
     regressed directly, so the loss is not shift invariant and its minimizer
     z = M * one-hot is a softmax with p_y = e^M / (e^M + V - 1): evaluate such
     models with temperature calibration (the report does).
+
+    Args:
+        logits: (B, T, V) unnormalized scores; fp16/bf16 are computed in fp32.
+        targets: (B, T) int64 token ids in [0, V), or ``ignore_index``.
+        ignore_index: target id marking positions that do not count (padding).
+        k: weight of the true-class term, in [1, 100].
+        m: M, the target value of the true-class logit, in [0.1, 100].
+
+    Returns:
+        (B, T) per-token loss, exactly 0 at ignored positions.
+
+    References:
+        Hui & Belkin, Evaluation of Neural Architectures Trained with Square Loss vs
+        Cross-Entropy in Classification Tasks, ICLR 2021.
+
+    Examples:
+        z = (2, 1, 0), y = 0, k = M = 1: ((2 - 1)^2 + 1^2 + 0^2) / 3:
+
+        >>> import torch
+        >>> round(mse_logits(torch.tensor([[[2.0, 1.0, 0.0]]]), torch.tensor([[0]])).item(), 4)
+        0.6667
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
     z_y = gather_target(logits, safe)
