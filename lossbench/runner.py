@@ -25,9 +25,9 @@ from lossbench.atomic import atomic_write_json, atomic_write_text, sweep_temp_fi
 from lossbench.config import RunConfig
 from lossbench.executors import make_executor
 from lossbench.locks import LOCK, file_lock
-from lossbench.results import (GIVE_UP_AFTER, attempts, check_run_folder, record_attempt, run_dir,
-                               same_failures_in_a_row, settled, SETTLED, stored_status, write_result, write_store_files,
-                               write_tables)
+from lossbench.results import (GIVE_UP_AFTER, SETTLED, attempts, check_run_folder, record_attempt,
+                               run_dir, same_failures_in_a_row, settled, stored_status,
+                               write_result, write_store_files, write_tables)
 from lossbench.suites import Suite
 
 

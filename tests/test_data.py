@@ -6,7 +6,6 @@ import math
 import platform
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,8 +23,12 @@ from lossbench.data.corpora import _read_stdlib
 from lossbench.data.tokenizers import BpeTokenizer
 
 SHAKESPEARE = Path(__file__).parents[2] / "shared/data/tinyshakespeare.txt"
-needs_shakespeare = pytest.mark.skipif(not SHAKESPEARE.is_file(),
-                                       reason=f"{SHAKESPEARE} not present")
+# the shared tinyshakespeare copy sits beside the checkout, not in it: a bare clone skips these
+# (pytest -ra lists each skip with this reason); the text-corpus tests on files written under
+# tmp_path always run
+needs_shakespeare = pytest.mark.skipif(
+    not SHAKESPEARE.is_file(), reason=f"tinyshakespeare not found at {SHAKESPEARE} (it lives "
+    f"beside the project, in ../shared/data)")
 
 
 # ---- tokenizers -------------------------------------------------------------
@@ -74,15 +77,12 @@ def test_tokenizer_dict_roundtrip_and_names():
 
 
 @needs_shakespeare
-def test_tinyshakespeare_char_vocab_and_speed():
+def test_tinyshakespeare_char_vocab():
     text = SHAKESPEARE.read_text(encoding="utf-8")
-    t0 = time.perf_counter()
     tok = CharTokenizer.fit(text)
     ids = tok.encode(text)
-    elapsed = time.perf_counter() - t0
     assert tok.vocab_size == 65
     assert tok.decode(ids) == text
-    assert elapsed < 1.0, f"fit+encode took {elapsed:.2f}s"
 
 
 # ---- bpe ----------------------------------------------------------------------
@@ -215,14 +215,11 @@ def test_stdlib_corpus_bpe():
 
 
 @needs_shakespeare
-def test_tinyshakespeare_bpe_speed():
-    t0 = time.perf_counter()
+def test_tinyshakespeare_bpe():
     c = load_corpus(DataConfig(corpus="text", path=str(SHAKESPEARE), tokenizer="bpe"))
-    elapsed = time.perf_counter() - t0  # read + fit on 90% + encode all: ~1 s here
     assert c.vocab_size == 512
     assert c.tokenizer.decode(torch.cat([c.train, c.val])) == SHAKESPEARE.read_text("utf-8")
     assert 0.08 < len(c.val) / (len(c.train) + len(c.val)) < 0.12
-    assert elapsed < 10.0, f"bpe fit+encode took {elapsed:.2f}s"
 
 
 # ---- markov -------------------------------------------------------------------
@@ -292,13 +289,9 @@ def test_sample_is_seeded_stationary_and_decodes():
     assert (firsts == 0).mean() == pytest.approx(0.8, abs=0.08)
 
 
-def test_sample_speed():
-    src = MarkovSource()
-    t0 = time.perf_counter()
-    x = src.sample(1_000_000, seed=0)
-    elapsed = time.perf_counter() - t0
-    assert len(x) == 1_000_000
-    assert elapsed < 3.0, f"sampling 1e6 tokens took {elapsed:.2f}s"  # ~0.4 s here
+def test_sample_a_million_tokens():
+    x = MarkovSource().sample(1_000_000, seed=0)
+    assert len(x) == 1_000_000 and x.min() >= 0 and x.max() < MarkovSource().vocab_size
 
 
 def test_markov_size_limits():
@@ -430,12 +423,9 @@ def test_text_corpus_errors(tmp_path):
 
 @needs_shakespeare
 def test_tinyshakespeare_corpus():
-    t0 = time.perf_counter()
     c = load_corpus(DataConfig(corpus="text", path=str(SHAKESPEARE)))
-    elapsed = time.perf_counter() - t0
     assert c.vocab_size == 65
     assert (len(c.train), len(c.val)) == (1_003_854, 111_540)  # nanoGPT shakespeare_char
-    assert elapsed < 2.0, f"load took {elapsed:.2f}s"
 
 
 def test_stdlib_corpus_is_deterministic():
