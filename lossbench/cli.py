@@ -24,13 +24,13 @@ class InputError(click.ClickException):
 
 
 def _load_plugins(plugins: tuple[str, ...]) -> None:
-    from lossbench.losses import PluginError, load_plugin
+    """``--plugin`` targets, loaded here first so a bad one is exit 2 before any run."""
+    from lossbench.losses import PluginError, load_plugins
 
-    for plugin in plugins:
-        try:
-            load_plugin(plugin)
-        except PluginError as exc:
-            raise InputError(f"--plugin: {exc}") from None
+    try:
+        load_plugins(plugins)
+    except PluginError as exc:
+        raise InputError(f"--plugin: {exc}") from None
 
 
 _plugin_option = click.option(

@@ -51,13 +51,6 @@ class SweepOutcome:
         return 1 if "failed" in self.statuses.values() else 0
 
 
-def _load_plugins(plugins: tuple[str, ...]) -> None:
-    from lossbench.losses import load_plugin
-
-    for plugin in plugins:
-        load_plugin(plugin)
-
-
 def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] = (),
                 progress=None, stop=None) -> tuple[str, str]:
     """Run (or resume, or skip) one run; never raises for an error in the run itself.
@@ -70,7 +63,9 @@ def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] 
     status ``interrupted`` (nothing is marked finished). Another process training
     the same run holds its lock: this one waits, then finds it finished.
     """
-    _load_plugins(plugins)
+    from lossbench.losses import load_plugins
+
+    load_plugins(plugins)
     config = RunConfig.from_dict(config_dict)
     run_id = config.run_id()
     folder = run_dir(out, run_id)

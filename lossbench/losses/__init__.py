@@ -31,6 +31,7 @@ from .registry import (
     get_loss,
     list_losses,
     load_plugin,
+    load_plugins,
     mean_over_tokens,
     register_loss,
     unregister_loss,
@@ -42,5 +43,5 @@ from . import likelihood, square, divergence, margin, repetition  # noqa: E402,F
 __all__ = [
     "ENTRY_POINT_GROUP", "GENERIC_PROPERTIES", "KNOWN_PROPERTIES", "OPTIONAL_PROPERTIES",
     "HParam", "LossSpec", "PluginError", "UnknownLossError", "get_loss", "list_losses",
-    "load_plugin", "mean_over_tokens", "register_loss", "unregister_loss",
+    "load_plugin", "load_plugins", "mean_over_tokens", "register_loss", "unregister_loss",
 ]

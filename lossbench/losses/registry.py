@@ -275,6 +275,13 @@ def load_plugin(target: str) -> None:
     import_target(target)
 
 
+def load_plugins(targets) -> None:
+    """Load each ``--plugin`` target in order (in the CLI and in every sweep worker).
+    Raises PluginError naming the first one that fails."""
+    for target in targets:
+        load_plugin(target)
+
+
 def mean_over_tokens(per_token: torch.Tensor, targets: torch.Tensor, *,
                      ignore_index: int = -100) -> torch.Tensor:
     """The one reduction: mean of ``per_token`` (B, T) over non-ignored positions.
