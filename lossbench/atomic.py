@@ -81,13 +81,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def sweep_temp_files(folder: str | Path) -> list[Path]:
-    """Remove the temp files that killed atomic writes left under ``folder`` (recursively,
-    without following symlinks). Returns what was removed."""
-    removed = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in filenames:
-            if name.startswith(".") and name.endswith(TMP_SUFFIX):
-                p = Path(dirpath, name)
-                p.unlink(missing_ok=True)
-                removed.append(p)
+    """Remove the temp files that killed atomic writes left in ``folder`` (not below it: each
+    caller sweeps the folder whose writers it has excluded). Returns what was removed."""
+    removed = sorted(Path(folder).glob(f".*{TMP_SUFFIX}"))
+    for p in removed:
+        p.unlink(missing_ok=True)
     return removed

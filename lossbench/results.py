@@ -26,7 +26,8 @@ from typing import Any
 
 import pandas as pd
 
-from lossbench.atomic import TMP_SUFFIX, atomic_write_json, atomic_write_many, atomic_write_text
+from lossbench.atomic import (atomic_write_json, atomic_write_many, atomic_write_text,
+                              sweep_temp_files)
 from lossbench.checkpoint import CHECKPOINT
 from lossbench.escaping import csv_text, csv_unescape_frame
 from lossbench.locks import file_lock
@@ -121,10 +122,6 @@ def stored_status(folder: Path) -> str | None:
         return read_result(folder)["status"]
     except (OSError, MalformedResult):
         return None
-
-
-def is_finished(folder: Path) -> bool:
-    return stored_status(folder) is not None
 
 
 def record_attempt(folder: Path, event: dict[str, Any]) -> None:
@@ -247,8 +244,7 @@ def write_tables(out: str | Path, problems: list[str] | None = None
     directory never interleave their tables, and sweeps the temp files of killed writers."""
     out = Path(out)
     with file_lock(out / TABLES_LOCK):
-        for leftover in out.glob(f".*{TMP_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
+        sweep_temp_files(out)
         results = finished_results(out, problems)
         summary, curves = summary_rows(results), curve_rows(results)
         atomic_write_many({out / "summary.csv": csv_text(summary).encode(),

@@ -102,15 +102,7 @@ def _attempt(config: RunConfig, config_dict: dict, folder: Path, progress, stop)
         record_attempt(folder, {**end, "status": "interrupted", "step": exc.step})
         return "interrupted"
     except Exception as exc:  # a failing user loss, a full disk: the sweep goes on
-        text = traceback.format_exc()
-        error = _error_signature(exc)
-        summary = {"run_id": run_id, "loss": config.loss, "seed": config.seed,
-                   "status": "failed", "attempts": n, "error": error}
-        try:
-            atomic_write_text(folder / f"traceback-{n}.txt", text)
-            write_result(folder, config_dict, "failed", summary, traceback_text=text)
-        finally:  # even when the disk is full, the history says why
-            record_attempt(folder, {**end, "status": "failed", "error": error})
+        _record_failure(folder, config_dict, n, _error_signature(exc), traceback.format_exc())
         return "failed"
     summary = {**result.summary(), "attempts": n}
     write_result(folder, config_dict, result.status, summary, result.steps, result.evals)
@@ -128,11 +120,21 @@ def record_lost_run(out: str | Path, run_id: str, error: str) -> None:
             return
         config = json.loads((folder / "config.json").read_text())
         n = sum(e.get("event") == "start" for e in attempts(folder))
-        write_result(folder, config, "failed",
-                     {"run_id": run_id, "loss": config.get("loss"), "seed": config.get("seed"),
-                      "status": "failed", "attempts": n, "error": error},
-                     traceback_text=error + "\n")
-        record_attempt(folder, {"event": "end", "attempt": n, "status": "failed", "error": error})
+        _record_failure(folder, config, n, error, error + "\n")
+
+
+def _record_failure(folder: Path, config_dict: dict, attempt: int, error: str, text: str) -> None:
+    """Mark the run failed by ``attempt``: its traceback kept per attempt, the result, and the
+    history line, which is written even when the disk is full (so the history says why)."""
+    summary = {"run_id": folder.name, "loss": config_dict.get("loss"),
+               "seed": config_dict.get("seed"), "status": "failed", "attempts": attempt,
+               "error": error}
+    try:
+        atomic_write_text(folder / f"traceback-{attempt}.txt", text)
+        write_result(folder, config_dict, "failed", summary, traceback_text=text)
+    finally:
+        record_attempt(folder, {"event": "end", "attempt": attempt, "status": "failed",
+                                "error": error})
 
 
 def _error_signature(exc: BaseException) -> str:
