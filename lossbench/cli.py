@@ -212,16 +212,18 @@ def _require_results_dir(path: str) -> None:
                          f"(no summary.csv / suite.json)")
 
 
-def _report(results_dir, out):
-    """Write the report; runs it left out are warned about, an unsafe name is exit 2."""
+def _report(results_dir, out, **options):
+    """Write the report; runs it left out are warned about; an unsafe name, an unknown
+    --metric or --only label is exit 2."""
     from lossbench.paths import UnsafePathError
+    from lossbench.report.evidence import ReportRequestError
     from lossbench.report.render import build_report
     from lossbench.results import StoreError
 
     problems: list[str] = []
     try:
-        report_dir = build_report(results_dir, out, problems)
-    except UnsafePathError as exc:
+        report_dir = build_report(results_dir, out, problems, **options)
+    except (UnsafePathError, ReportRequestError) as exc:
         raise InputError(str(exc)) from None
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
@@ -230,14 +232,38 @@ def _report(results_dir, out):
     return report_dir
 
 
+def _labels(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    labels = [v.strip() for v in value.split(",") if v.strip()]
+    if not labels:
+        raise InputError("--only: give one or more labels, separated by commas")
+    return labels
+
+
 @cli.command("report")
 @click.argument("results_dir", metavar="DIR")
 @click.option("--out", "out", default=None, metavar="REPORT_DIR",
               help="Report folder [default: reports/<suite>-<date>].")
-def report_cmd(results_dir, out):
-    """Write the comparison report of a results directory (HTML, Markdown, CSV)."""
+@click.option("--metric", default=None, metavar="M",
+              help="Primary metric of the verdict and statistics, e.g. val_ce or seq_rep_4 "
+                   "[default: val_ce_full, the whole-split val CE].")
+@click.option("--only", default=None, metavar="LOSS,...",
+              help="Labels to report (the baseline is always kept).")
+@click.option("--format", "fmt", type=click.Choice(["html", "latex"]), default="html",
+              show_default=True,
+              help="html: index.html, report.md and CSVs; latex: tables.tex, the verdict and "
+                   "statistics as booktabs tables (printed too).")
+def report_cmd(results_dir, out, metric, only, fmt):
+    """Write the comparison report of a results directory."""
     _require_results_dir(results_dir)
-    click.echo(f"report: {_report(results_dir, out)}/index.html")
+    report_dir = _report(results_dir, out, metric=metric, only=_labels(only),
+                         latex=fmt == "latex")
+    if fmt == "latex":
+        click.echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
+        click.echo(f"% written to {report_dir / 'tables.tex'}", err=True)
+    else:
+        click.echo(f"report: {report_dir}/index.html")
 
 
 @cli.command("compare")
@@ -265,26 +291,33 @@ def compare_cmd(results_dirs, out):
 
 
 def _print_suite_summary(out) -> None:
-    import pandas as pd
+    """The verdict's table in plain text, read from the same score table as the report."""
+    from lossbench.report.document import fmt
+    from lossbench.report.evidence import gather
+    from lossbench.report.verdict import signed
 
-    from lossbench.results import load, suite_meta
-
-    summary, _ = load(out, final_only=True)
-    if summary.empty or "final_val_ce" not in summary:
+    ev = gather(out, with_results=False)
+    if ev.scores.runs.empty or ev.primary.column not in ev.table:
         return
-    choices = suite_meta(out).get("choices", {})
-    for label, choice in choices.items():
+    for label, choice in ev.meta.get("choices", {}).items():
         setting = choice["setting"]
         chosen = ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else "none"
         click.echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
-    table = summary.groupby("label").agg(runs=("run_id", "count"), val_ce=("final_val_ce", "mean"),
-                                         val_ce_sd=("final_val_ce", "std"),
-                                         statuses=("status", lambda s: ",".join(sorted(set(s)))))
-    table = table.sort_values("val_ce")
-    rows = [(label, r.runs, f"{r.val_ce:.4f}", "" if pd.isna(r.val_ce_sd) else f"{r.val_ce_sd:.4f}",
-             r.statuses) for label, r in table.iterrows()]
+    col = ev.primary.column
+    deltas = dict(zip(ev.comparisons.label, ev.comparisons.mean_difference))
+    rows = []
+    for r in ev.table.itertuples():
+        low, high, kind = (getattr(r, f"{col}_{k}") for k in ("low", "high", "kind"))
+        spread = f"{kind} {fmt(low)}–{fmt(high)}" if low == low and high == high else ""
+        status = ", ".join(f"{n} {w}" for n, w in ((r.diverged, "diverged"),
+                                                   (r.failed, "failed")) if n)
+        rows.append((r.label, f"{r.runs}" + (f" ({status})" if status else ""),
+                     fmt(getattr(r, col)), spread,
+                     "baseline" if r.label == ev.baseline else signed(deltas.get(r.label,
+                                                                                 float("nan")))))
     click.echo("")
-    _print_table(("loss", "runs", "mean final val CE", "sd", "status"), rows)
+    _print_table(("loss", "seeds", f"mean {ev.primary.header}", "spread",
+                  f"Δ vs {ev.baseline}"), rows)
 
 
 def _print_table(header, rows) -> None:

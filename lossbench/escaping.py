@@ -4,9 +4,9 @@ Labels, suite names, descriptions, metric names and samples come from results
 directories and suite files that other people wrote. Each output format gives
 some characters a meaning: Markdown renderers execute inline HTML and turn
 ``**x**`` or ``[x](y)`` into formatting and links, spreadsheets run a CSV cell
-that starts with ``=``, and matplotlib parses ``$...$`` as mathtext (and raises
-on what it cannot parse). Everything written from data goes through the helper
-of its format, so the text is shown as it is and never interpreted.
+that starts with ``=``, matplotlib parses ``$...$`` as mathtext (and raises
+on what it cannot parse), and LaTeX runs ``\\input``. Everything written from data goes
+through the helper of its format, so the text is shown as it is and never interpreted.
 """
 
 from __future__ import annotations
@@ -84,6 +84,19 @@ def plain(text: object) -> str:
 # tab or carriage return first; or quotes and then one of those, so that a cell which
 # already starts with a quote is escaped too and csv_unescape_frame can tell them apart.
 _FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+          "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+          "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+          "|": r"\textbar{}", "\n": " ", "\r": " "}
+
+
+def latex_text(text: object) -> str:
+    r"""Text for a LaTeX document: every character LaTeX gives a meaning (\ & % $ # _ { } ~ ^,
+    and < > | which the default font encoding misprints) is escaped, so ``\input{x}`` in a
+    label is printed, never run."""
+    return "".join(_LATEX.get(ch, ch) for ch in _str(text))
 
 
 def csv_safe_cell(value: object) -> object:

@@ -2,10 +2,14 @@
 
 import math
 
+import numpy as np
 import pytest
+from scipy import stats
 
-from lossbench.report.stats import (bootstrap_ci, curve_auc, ema, holm, mean_ranks,
-                                    min_wilcoxon_p, paired_comparison, steps_to_target)
+from lossbench.report.stats import (bootstrap_ci, curve_auc, ema, holm, interval, iqm,
+                                    mean_ranks, min_wilcoxon_p, paired_comparison,
+                                    paired_t_power, paired_t_seeds, probability_of_improvement,
+                                    probability_of_improvement_ci, seeds_needed, steps_to_target)
 
 
 def test_bootstrap_ci_brackets_the_mean_and_handles_small_n():
@@ -72,3 +76,45 @@ def test_mean_ranks_with_ties_and_divergence():
     table = {"a": {0: 1.0, 1: 2.0}, "b": {0: 2.0, 1: 2.0}, "c": {0: math.nan, 1: 3.0}}
     # seed 0: a=1, b=2, c=3 (NaN last); seed 1: a, b tie at 1.5, c=3
     assert mean_ranks(table) == pytest.approx({"a": 1.25, "b": 1.75, "c": 3.0})
+
+
+def test_interval_is_a_range_below_five_seeds_and_a_bootstrap_ci_from_five():
+    two = interval([1.8, 1.9])
+    assert (two.low, two.high, two.kind, two.n) == (1.8, 1.9, "range", 2)
+    assert interval([2.0]).kind == "range" and math.isnan(interval([2.0]).low)
+    five = interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert five.kind == "95% CI" and 1.0 <= five.low < 3.0 < five.high <= 5.0
+    assert interval([1.0, math.inf, 2.0]).n == 2  # not a result: the caller counts it
+
+
+def test_paired_t_seeds_matches_the_closed_form_power_calculation():
+    # G*Power 3.1, "t tests - means: difference from constant (one sample case)", two
+    # tails, alpha 0.05, power 0.8: d = 0.5 -> 34, d = 0.8 -> 15, d = 1.0 -> 10, 0.2 -> 199
+    assert [paired_t_seeds(d) for d in (0.5, 0.8, 1.0, 0.2)] == [34, 15, 10, 199]
+    assert paired_t_seeds(-0.5) == 34 and paired_t_seeds(0.0) == 0
+    # and the power itself against the noncentral t written out: P(|T| > t_crit | nc)
+    n, d = 34, 0.5
+    crit = stats.t.ppf(0.975, n - 1)
+    expected = 1 - stats.nct.cdf(crit, n - 1, d * n ** 0.5) + stats.nct.cdf(-crit, n - 1, d * n ** 0.5)
+    assert paired_t_power(n, d) == pytest.approx(expected)
+    assert paired_t_power(33, d) < 0.8 <= paired_t_power(34, d)
+
+
+def test_seeds_needed_from_observed_paired_differences():
+    diffs = [0.1, 0.3, 0.2, 0.4, 0.0]  # mean 0.2, sd 0.158: d = 1.265 -> paired t needs 8
+    d = np.mean(diffs) / np.std(diffs, ddof=1)
+    assert seeds_needed(diffs) == max(6, paired_t_seeds(d)) == 8
+    assert seeds_needed([0.1, 0.1]) == 6  # every seed agrees: the Wilcoxon floor
+    assert seeds_needed([0.1, -0.1]) == 0  # no observed difference to resolve
+    assert seeds_needed([0.01, 0.2, -0.15]) > 30  # noisy and small: many seeds
+
+
+def test_probability_of_improvement_counts_pairs_and_ties():
+    assert probability_of_improvement([1.0, 2.0], [3.0, 4.0]) == 1.0
+    assert probability_of_improvement([1.0, 3.0], [2.0, 4.0]) == 0.75
+    assert probability_of_improvement([1.0], [1.0]) == 0.5
+    small = probability_of_improvement_ci([1.0, 2.0], [3.0, 4.0])
+    assert math.isnan(small.low)  # two seeds: no interval
+    ci = probability_of_improvement_ci([1, 2, 3, 4, 5.0], [2, 3, 4, 5, 6.0])
+    assert ci.kind == "95% CI" and ci.mean == pytest.approx(0.68) and ci.low < 0.68 < ci.high
+    assert iqm([1.0, 2.0, 3.0, 100.0]) == pytest.approx(2.5)

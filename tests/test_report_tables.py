@@ -1,72 +1,165 @@
-"""Report tables on a hand-made results set (no training)."""
+"""The score table and the tables and verdict read from it, on hand-made results (no
+training): survivorship, honest intervals, bold marks, flags and the verdict's words."""
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from lossbench.report.tables import baseline_comparisons, default_target, headline, rank_table
+from lossbench.report.diagnostics import degenerate, late_drop
+from lossbench.report.metrics import metric
+from lossbench.report.scores import build_scores
+from lossbench.report.tables import (best_labels, comparisons, label_table, rank_table,
+                                     ranked)
+from lossbench.report.verdict import verdict_rows
+
+COLUMNS = ["final_val_ce", "steps_to_target", "tokens_per_s"]
 
 
-def make_results():
+def make_results(finals: dict[str, list[float]], status: dict[str, list[str]] | None = None,
+                 curve=lambda v: [(0, 4.0), (100, 2.5), (200, v)]):
+    """summary and curves of hand-made runs: label -> per-seed final val CE."""
+    status = status or {}
     rows, curves = [], []
-    finals = {"cross_entropy": [2.0, 2.2, 2.1], "mse": [2.5, 2.6, 2.4], "hinge": [1.9, 2.0, math.nan]}
-    status = {"hinge": ["done", "done", "diverged"]}
     for loss, values in finals.items():
         for seed, v in enumerate(values):
             run_id = f"{loss}-{seed}"
-            st = status.get(loss, ["done"] * 3)[seed]
-            rows.append({"run_id": run_id, "loss": loss, "label": loss, "seed": seed, "status": st,
-                         "final_val_ce": v if st == "done" else 3.0,
-                         "final_val_ppl": math.exp(v) if st == "done" else math.nan,
-                         "tokens_per_s": 1000.0})
-            for step, value in [(0, 4.0), (100, 2.5), (200, v if st == "done" else math.nan)]:
-                curves.append({"run_id": run_id, "step": step, "metric": "val_ce", "value": value})
+            st = status.get(loss, ["done"] * len(values))[seed]
+            rows.append({"run_id": run_id, "loss": loss, "label": loss, "seed": seed,
+                         "status": st, "final_val_ce": v if st == "done" else 1.0,
+                         "diverged_step": 150 if st == "diverged" else math.nan,
+                         "wall_s": 10.0, "tokens_per_s": 1000.0 + seed})
+            for step, value in curve(v if st == "done" else math.nan):
+                curves.append({"run_id": run_id, "step": step, "metric": "val_ce",
+                               "value": value})
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
-def test_headline_means_best_and_divergence():
-    summary, curves = make_results()
-    h = headline(summary, curves, "cross_entropy")
-    t = h.table.set_index("label")
-    assert t.loc["cross_entropy", "final_val_ce"] == pytest.approx(2.1)
-    assert t.loc["hinge", "final_val_ce"] == pytest.approx(1.95)  # the diverged seed is excluded
-    assert t.loc["hinge", "diverged"] == 1
-    assert h.best["final_val_ce"] == "hinge"
-    assert h.target == pytest.approx(2.1 * 1.05)
-    # target 2.205: every CE seed (2.0, 2.2, 2.1) first gets below it at step 200
+def tables(finals, status=None, baseline="cross_entropy", **kw):
+    scores = build_scores(*make_results(finals, status, **kw), baseline)
+    return scores, ranked(label_table(scores, COLUMNS), "final_val_ce")
+
+
+def test_survivorship_a_loss_that_diverged_on_one_seed_is_never_best():
+    # "planted" would have the best mean if its diverged seed were dropped silently
+    finals = {"cross_entropy": [2.0, 2.2, 2.1], "mse": [2.5, 2.6, 2.4],
+              "planted": [1.0, 1.1, 1.2]}
+    scores, table = tables(finals, {"planted": ["done", "done", "diverged"]})
+    row = table.set_index("label").loc["planted"]
+    assert row.diverged == 1 and row.runs == 3
+    assert row.final_val_ce == pytest.approx(1.05)  # the survivors' mean, shown with its count
+    assert row.steps_to_target == math.inf  # a diverged seed never reaches the target
+    assert list(table.label) == ["cross_entropy", "mse", "planted"]  # ranked after the rest
+    assert "planted" not in best_labels(table, "final_val_ce")
+    # the diverged run's final metrics are not results, whatever it stored
+    diverged = scores.runs[scores.runs.status == "diverged"]
+    assert diverged.final_val_ce.isna().all()
+    comps = comparisons(scores, "final_val_ce")
+    rows = verdict_rows(table, comps, metric("final_val_ce"), "cross_entropy")
+    planted = next(r for r in rows if r[1] == "planted")
+    assert planted[0] == "3" and "diverged on 1 of 3 seeds" in planted[4]
+    assert "never marked best" in planted[4]
+
+
+def test_two_seeds_give_a_range_not_a_confidence_interval():
+    scores, table = tables({"cross_entropy": [2.0, 2.2], "kl": [1.8, 1.9]})
+    row = table.set_index("label").loc["kl"]
+    assert row.final_val_ce_kind == "range"
+    assert (row.final_val_ce_low, row.final_val_ce_high) == (1.8, 1.9)
+    assert best_labels(table, "final_val_ce") == set()  # two seeds: nothing is distinguishable
+    comps = comparisons(scores, "final_val_ce")
+    rows = verdict_rows(table, comps, metric("final_val_ce"), "cross_entropy")
+    kl = next(r for r in rows if r[1] == "kl")
+    assert "not distinguishable from cross_entropy" in kl[3]
+    assert "2 seeds: too few to test" in kl[3] and "range" in kl[3]
+    assert "CI" not in kl[3] and "CI" not in kl[2]
+
+
+def test_verdict_is_ranked_and_names_each_relation_to_the_baseline():
+    rng = np.random.default_rng(0)
+    base = list(2.0 + rng.normal(0, 0.01, 8))
+    finals = {"cross_entropy": base,
+              "kl": [v - 0.12 + e for v, e in zip(base, rng.normal(0, 0.003, 8))],
+              "mse": [v + 0.3 + e for v, e in zip(base, rng.normal(0, 0.003, 8))],
+              "focal": [v + e for v, e in zip(base, rng.normal(0, 0.01, 8))]}
+    scores, table = tables(finals)
+    comps = comparisons(scores, "final_val_ce")
+    rows = verdict_rows(table, comps, metric("final_val_ce"), "cross_entropy")
+    assert [r[1] for r in rows][0] == "kl" and [r[1] for r in rows][-1] == "mse"
+    by = {r[1]: r[3] for r in rows}
+    assert by["cross_entropy"] == "the baseline"
+    assert by["kl"].startswith("better: val CE lower than cross_entropy by 0.12")
+    assert "95% CI" in by["kl"] and "8/8 seeds" in by["kl"] and "Holm p = 0.02" in by["kl"]
+    assert by["mse"].startswith("worse: val CE higher than cross_entropy by 0.3")
+    assert by["focal"].startswith("not distinguishable from cross_entropy")
+    assert "seeds would resolve it" in by["focal"]
+    assert best_labels(table, "final_val_ce") == {"kl"}  # 8 seeds, CIs apart
+
+
+def test_bold_ties_machine_figures_and_degenerate_runs():
+    finals = {"cross_entropy": [2.0] * 5, "a": [1.0] * 5, "b": [1.0] * 5, "c": [3.0] * 5}
+    scores, table = tables(finals)
+    # a and b tie on every seed; both are apart from the runner-up: both bold
+    assert best_labels(table, "final_val_ce") == {"a", "b"}
+    assert best_labels(table, "tokens_per_s") == set()  # the machine, not the loss
+    table.loc[table.label == "a", "degenerate"] = 1
+    assert best_labels(table, "final_val_ce") == {"b"}  # a degenerate run is never best
+    table.loc[table.label == "b", "degenerate"] = 1
+    assert best_labels(table, "final_val_ce") == {"cross_entropy"}
+    table.loc[table.label == "c", "diverged"] = 1
+    assert best_labels(table, "final_val_ce") == set()  # no eligible runner-up to be apart from
+
+
+def test_late_drop_flags_a_run_still_falling_and_not_a_converged_one():
+    steps = [0, 250, 500, 750, 1000]
+    falling = [4.0, 3.0, 2.6, 2.4, 2.2]  # 2.36 at step 800 -> 2.2: 6.8% in the last 20%
+    converged = [4.0, 2.2, 2.05, 2.01, 2.005]  # 2.009 at step 800 -> 2.005: 0.2%
+    assert late_drop(steps, falling) == pytest.approx((2.36 - 2.2) / 2.36)
+    assert late_drop(steps, converged) < 0.01
+    assert math.isnan(late_drop([0], [4.0])) and math.isnan(late_drop(steps, [4, 3, 2, math.inf, 1]))
+    _, table = tables({"cross_entropy": [2.0, 2.1], "slow": [2.2, 2.3]},
+                      curve=lambda v: list(zip(steps, [4.0, 3.0, 2.6, 2.4, v])))
+    row = table.set_index("label")
+    assert row.loc["slow", "not_converged"] == 2
+
+
+def test_degenerate_fires_near_the_unigram_entropy_only():
+    assert degenerate(4.15, 4.17)  # no better than token frequencies
+    assert degenerate(4.17, 4.17)
+    assert not degenerate(2.0, 4.17)  # a model that learned
+    assert not degenerate(4.15, math.nan)  # unknown entropy: no claim
+    summary, curves = make_results({"cross_entropy": [2.0, 2.1], "hinge": [2.77, 2.77]})
+    summary["final_val_ce_calibrated"] = summary.final_val_ce
+    summary["final_unigram_entropy"] = 2.7726
+    scores = build_scores(summary, curves, "cross_entropy")
+    table = label_table(scores, COLUMNS).set_index("label")
+    assert table.loc["hinge", "degenerate"] == 2 and table.loc["cross_entropy", "degenerate"] == 0
+
+
+def test_target_rule_and_steps_to_target():
+    finals = {"cross_entropy": [2.0, 2.2, 2.1], "mse": [2.5, 2.6, 2.4]}
+    scores, table = tables(finals)
+    assert scores.target == pytest.approx(2.1 * 1.05)
+    assert "cross_entropy's mean final val CE × 1.05" == scores.target_rule
+    t = table.set_index("label")
     assert t.loc["cross_entropy", "steps_to_target"] == pytest.approx(200)
     assert t.loc["mse", "steps_to_target"] == math.inf  # never reached
+    named = build_scores(*make_results(finals), "cross_entropy", 2.55)
+    assert named.target == 2.55 and "suite" in named.target_rule
+    no_base = build_scores(*make_results(finals, {"cross_entropy": ["done", "diverged", "done"]}),
+                           "cross_entropy")
+    assert math.isnan(no_base.target) and "did not finish every seed" in no_base.target_rule
 
 
-def test_default_target():
-    summary, _ = make_results()
-    assert default_target(summary, "mse") == pytest.approx(2.5 * 1.05)
-
-
-def test_baseline_comparisons_paired_and_holm():
-    summary, _ = make_results()
-    table = baseline_comparisons(summary, "cross_entropy").set_index("label")
-    assert table.loc["mse", "n_pairs"] == 3
-    assert table.loc["mse", "mean_difference"] == pytest.approx(0.4)
-    assert table.loc["mse", "p_value"] == pytest.approx(0.25)
-    assert table.loc["hinge", "n_pairs"] == 2  # the diverged seed cannot be paired
-    assert "no difference can be significant" in table.loc["mse", "note"]
-    assert (table.p_holm >= table.p_value).all()
-
-
-def test_rank_table_puts_diverged_last():
-    summary, _ = make_results()
-    ranks = rank_table(summary).set_index("label").mean_rank
-    # seed0: hinge 1, ce 2, mse 3; seed1: hinge 1, ce 2, mse 3; seed2: ce 1, mse 2, hinge 3
+def test_comparisons_pair_by_seed_and_rank_table_puts_unfinished_last():
+    finals = {"cross_entropy": [2.0, 2.2, 2.1], "mse": [2.5, 2.6, 2.4], "hinge": [1.9, 2.0, 0.0]}
+    scores, _ = tables(finals, {"hinge": ["done", "done", "diverged"]})
+    c = comparisons(scores, "final_val_ce").set_index("label")
+    assert c.loc["mse", "n_pairs"] == 3 and c.loc["mse", "mean_difference"] == pytest.approx(0.4)
+    assert c.loc["mse", "p_value"] == pytest.approx(0.25)
+    assert c.loc["hinge", "n_pairs"] == 2  # the diverged seed cannot be paired
+    assert (c.p_holm >= c.p_value).all()
+    assert c.loc["mse", "p_better"] == pytest.approx(0.0)  # every mse run ends above every CE run
+    ranks = rank_table(scores, "final_val_ce").set_index("label").mean_rank
     assert ranks.to_dict() == pytest.approx({"hinge": 5 / 3, "cross_entropy": 5 / 3, "mse": 8 / 3})
-
-
-def test_one_seed_missing_the_target_makes_steps_infinite():
-    summary, curves = make_results()
-    # with mse as baseline the target is 2.625: every mse seed is at 2.5 by step 100
-    t = headline(summary, curves, "mse").table.set_index("label")
-    assert t.loc["mse", "steps_to_target"] == pytest.approx(100)
-    curves.loc[(curves.run_id == "mse-1") & (curves.step >= 100), "value"] = 9.0
-    t = headline(summary, curves, "mse").table.set_index("label")
-    assert t.loc["mse", "steps_to_target"] == math.inf

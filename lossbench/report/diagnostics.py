@@ -4,7 +4,42 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
+
+# A run still improving by more than this fraction of its val CE over the last 20% of
+# its steps is flagged "not converged": more steps may change the ranking.
+NOT_CONVERGED_DROP = 0.01
+LATE_FRACTION = 0.2
+# A run whose temperature-calibrated CE is within 1% of the unigram entropy predicts
+# little beyond token frequencies: "degenerate", whatever its other numbers say.
+DEGENERATE_MARGIN = 0.01
+
+
+def late_drop(steps, values, fraction: float = LATE_FRACTION) -> float:
+    """Relative fall of a val CE curve over the last ``fraction`` of its steps:
+    (v(s0) - v(S)) / v(s0) with S the last evaluated step, s0 = S - fraction (S - first),
+    and v interpolated linearly between evaluations. NaN with fewer than 2 evaluations
+    or a non-finite value (a diverged run has no trend to judge)."""
+    s, v = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    if len(s) < 2 or not np.all(np.isfinite(v)) or s[-1] <= s[0]:
+        return math.nan
+    start = s[-1] - fraction * (s[-1] - s[0])
+    at_start = float(np.interp(start, s, v))
+    return (at_start - float(v[-1])) / at_start if at_start > 0 else math.nan
+
+
+def not_converged(drop: float, threshold: float = NOT_CONVERGED_DROP) -> bool:
+    return math.isfinite(drop) and drop > threshold
+
+
+def degenerate(calibrated_ce: float, unigram_entropy: float,
+               margin: float = DEGENERATE_MARGIN) -> bool:
+    """True when a temperature-calibrated CE is no more than ``margin`` (relative) below
+    the unigram entropy of the same tokens: the predictions carry little more than token
+    frequencies (a constant prediction scores the unigram entropy at best)."""
+    return (math.isfinite(calibrated_ce) and math.isfinite(unigram_entropy)
+            and unigram_entropy > 0 and calibrated_ce >= (1 - margin) * unigram_entropy)
 
 
 def diagnose(status: str, diverged_step, val: pd.DataFrame, train_ce: pd.DataFrame) -> list[str]:

@@ -15,30 +15,140 @@ import numpy as np
 from scipy import stats
 
 
+MIN_SEEDS_FOR_CI = 5  # below this, a bootstrap interval is only the seeds' min and max
+CI_KIND = "95% CI"
+
+
 @dataclass(frozen=True)
 class Interval:
+    """A mean over seeds with its spread: a percentile-bootstrap 95% CI when there are at
+    least ``MIN_SEEDS_FOR_CI`` values, else the range (min, max) of the values, labelled as
+    such: two seeds give a range, never a confidence interval."""
+
     mean: float
-    low: float  # NaN when there are too few values for an interval
+    low: float  # NaN when there is no spread to show (fewer than 2 values)
     high: float
     n: int
+    kind: str = "range"  # "range" | CI_KIND
+
+    def describe(self) -> str:
+        """'range n=2' / '95% CI n=8' — what [low, high] is."""
+        return f"{self.kind}, n={self.n}"
+
+
+def interval(values: Sequence[float], *, n_resamples: int = 9999, seed: int = 0) -> Interval:
+    """Mean and spread of the finite ``values`` (non-finite ones are not results: the
+    caller counts them), honest about small n (see :class:`Interval`)."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if len(x) < MIN_SEEDS_FOR_CI:
+        if len(x) == 0:
+            return Interval(math.nan, math.nan, math.nan, 0)
+        spread = len(x) >= 2
+        return Interval(float(x.mean()), float(x.min()) if spread else math.nan,
+                        float(x.max()) if spread else math.nan, len(x), "range")
+    return bootstrap_ci(x, n_resamples=n_resamples, seed=seed)
 
 
 def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95,
                  n_resamples: int = 9999, seed: int = 0) -> Interval:
     """Mean with a percentile bootstrap CI (scipy.stats.bootstrap); NaN bounds below 2 values.
 
-    Non-finite values (a diverged run's final loss) are dropped first.
+    Non-finite values (a diverged run's final loss) are dropped first. Prefer
+    :func:`interval`, which does not call a 2-seed range a confidence interval.
     """
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    kind = f"{confidence:.0%} CI"
     if len(x) == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
+        return Interval(math.nan, math.nan, math.nan, 0, kind)
     if len(x) < 2 or np.all(x == x[0]):
         return Interval(float(x.mean()), math.nan if len(x) < 2 else float(x[0]),
-                        math.nan if len(x) < 2 else float(x[0]), len(x))
+                        math.nan if len(x) < 2 else float(x[0]), len(x), kind)
     res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
                           method="percentile", rng=np.random.default_rng(seed))
     return Interval(float(x.mean()), float(res.confidence_interval.low),
-                    float(res.confidence_interval.high), len(x))
+                    float(res.confidence_interval.high), len(x), kind)
+
+
+def iqm(values: Sequence[float]) -> float:
+    """Interquartile mean (rliable): the mean of the middle 50% of the finite values."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    return float(stats.trim_mean(x, 0.25)) if len(x) else math.nan
+
+
+def probability_of_improvement(x: Sequence[float], y: Sequence[float]) -> float:
+    """P(X < Y) + P(X = Y)/2 over every pair of a value of x and one of y (the
+    Mann-Whitney U statistic / (n m), as rliable's probability of improvement): the chance
+    that a run of x ends lower than a run of y. NaN when either side has no finite value."""
+    a = np.asarray([v for v in x if math.isfinite(v)], dtype=float)
+    b = np.asarray([v for v in y if math.isfinite(v)], dtype=float)
+    if not len(a) or not len(b):
+        return math.nan
+    less = (a[:, None] < b[None, :]).mean()
+    ties = (a[:, None] == b[None, :]).mean()
+    return float(less + 0.5 * ties)
+
+
+def probability_of_improvement_ci(x: Sequence[float], y: Sequence[float], *,
+                                  n_resamples: int = 2000, seed: int = 0) -> Interval:
+    """:func:`probability_of_improvement` with a bootstrap 95% CI (x and y resampled
+    separately, as rliable's stratified bootstrap) when both have at least
+    ``MIN_SEEDS_FOR_CI`` values; otherwise the point value with no interval."""
+    a = np.asarray([v for v in x if math.isfinite(v)], dtype=float)
+    b = np.asarray([v for v in y if math.isfinite(v)], dtype=float)
+    point = probability_of_improvement(a, b)
+    n = min(len(a), len(b))
+    if n < MIN_SEEDS_FOR_CI:
+        return Interval(point, math.nan, math.nan, n, "range")
+    rng = np.random.default_rng(seed)
+    draws = [probability_of_improvement(rng.choice(a, len(a)), rng.choice(b, len(b)))
+             for _ in range(n_resamples)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return Interval(point, float(low), float(high), n, "95% CI")
+
+
+def paired_t_power(n: int, effect_size: float, alpha: float = 0.05) -> float:
+    """Power of a two-sided paired t-test with n pairs at standardized effect
+    d = mean difference / sd of the differences (noncentral t, as G*Power computes it)."""
+    if n < 2:
+        return 0.0
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(effect_size) * math.sqrt(n)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def paired_t_seeds(effect_size: float, *, alpha: float = 0.05, power: float = 0.8,
+                   limit: int = 100_000) -> int:
+    """The fewest pairs with which a two-sided paired t-test at ``alpha`` detects a true
+    standardized effect ``effect_size`` with probability >= ``power``; 0 when there is no
+    effect to detect, ``limit`` when more would be needed."""
+    if not math.isfinite(effect_size) or effect_size == 0:
+        return 0
+    low, high = 1, 2  # power(low) < power <= power(high): double, then bisect
+    while paired_t_power(high, effect_size, alpha) < power:
+        if high >= limit:
+            return limit
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if paired_t_power(mid, effect_size, alpha) < power else (low, mid)
+    return high
+
+
+def seeds_needed(differences: Sequence[float], *, alpha: float = 0.05,
+                 power: float = 0.8) -> int:
+    """Seeds that would resolve the observed mean paired difference at ``power``: the
+    paired-t sample size for d = mean / sd of ``differences``, and never fewer than the
+    6 seeds the exact Wilcoxon test (the report's test) needs to reach p < 0.05. Every seed
+    agreeing exactly (sd = 0, mean != 0) needs just those 6; 0 when the mean is 0."""
+    d = np.asarray([v for v in differences if math.isfinite(v)], dtype=float)
+    if len(d) < 2 or d.mean() == 0:
+        return 0
+    sd = d.std(ddof=1)
+    wilcoxon_floor = next(n for n in range(1, 64) if min_wilcoxon_p(n) <= alpha)
+    if sd == 0:
+        return wilcoxon_floor
+    return max(wilcoxon_floor, paired_t_seeds(d.mean() / sd, alpha=alpha, power=power))
 
 
 @dataclass(frozen=True)

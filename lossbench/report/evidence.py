@@ -1,0 +1,96 @@
+"""Everything a report states, computed once from a results directory: the score table
+and the tables read from it. Renderers (HTML/Markdown, LaTeX, the CLI summary) only word
+and lay out what is here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lossbench.paths import safe_name
+from lossbench.report.metrics import BY_COLUMN, PRIMARY_COLUMNS, Metric, default_primary, metric
+from lossbench.report.scores import ScoreTable, build_scores
+from lossbench.report.tables import comparisons, label_table, rank_table, ranked
+from lossbench.results import finished_results, load, suite_meta
+
+
+class ReportRequestError(ValueError):
+    """A report option names something the results do not have (a metric, a label)."""
+
+
+@dataclass
+class Evidence:
+    name: str
+    meta: dict
+    scores: ScoreTable
+    primary: Metric
+    columns: list[str]  # metrics shown, primary table first
+    table: pd.DataFrame  # tables.label_table, ranked best first on the primary metric
+    comparisons: pd.DataFrame  # tables.comparisons on the primary metric
+    ranks: pd.DataFrame
+    curves: pd.DataFrame  # the final runs' curves
+    all_runs: pd.DataFrame  # score rows of every run in the store (tuning runs too)
+    results: list[dict] = field(default_factory=list)  # the final runs' result.json
+
+    @property
+    def baseline(self) -> str:
+        return self.scores.baseline
+
+    @property
+    def primary_columns(self) -> list[str]:
+        first = [self.primary.column] + [c for c in PRIMARY_COLUMNS if c != self.primary.column]
+        return [c for c in first if c in self.columns]
+
+    @property
+    def other_columns(self) -> list[str]:
+        return [c for c in self.columns if c not in self.primary_columns]
+
+
+def shown_columns(runs: pd.DataFrame) -> list[str]:
+    """Metrics a report shows: the defined ones the runs have, in the glossary's order."""
+    return [c for c in BY_COLUMN if c in runs and runs[c].notna().any()]
+
+
+def gather(results_dir: str | Path, *, metric_column: str | None = None,
+           only: list[str] | None = None, problems: list[str] | None = None,
+           with_results: bool = True) -> Evidence:
+    """Read the store once and compute every table of the report. ``metric_column``: the
+    primary metric (a score-table column, e.g. final_val_ce; default whole-split val CE);
+    ``only``: labels to keep (the baseline is always kept, as everything is measured
+    against it). Unknown names raise ReportRequestError."""
+    results_dir = Path(results_dir)
+    meta = suite_meta(results_dir)
+    name = safe_name(meta.get("name"), what="suite.json name")
+    all_summary, all_curves = load(results_dir)
+    final_ids = meta.get("run_ids")
+    keep = all_summary.run_id.isin(set(final_ids)) if final_ids else all_summary.run_id.notna()
+    summary = all_summary[keep].reset_index(drop=True)
+    curves = all_curves[all_curves.run_id.isin(set(summary.run_id))].reset_index(drop=True)
+    baseline = meta.get("baseline", "cross_entropy")
+    scores = build_scores(summary, curves, baseline, meta.get("target_val_ce"))
+    if only:
+        unknown = [label for label in only if label not in scores.labels]
+        if unknown:
+            raise ReportRequestError(f"--only: no runs labelled {', '.join(unknown)} in "
+                                     f"{results_dir} (labels: {', '.join(scores.labels)})")
+        scores = scores.only(list(dict.fromkeys([*only, baseline])))
+    columns = shown_columns(scores.runs)
+    column = metric_column or default_primary(scores.runs.columns)
+    if column not in columns:
+        column_f = f"final_{column}"
+        if column_f not in columns:
+            raise ReportRequestError(f"--metric: {column} is not a metric of these runs "
+                                     f"(metrics: {', '.join(c.removeprefix('final_') for c in columns)})")
+        column = column_f
+    primary = metric(column)
+    table = ranked(label_table(scores, columns), column)
+    keep_ids = set(scores.runs.run_id)
+    results = ([r for r in finished_results(results_dir, problems)
+                if r["summary"].get("run_id") in keep_ids] if with_results else [])
+    all_runs = (build_scores(all_summary, all_curves, baseline, scores.target).runs
+                if "tune" in meta else scores.runs)  # the tuning table reads the same rules
+    return Evidence(name, meta, scores, primary, columns, table, comparisons(scores, column),
+                    rank_table(scores, column), curves[curves.run_id.isin(keep_ids)],
+                    all_runs, results)

@@ -1,0 +1,78 @@
+"""The verdict and the paired statistics as LaTeX booktabs tables, for papers (DeepOBS
+exports its tables the same way). Needs ``\\usepackage{booktabs}``; every string from
+the results is escaped (report.evidence holds the numbers, nothing is computed here)."""
+
+from __future__ import annotations
+
+import math
+
+from lossbench.escaping import latex_text
+from lossbench.report.document import fmt
+from lossbench.report.evidence import Evidence
+from lossbench.report.metrics import metric
+from lossbench.report.tables import best_labels
+from lossbench.report.verdict import signed, spread_text
+
+
+# Characters the report's own wording uses that pdfLaTeX's default fonts lack.
+_SYMBOLS = {"∞": r"$\infty$", "…": r"\dots{}", "–": "--", "−": "-", "Δ": r"$\Delta$",
+            "≈": r"$\approx$"}
+
+
+def tex(text: object) -> str:
+    """latex_text, then the report's own symbols as LaTeX commands."""
+    return "".join(_SYMBOLS.get(ch, ch) for ch in latex_text(text))
+
+
+def _cell(row, column: str, bold: set[str]) -> str:
+    text = tex(fmt(getattr(row, column)))
+    low, high = getattr(row, f"{column}_low"), getattr(row, f"{column}_high")
+    if math.isfinite(low) and math.isfinite(high):
+        text += f" [{tex(fmt(low))}, {tex(fmt(high))}]"
+    return rf"\textbf{{{text}}}" if row.label in bold else text
+
+
+def _tabular(header: list[str], rows: list[list[str]], caption: str, label: str) -> str:
+    spec = "l" + "r" * (len(header) - 1)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}",
+             rf"\label{{{label}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(header) + r" \\", r"\midrule"]
+    lines += [" & ".join(row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+def headline_table(ev: Evidence) -> str:
+    columns = ev.primary_columns
+    bold = {c: best_labels(ev.table, c) for c in columns}
+    header = ["loss", "seeds"] + [tex(metric(c).heading()) for c in columns]
+    rows = [[tex(r.label), str(r.runs) + (f" ({r.diverged} div.)" if r.diverged else ""),
+             *(_cell(r, c, bold[c]) for c in columns)] for r in ev.table.itertuples()]
+    caption = (f"{tex(ev.name)}: mean over seeds, best first by "
+               f"{tex(ev.primary.header)}. Brackets: the seeds' range with fewer than 5 "
+               f"seeds, else a 95\\% bootstrap CI. Bold: best, where its 95\\% CI does not "
+               f"overlap the runner-up's.")
+    return _tabular(header, rows, caption, f"tab:{_key(ev.name)}-headline")
+
+
+def statistics_table(ev: Evidence) -> str:
+    m = ev.primary
+    header = ["loss", "seeds", rf"$\Delta$ {tex(m.header)}", "spread", "$p$ (Holm)",
+              "P(better)"]
+    rows = [[tex(c.label), str(c.n_pairs), tex(signed(c.mean_difference)),
+             tex(spread_text(c.diff_low, c.diff_high, c.diff_kind) or "–"),
+             tex(fmt(c.p_holm, 3)), tex(fmt(c.p_better, 2))]
+            for c in ev.comparisons.itertuples()]
+    caption = (f"{tex(ev.name)}: each loss against {tex(ev.baseline)}, paired "
+               f"by seed ($\\Delta$ = loss $-$ baseline); exact Wilcoxon signed-rank test, "
+               f"Holm-corrected; P(better): probability of improvement.")
+    return _tabular(header, rows, caption, f"tab:{_key(ev.name)}-statistics")
+
+
+def _key(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name)
+
+
+def latex_tables(ev: Evidence) -> str:
+    return ("% lossbench: the verdict and statistics tables; needs \\usepackage{booktabs}\n"
+            + headline_table(ev) + "\n\n" + statistics_table(ev) + "\n")
