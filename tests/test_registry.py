@@ -100,3 +100,37 @@ def test_entry_point_plugins_load(tmp_path, monkeypatch):
     finally:
         unregister_loss("entry_point_loss")
         sys.modules.pop("ep_pkg", None)
+
+
+def test_a_broken_entry_point_is_reported_once_and_the_others_still_load(tmp_path, monkeypatch):
+    (tmp_path / "aa_broken.py").write_text("raise RuntimeError('plugin bug')\n")
+    (tmp_path / "zz_good.py").write_text(textwrap.dedent("""
+        import torch
+        from lossbench.losses import register_loss
+
+        @register_loss("after_broken_loss", description="d", reference="r")
+        def after_broken_loss(logits, targets, *, ignore_index=-100):
+            return torch.zeros(targets.shape)
+    """))
+    dist = tmp_path / "eps-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: eps\nVersion: 0.1\n")
+    # the broken plugin is listed first, so a loader that stops at it misses the good one
+    (dist / "entry_points.txt").write_text("[lossbench.losses]\nbroken = aa_broken\n"
+                                           "good = zz_good\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_broken_entry_points", [])
+    try:
+        with pytest.warns(RuntimeWarning, match="'broken'.*plugin bug") as caught:
+            assert get_loss("cross_entropy").name == "cross_entropy"  # built-ins unhidden
+            assert get_loss("after_broken_loss").name == "after_broken_loss"
+            with pytest.raises(UnknownLossError, match="1 plugin\\(s\\) failed to load"):
+                get_loss("no_such_loss")
+        assert len([w for w in caught if "plugin bug" in str(w.message)]) == 1  # once
+        assert registry.broken_entry_points() == [
+            "entry point 'broken' (aa_broken) failed to load: plugin bug"]
+    finally:
+        unregister_loss("after_broken_loss")
+        for name in ("aa_broken", "zz_good"):
+            sys.modules.pop(name, None)

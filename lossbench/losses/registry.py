@@ -16,6 +16,7 @@ place with import side effects); third-party losses register through the
 from __future__ import annotations
 
 import difflib
+import warnings
 import hashlib
 import importlib
 import importlib.util
@@ -213,7 +214,13 @@ def unregister_loss(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+_broken_entry_points: list[str] = []  # one line each: which plugin and why
+
+
 def _load_entry_points() -> None:
+    """Load every installed plugin once. A broken one is reported once (a warning, and
+    by ``broken_entry_points``) and skipped: it must not hide the built-ins or the
+    plugins that do load."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return
@@ -223,8 +230,16 @@ def _load_entry_points() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()  # loading the module runs its @register_loss decorators
-        except Exception as exc:  # a broken third-party plugin must not hide the built-ins
-            raise PluginError(f"entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        except Exception as exc:
+            line = f"entry point {ep.name!r} ({ep.value}) failed to load: {exc}"
+            _broken_entry_points.append(line)
+            warnings.warn(f"lossbench: {line}", RuntimeWarning, stacklevel=3)
+
+
+def broken_entry_points() -> list[str]:
+    """The installed plugins that failed to load, one line each."""
+    _load_entry_points()
+    return list(_broken_entry_points)
 
 
 def get_loss(name: str) -> LossSpec:
@@ -235,6 +250,9 @@ def get_loss(name: str) -> LossSpec:
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
+        if _broken_entry_points:
+            hint += f" ({len(_broken_entry_points)} plugin(s) failed to load: " \
+                    f"{'; '.join(_broken_entry_points)})"
         raise UnknownLossError(f"unknown loss {name!r}{hint}") from None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -46,12 +47,17 @@ def md_table(header, rows) -> str:
     return "\n".join(lines)
 
 
+_NUMBER = re.compile(r"^[-+−]?[\d∞–.]")
+
+
 def html_table(header, rows) -> str:
-    """Cells given as ``Bold`` are shown bold; every cell's text is escaped."""
+    """Cells given as ``Bold`` are shown bold; every cell's text is escaped. Numbers are
+    right-aligned (digits line up), words left-aligned."""
     def cell(c):
-        return f"<b>{html_text(c)}</b>" if isinstance(c, Bold) else html_text(c)
+        text = f"<b>{html_text(c)}</b>" if isinstance(c, Bold) else html_text(c)
+        return f"<td>{text}</td>" if _NUMBER.match(str(c)) else f"<td class='t'>{text}</td>"
     head = "".join(f"<th>{html_text(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -122,6 +128,5 @@ _HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</titl
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222}}table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px solid
-#ccc;padding:3px 7px;text-align:right;vertical-align:top}}td:first-child,th:first-child,td:last-child{{text-align:
-left}}th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1.5em 0}}figcaption{{color:#555;
+#ccc;padding:3px 7px;text-align:right;vertical-align:top}}td.t,th:first-child{{text-align:left}}th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1.5em 0}}figcaption{{color:#555;
 font-size:13px}}</style></head><body><h1>{title}</h1>{body}</body></html>"""

@@ -26,7 +26,7 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("final_val_ce_full", "val CE, whole split", "nats/token", True,
+    Metric("final_val_ce_full", "whole-split val CE", "nats/token", True,
            "Cross-entropy of the model's softmax on every consecutive block of the validation "
            "split (up to eval.full_val_windows windows), once at the end: the number to "
            "compare with other codebases."),

@@ -99,6 +99,6 @@ def verdict_rows(ranked_table, comps, m: Metric, baseline: str) -> list[list[str
             value += f" [{fmt(low)}, {fmt(high)}]"
         sentence = ("the baseline" if row.label == baseline
                     else comparison_sentence(m, baseline, by_label.get(row.label), row))
-        rows.append([str(i), row.label, value, sentence, "; ".join(flags(row)) or "–"])
+        rows.append([str(i), row.label, value, sentence, "; ".join(flags(row))])
     return rows
 
