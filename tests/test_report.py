@@ -28,6 +28,29 @@ def test_report_renders_with_failed_and_diverged_runs(tmp_path):
     assert "diverged at step" in md and "failed: see traceback.txt" in md
     assert "shared hyperparameters, not tuned" in md
     assert "fixture_nan | 2 (2 diverged)" in md and "fixture_raises | 2 (2 failed)" in md
+    # the verdict comes first, and runs that did not finish are ranked after those that did
+    assert md.index("## Verdict") < md.index("## Results") < md.index("## Figures")
+    verdict = md.split("## Verdict")[1].split("## Results")[0]
+    order = [line.split(" | ")[1] for line in verdict.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert order[-2:] in (["fixture_nan", "fixture_raises"], ["fixture_raises", "fixture_nan"])
+    assert "diverged on 2 of 2 seeds" in verdict and "failed on 2 of 2 seeds" in verdict
+    assert "## Glossary" in md and "Welleck et al., ICLR 2020" in md
+
+    def report(*args):
+        return subprocess.run([sys.executable, "-m", "lossbench", "report", str(out), "--out",
+                               str(tmp_path / "latex"), *args], capture_output=True, text=True,
+                              timeout=300)
+    latex = report("--format", "latex", "--metric", "val_ce", "--only", "mse")
+    assert latex.returncode == 0, latex.stderr
+    assert latex.stdout == (tmp_path / "latex" / "tables.tex").read_text()
+    assert r"\toprule" in latex.stdout and r"\bottomrule" in latex.stdout
+    rows = [line for line in latex.stdout.splitlines() if line.endswith(r"\\")]
+    assert {r.split(" & ")[0] for r in rows} == {"loss", "mse", r"cross\_entropy"}  # + baseline
+    for bad, named in ((["--metric", "nope"], "--metric: nope"), (["--only", "ghost"], "--only: "),
+                       (["--only", ","], "--only: ")):
+        proc = report(*bad)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"lossbench: error: {named}")
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_report_of_a_non_results_dir_is_exit_2(tmp_path):

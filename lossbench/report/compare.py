@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -9,9 +10,12 @@ import pandas as pd
 from lossbench.paths import safe_name
 from lossbench.report import plots
 from lossbench.report.document import Document, fmt
-from lossbench.report.profiles import (TAU_MAX, profile, profile_score, rank_across_workloads,
-                                       ratios, workload_times)
+from lossbench.report.profiles import (TAU_MAX, ProfileBootstrap, bootstrap_profiles,
+                                       identical_profiles, label_times, profile, profile_score,
+                                       rank_across_workloads, ratios)
 from lossbench.report.render import default_out
+from lossbench.report.scores import build_scores
+from lossbench.report.stats import MIN_SEEDS_FOR_CI
 from lossbench.results import load, suite_meta
 from lossbench.tuning import NOT_TUNED, protocol_of
 
@@ -34,41 +38,54 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
     names = _workload_names(dirs)
     doc = Document("lossbench comparison across suites",
                    out_dir or default_out("reports", "compare"))
-    steps, finals, workloads = {}, {}, []
+    steps, finals, workloads, per_seed = {}, {}, [], []
     for name, d in zip(names, dirs):
         meta = suite_meta(d)
         summary, curves = load(d, final_only=True)
-        times, target = workload_times(summary, curves, meta.get("target_val_ce"))
-        steps[name] = times.set_index("label").steps_to_target
-        finals[name] = times.set_index("label").final_val_ce
-        protocol = protocol_of(meta)
+        # the score table of `lossbench report`: same target rule, same steps-to-target
+        table = build_scores(summary, curves, meta.get("baseline", "cross_entropy"),
+                             meta.get("target_val_ce"))
+        times = label_times(table).set_index("label")
+        steps[name], finals[name] = times.steps_to_target, times.final_val_ce
+        per_seed.append(table.runs[["label", "seed", "steps_to_target"]].assign(workload=name))
         workloads.append({"workload": name, "results": str(d), "runs": len(summary),
-                          "losses": len(times), "target_val_ce": target,
-                          "target_from": "suite" if meta.get("target_val_ce") is not None
-                          else "best loss x 1.05", "protocol": protocol})
+                          "losses": len(times), "target_val_ce": table.target,
+                          "target_from": table.target_rule, "protocol": protocol_of(meta)})
     steps_t, finals_t = pd.DataFrame(steps), pd.DataFrame(finals)  # label x workload
     ratio = ratios(steps_t)
     prof, score = profile(ratio), profile_score(ratio)
+    boot = bootstrap_profiles(pd.concat(per_seed, ignore_index=True), list(steps_t.index),
+                              list(steps_t.columns))
+    same = identical_profiles(prof)
     rank = rank_across_workloads(finals_t)
     solved = (ratio < float("inf")).sum(axis=1)
-    scores = (pd.DataFrame({"label": score.index, "score": score.values,
-                            "workloads_reached": solved.reindex(score.index).values,
-                            "workloads": steps_t.shape[1]})
-              .sort_values("score", ascending=False).reset_index(drop=True))
+    scores = (boot.scores.set_index("label").assign(score=score)  # the point: profile_score's
+              .assign(interval=boot.interval, workloads_reached=solved,
+                      workloads=steps_t.shape[1])
+              .rename_axis("label").reset_index()
+              .sort_values("score", ascending=False, kind="stable").reset_index(drop=True))
 
     doc.csv("workloads", pd.DataFrame(workloads))
     doc.csv("steps_to_target", steps_t.rename_axis("label").reset_index())
     doc.csv("ratios", ratio.rename_axis("label").reset_index())
     doc.csv("profiles", prof)
+    doc.csv("profile_bands", boot.profiles)
+    doc.csv("bootstrap_strata", boot.strata)
     doc.csv("scores", scores)
     doc.csv("ranks", rank.ranks.rename_axis("label").reset_index())
 
     doc.section("Workloads")
     doc.text("Each results directory is a workload. Only its final runs count (not tuning runs). "
-             "A loss missing from a workload counts as never reaching its target there.")
+             "A loss missing from a workload counts as never reaching its target there. The "
+             "target is the suite's target_val_ce, else the baseline's mean final val CE × "
+             "1.05 when every baseline seed finished (the rule of `lossbench report`).")
     doc.table(["workload", "results", "runs", "losses", "target val CE", "target from", "protocol"],
               [[w["workload"], w["results"], w["runs"], w["losses"], fmt(w["target_val_ce"]),
                 w["target_from"], w["protocol"]] for w in workloads])
+    untargeted = [w["workload"] for w in workloads if math.isnan(w["target_val_ce"])]
+    if untargeted:
+        doc.text(f"Note: {', '.join(untargeted)} has no target, so no loss reaches it there "
+                 f"(every ratio is ∞ on it).")
     trivial = [w for w in steps_t.columns if (steps_t[w] == 0).any()]
     if trivial:
         doc.text(f"Note: on {', '.join(trivial)} the target holds at step 0 (the shared "
@@ -82,12 +99,19 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
     doc.text(f"ρ(τ): the fraction of workloads on which a loss reaches the target within τ times "
              f"the steps of the fastest loss there (AlgoPerf). Score: area under ρ over "
              f"[1, {TAU_MAX:g}], normalized (1 = fastest everywhere, 0 = never within "
-             f"{TAU_MAX:g}×). Steps to target: seed mean, ∞ if any seed misses.")
+             f"{TAU_MAX:g}×). Steps to target: seed mean, ∞ if any seed never reaches the "
+             f"target, diverges or fails.")
+    doc.text(_interval_text(boot))
     ax = plots.performance_profiles(prof)
     doc.figure("profiles", "Performance profiles over steps-to-target", ax.figure)
-    doc.table(["loss", "score", "workloads reached"],
-              [[r.label, fmt(r.score, 3), f"{r.workloads_reached}/{r.workloads}"]
-               for r in scores.itertuples()])
+    if same:  # coinciding lines hide each other on the plot: name them together
+        doc.text("Losses whose profiles are identical (their lines coincide on the plot):")
+        doc.table(["identical profiles"], [[", ".join(group)] for group in same])
+    else:
+        doc.text("No two losses have identical profiles.")
+    doc.table(["loss", "score", f"score {boot.interval}", "workloads reached"],
+              [[r.label, fmt(r.score, 3), f"[{fmt(r.score_low, 3)}, {fmt(r.score_high, 3)}]",
+                f"{r.workloads_reached}/{r.workloads}"] for r in scores.itertuples()])
     doc.text("Steps to target per workload (ratio to the fastest in brackets):")
     doc.table(["loss", *steps_t.columns],
               [[label, *(f"{fmt(steps_t.loc[label, w])} ({fmt(ratio.loc[label, w], 3)})"
@@ -95,9 +119,22 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
 
     doc.section("Ranks by final val CE")
     doc.text("Rank of each loss on each workload by mean final val CE (1 = best; ties averaged; "
-             f"diverged, failed or missing last). {rank.note}"
+             "a loss with a diverged, failed or missing seed ranks last: the mean of its "
+             f"surviving seeds would flatter it). {rank.note}"
              + (f": statistic {rank.statistic:.3g}, p = {rank.p_value:.3g}."
                 if rank.p_value == rank.p_value else "."))
     doc.table(["loss", *rank.ranks.columns],
               [[label, *(fmt(v, 3) for v in row)] for label, row in rank.ranks.iterrows()])
     return doc.write()
+
+
+def _interval_text(boot: ProfileBootstrap) -> str:
+    text = (f"Intervals: {boot.interval} of the score, from a stratified bootstrap "
+            f"({boot.n_resamples} resamples; the seeds of each loss on each workload are "
+            f"redrawn with replacement, workloads fixed; a redrawn mean is ∞ when a drawn seed "
+            f"is). profile_bands.csv holds the same band for ρ(τ).")
+    if boot.interval != "95% CI":
+        text += (f" Some loss has only {boot.min_seeds} seed(s) on a workload: fewer than "
+                 f"{MIN_SEEDS_FOR_CI} seeds give a range of what the seeds allow, not a 95% "
+                 f"confidence interval.")
+    return text
