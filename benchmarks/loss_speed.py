@@ -11,7 +11,7 @@ both; we print medians and the ratio of medians.
 Each (loss, shape) pair is timed at least --repeats times and until the loss has run for
 --min-seconds, so millisecond-sized calls get hundreds of samples.
 
-Goal (issue 2): ratio <= 2x for every loss, <= 3x for unlikelihood.
+Goal: ratio <= 2x for every loss, <= 3x for unlikelihood.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 Both sweeps run in this process one after the other into fresh temporary
 directories; the script also checks that they produced identical results.
-Goal (issue 4): the parallel sweep in <= 0.75x the sequential time on 2 cores.
+Goal: the parallel sweep in <= 0.75x the sequential time on 2 cores.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ compares like with like; pass several --seeds for its spread over seeds.
 
     python benchmarks/train_parity.py [--text PATH] [--steps 2000] [--threads 2] [--seeds 0 1 2]
 
-Targets (issue 3): lossbench val CE <= 1.89 at step 2000 (nanoGPT's reported 1.88 is
+Targets: lossbench val CE <= 1.89 at step 2000 (nanoGPT's reported 1.88 is
 one 20-batch estimate; see the README for the like-for-like comparison); wall time <= the plain
 loop's; whole run <= 105 s on 2 cores (0.8x the 130 s nanoGPT's train.py took
 here); evaluation + instrumentation <= 5% of training time.

@@ -57,8 +57,8 @@ def run_property(spec: LossSpec, prop_name: str, *, profile: str = "dev",
     if seed is not None:
         from hypothesis import seed as hypothesis_seed
         search = hypothesis_seed(seed)(search)
-    # Inputs are tiny: intra-op threads only add overhead (torch 2.13's fp64
-    # log_softmax takes ~4 ms instead of ~2 us with 2 threads on such tensors).
+    # Inputs are tiny: intra-op threads only add overhead (fp64 log_softmax on such
+    # tensors is orders of magnitude slower with 2 threads than with 1).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

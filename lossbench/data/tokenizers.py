@@ -16,7 +16,7 @@ The corpus fits it on the training part of the text only (see corpora.py).
 
 Encoding is vectorized: a str becomes an array of code points in one call
 (``str.encode("utf-32-le")`` + ``np.frombuffer``) and a sorted lookup maps code
-points to ids, so the 1.1M characters of tinyshakespeare encode in ~10 ms.
+points to ids, with no Python loop over characters.
 """
 
 from __future__ import annotations
