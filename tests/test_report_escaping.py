@@ -36,7 +36,8 @@ CRASHERS = [MATH, "a$b", "\\x", "$$", "_{", "$x^{$", "\\$x$", "_hidden"]
 
 def _craft(out, labels):
     """Make ``out`` a crafted results directory: copies of the mse runs carrying ``labels``
-    (final val CE lowered by 1, so their differences to the baseline are negative), a
+    (final val CEs lowered by 1 + i/10: their differences to the baseline are negative,
+    and with 5 seeds the first label's 95% CI is apart from the next one's: bold), a
     sample with markup and one with a lone surrogate (JSON allows "\\ud800"), a per-layer
     metric name with mathtext, a description with a script."""
     meta = json.loads((out / "suite.json").read_text())
@@ -48,7 +49,9 @@ def _craft(out, labels):
             path = out / "runs" / run_id / "result.json"
             r = json.loads(path.read_text())
             r["config"]["label"] = label
-            r["summary"].update(run_id=run_id, final_val_ce=r["summary"]["final_val_ce"] - 1)
+            r["summary"]["run_id"] = run_id
+            for key in ("final_val_ce", "final_val_ce_full", "final_val_ce_calibrated"):
+                r["summary"][key] -= 1 + i / 10  # apart from each other and from the rest
             r["evals"][-1]["samples"][0]["continuation"] = SAMPLE
             r["evals"][-1]["samples"][1]["continuation"] = "lone \ud800 surrogate"
             r["evals"][-1]["grad_norm_$\\bad$"] = 0.5
@@ -67,7 +70,7 @@ def crafted(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("crafted")
     suite = root / "esc.toml"
-    suite.write_text(tiny_toml("esc", '["cross_entropy", "mse"]'))
+    suite.write_text(tiny_toml("esc", '["cross_entropy", "mse"]', seeds=range(5)))
     out = root / "out"
     run_suite(load_suite(suite), out, workers=1, show_progress=False)
     _craft(out, LABELS)
@@ -82,7 +85,7 @@ def test_crafted_labels_are_text_in_index_html(crafted):
     page = (report / "index.html").read_text()
     assert "<script" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<td>**bold**</td>" in page and "<b>bold</b>" not in page
+    assert "<td class='t'>**bold**</td>" in page and "<b>bold</b>" not in page
     assert "<b>" in page  # the best value of a column is still bold
     assert "lone \ufffd surrogate" in page
 
@@ -101,8 +104,8 @@ def test_crafted_labels_are_text_in_report_md(crafted):
     assert not re.search(r"(?<!\\)\]\(http", md)  # no link: every ] before ( is escaped
     assert "cost \\$\\\\notacommand\\$" in md
     assert re.search(r"\*\*[^*|]+\*\*", md)  # bold best values, asked for by the report
-    headline = md.split("## Headline")[1].split("## ")[0]
-    rows = [line for line in headline.splitlines() if line.startswith("|")]
+    results = md.split("## Results")[1].split("## ")[0].split("Other metrics")[0]
+    rows = [line for line in results.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + 1 + 1 + len(LABELS)  # header, rule, cross_entropy, mse, crafted
     assert len({_unescaped_pipes(line) for line in rows}) == 1  # no label adds a column
 
@@ -189,7 +192,7 @@ def test_bold_is_asked_for_by_type_never_read_from_the_text():
 
     rows = [["**label**", Bold("1.5"), "a|b"]]
     page = html_table(["loss", "<i>x</i>", "y"], rows)
-    assert "<td>**label**</td><td><b>1.5</b></td><td>a|b</td>" in page
+    assert "<td class='t'>**label**</td><td><b>1.5</b></td><td class='t'>a|b</td>" in page
     assert "<th>&lt;i&gt;x&lt;/i&gt;</th>" in page
     assert md_table(["loss", "x", "y"], rows).splitlines()[-1] == \
         "| \\*\\*label\\*\\* | **1.5** | a\\|b |"

@@ -39,8 +39,10 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
     doc = Document("lossbench comparison across suites",
                    out_dir or default_out("reports", "compare"))
     steps, finals, workloads, per_seed = {}, {}, [], []
+    baselines: set[str] = set()
     for name, d in zip(names, dirs):
         meta = suite_meta(d)
+        baselines.add(meta.get("baseline", "cross_entropy"))
         summary, curves = load(d, final_only=True)
         # the score table of `lossbench report`: same target rule, same steps-to-target
         table = build_scores(summary, curves, meta.get("baseline", "cross_entropy"),
@@ -102,8 +104,10 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
              f"{TAU_MAX:g}×). Steps to target: seed mean, ∞ if any seed never reaches the "
              f"target, diverges or fails.")
     doc.text(_interval_text(boot))
-    ax = plots.performance_profiles(prof)
-    doc.figure("profiles", "Performance profiles over steps-to-target", ax.figure)
+    ax = plots.performance_profiles(prof, bands=boot.profiles,
+                                    baseline=baselines.pop() if len(baselines) == 1 else None)
+    doc.figure("profiles", f"Performance profiles over steps-to-target (shaded: "
+               f"{boot.interval} of ρ). {plots.PROFILE_NOTE}", ax.figure)
     if same:  # coinciding lines hide each other on the plot: name them together
         doc.text("Losses whose profiles are identical (their lines coincide on the plot):")
         doc.table(["identical profiles"], [[", ".join(group)] for group in same])

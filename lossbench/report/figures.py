@@ -2,48 +2,80 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from lossbench.report import plots
 from lossbench.results import label_of
 
 
-def build_figures(summary, curves, results, h, floor):
+REPETITION = {"final_seq_rep_4": "seq-rep-4", "final_rep": "rep", "final_wrep": "wrep"}
+
+
+def tokens_per_step_vary(curves: pd.DataFrame) -> bool:
+    """Whether runs train on different numbers of tokens per step (batch or block size
+    varies). Only then does val CE vs tokens say something that val CE vs step does not:
+    with a fixed batch it is the step plot with the x axis rescaled."""
+    t = curves[(curves.metric == "tokens") & (curves.step > 0)]
+    return (t.value / t.step).round(6).nunique() > 1
+
+
+def _against(curves: pd.DataFrame, runs: pd.DataFrame, bands: pd.DataFrame, metric: str,
+             cumulative: bool) -> pd.DataFrame:
+    """``bands`` (per label and step) with the per-step ``metric`` (cumulated if asked) as
+    its x, averaged over seeds at each step. Seeds evaluate at the same steps but not at
+    the same seconds, so banding by rounded seconds would mix one seed here, one there."""
+    m = curves[curves.metric == metric].sort_values("step").copy()
+    if cumulative:
+        m["value"] = m.groupby("run_id").value.cumsum()
+    x = (m.merge(runs, on="run_id").groupby(["label", "step"]).value.mean()
+         .rename(metric).reset_index())
+    out = bands.merge(x, on=["label", "step"], how="left")
+    out[metric] = out[metric].fillna(0.0)  # the evaluation before the first step
+    return out
+
+
+def build_figures(summary, curves, results, table, floor, *, baseline: str | None = None):
+    """{name: (caption, figure)} of the report's figures. ``table``: one row per label
+    (final_seq_rep_4, its _low/_high, ...), or an object holding it as ``.table`` (the
+    old Headline). ``baseline``: the label drawn on top in black in every comparison
+    (None: no label is singled out)."""
+    table = table if isinstance(table, pd.DataFrame) else table.table
     runs = summary[["run_id", "label"]]
     figs = {}
     val = plots.seed_bands(curves, runs, "val_ce")
-    figs["convergence"] = ("Validation CE vs step (seed mean, min–max band)",
-                           plots.convergence(val, floor=floor).figure)
-    tokens = curves[curves.metric == "tokens"][["run_id", "step", "value"]].rename(
-        columns={"value": "tokens"})
-    val_tok = curves[curves.metric == "val_ce"].merge(tokens, on=["run_id", "step"], how="left")
-    val_tok["tokens"] = val_tok.tokens.fillna(0.0)
-    bands = plots.seed_bands(val_tok, runs, "val_ce", x="tokens")
-    figs["convergence_tokens"] = ("Validation CE vs training tokens",
-                                  plots.convergence(bands, x="tokens", floor=floor).figure)
-    wall = curves[curves.metric == "wall_s"].sort_values("step").copy()
-    wall["train_s"] = wall.groupby("run_id").value.cumsum()  # training time, evals excluded
-    val_wall = curves[curves.metric == "val_ce"].merge(
-        wall[["run_id", "step", "train_s"]], on=["run_id", "step"], how="left")
-    val_wall["train_s"] = val_wall.train_s.fillna(0.0).round(1)
-    bands = plots.seed_bands(val_wall, runs, "val_ce", x="train_s")
-    figs["convergence_wall"] = ("Validation CE vs training wall time (s, evaluations excluded)",
-                                plots.convergence(bands, x="train_s", floor=floor).figure)
+    figs["convergence"] = ("Validation CE vs training step (seed mean, min–max band)",
+                           plots.convergence(val, floor=floor, baseline=baseline).figure)
+    if tokens_per_step_vary(curves):
+        bands = _against(curves, runs, val, "tokens", cumulative=False)
+        figs["convergence_tokens"] = (
+            "Validation CE vs training tokens (runs differ in tokens per step)",
+            plots.convergence(bands, x="tokens", floor=floor, baseline=baseline).figure)
+    if (curves.metric == "wall_s").any():
+        bands = _against(curves, runs, val, "wall_s", cumulative=True).rename(
+            columns={"wall_s": "train_s"})
+        figs["convergence_wall"] = (
+            "Validation CE vs training time (seed mean; evaluations excluded)",
+            plots.convergence(bands, x="train_s", floor=floor, baseline=baseline).figure)
     train = plots.seed_bands(curves, runs, "train_loss", smooth=0.05)
-    figs["train_loss"] = ("Training loss in each loss's own units (EMA 0.05)",
-                          plots.small_multiples(train, ylabel="training loss"))
+    figs["train_loss"] = ("Training loss, one panel per loss (EMA 0.05). Y axes are not shared: "
+                          "each loss has its own units, so values are not comparable across "
+                          "panels",
+                          plots.small_multiples(train, ylabel="training loss (own units)",
+                                                baseline=baseline))
     gn = plots.seed_bands(curves, runs, "grad_norm", smooth=0.05)
     figs["grad_norm"] = ("Global gradient norm before clipping (EMA 0.05)",
-                         plots.convergence(gn, ylabel="grad norm").figure)
+                         plots.convergence(gn, ylabel="gradient norm (before clipping)",
+                                           baseline=baseline).figure)
     if (curves.metric == "grad_cos_ce").any():
         cos = plots.seed_bands(curves, runs, "grad_cos_ce")
-        figs["grad_cos"] = ("Cosine between the loss gradient and the CE gradient of the same batch",
-                            plots.convergence(cos, ylabel="cosine", log_y=False).figure)
+        figs["grad_cos"] = ("Cosine between the loss gradient and the CE gradient of one batch",
+                            plots.convergence(cos, ylabel="cosine(loss gradient, CE gradient)",
+                                              log_y=False, baseline=baseline).figure)
     if (curves.metric == "clip_rate").any():
         clip = plots.seed_bands(curves, runs, "clip_rate")
         figs["clip_rate"] = ("Fraction of steps so far whose gradient norm was clipped",
-                             plots.convergence(clip, ylabel="clip rate", log_y=False).figure)
+                             plots.convergence(clip, ylabel="fraction of steps clipped",
+                                               log_y=False, baseline=baseline).figure)
     layer = curves[curves.metric.str.startswith("grad_norm_")].merge(runs, on="run_id")
     if len(layer):
         matrix = layer.assign(group=layer.metric.str.removeprefix("grad_norm_")).pivot_table(
@@ -51,22 +83,19 @@ def build_figures(summary, curves, results, h, floor):
         order = sorted(matrix.columns, key=_layer_order)
         matrix = matrix[order]
         figs["layer_heatmap"] = ("Per-layer gradient norm (mean over evaluations and seeds)",
-                                 plots.heatmap(matrix, title="per-layer grad norm").figure)
+                                 plots.heatmap(matrix, title="per-layer gradient norm").figure)
     rel = _pooled_reliability(results)
     if rel:
-        ncols = min(4, len(rel))
-        nrows = -(-len(rel) // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 2.8 * nrows),
-                                 constrained_layout=True, squeeze=False)
-        for ax, (label, table) in zip(axes.flat, rel.items()):
-            plots.reliability(table, title=label, ax=ax)
-        for ax in list(axes.flat)[len(rel):]:
-            ax.axis("off")
-        figs["reliability"] = ("Reliability diagrams (final evaluation, seeds pooled)", fig)
-    rep_cols = [c for c in ("final_seq_rep_4", "final_rep", "final_wrep") if c in h.table]
+        figs["reliability"] = ("Reliability diagrams (final evaluation, seeds pooled; "
+                               "axes shared)", plots.reliability_grid(rel, baseline=baseline))
+    # a metric no label has gets no bar (and no legend entry)
+    rep_cols = [c for c in REPETITION if c in table and table[c].notna().any()]
     if rep_cols:
-        figs["repetition"] = ("Repetition (Welleck et al. 2020): lower is less repetitive",
-                              plots.grouped_bars(h.table, rep_cols, title="repetition").figure)
+        figs["repetition"] = ("Repetition (Welleck et al. 2020): lower is less repetitive; "
+                              "n/a: the loss has no value for that metric",
+                              plots.grouped_bars(table, rep_cols, title="repetition",
+                                                 names=REPETITION,
+                                                 ylabel="fraction repeated").figure)
     return figs
 
 

@@ -4,7 +4,6 @@ request the headline and statistics as LaTeX (booktabs)."""
 from __future__ import annotations
 
 import datetime as dt
-from types import SimpleNamespace  # TEMP until figures takes the table
 from pathlib import Path
 
 from lossbench.atomic import atomic_write_text
@@ -58,7 +57,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
         details.tuning(doc, ev.meta, ev.all_runs)
     doc.section("Figures")
     runs = ev.scores.runs
-    for name, (caption, fig) in build_figures(runs, ev.curves, ev.results, SimpleNamespace(table=ev.table),
+    for name, (caption, fig) in build_figures(runs, ev.curves, ev.results, ev.table,
                                               _floor(ev), baseline=ev.baseline).items():
         doc.figure(name, caption, fig)
     details.runs(doc, ev, problems)
