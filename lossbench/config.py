@@ -98,6 +98,11 @@ class EvalConfig:
     rep_prefixes: int = ranged(8, 1)  # greedy continuations for seq-rep-4 / uniq-seq
     rep_prefix_len: int = ranged(16, 1)
     rep_continuation: int = ranged(48, 4)
+    rep_context: int = ranged(128, 1, 65536)  # l of rep/wrep (Welleck et al.'s rep/128): the
+    #   l most recent tokens; within a window at most block_size (the effective l is reported)
+    rep_stream: bool = False  # rep/wrep over the val stream: each position's l context
+    #   tokens include those before its window, so l may exceed block_size (the paper's rep/l
+    #   at any block size); positions whose l tokens would start before the split are left out
     samples: int = ranged(3, 0)  # decoded samples kept for the report
     full_val_windows: int = ranged(4096, 0)  # final eval also scores up to this many
     #   consecutive val windows (the whole split when it fits: val_ce_full, comparable with

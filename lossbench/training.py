@@ -26,7 +26,7 @@ from lossbench.config import RunConfig, TrainConfig
 from lossbench.data.batches import eval_starts, get_batch, step_seed, train_batch_starts
 from lossbench.data.corpora import Corpus, DataConfig, load_corpus
 from lossbench.data.teachers import build_teacher
-from lossbench.evaluation import EvalSet, evaluate, full_split_ce
+from lossbench.evaluation import EvalSet, NonFiniteLogits, evaluate, full_split_ce
 from lossbench.gradients import GradientProbe
 from lossbench.losses import get_loss, mean_over_tokens
 from lossbench.model import GPT, build_model, greedy_generate, mixed_precision
@@ -113,11 +113,17 @@ def _cached_teacher(data: DataConfig):
 
 
 def build_eval_set(corpus: Corpus, block_size: int, cfg) -> EvalSet:
-    """Fixed val windows and fixed prompts: no seed, identical for every run of the corpus."""
+    """Fixed val windows and fixed prompts: no seed, identical for every run of the corpus.
+    With ``rep_stream``, also the rep_context - 1 val tokens before each window (-1 before
+    the split's start), so rep/wrep can see a context longer than the window."""
     starts = eval_starts(len(corpus.val), block_size, cfg.val_windows)
     x, y = get_batch(corpus.val, starts, block_size)
     n_prefix = min(cfg.rep_prefixes, x.shape[0])
-    return EvalSet(x, y, x[:n_prefix, :min(cfg.rep_prefix_len, block_size)].clone())
+    history = None
+    if cfg.rep_stream:
+        at = starts[:, None] - (cfg.rep_context - 1) + torch.arange(cfg.rep_context - 1)  # (N, H)
+        history = torch.where(at >= 0, corpus.val[at.clamp(min=0)], -1)
+    return EvalSet(x, y, x[:n_prefix, :min(cfg.rep_prefix_len, block_size)].clone(), history)
 
 
 class _Run:
@@ -244,8 +250,9 @@ def train_run(config: RunConfig, *, checkpoint_dir: str | Path | None = None,
               should_stop: Callable[[], bool] | None = None) -> RunResult:
     """Train one run from ``config``; resume from ``checkpoint_dir`` if it holds a checkpoint.
 
-    Returns per-step records and per-eval metrics. A non-finite loss or gradient
-    ends the run with status ``diverged`` (a result, not an exception).
+    Returns per-step records and per-eval metrics. A non-finite loss or gradient, or
+    non-finite logits at an evaluation, ends the run with status ``diverged`` (a result,
+    not an exception) at that step: ``diverged_step`` = the number of completed updates.
     ``should_stop`` is polled after every step; when it returns True the run saves
     a checkpoint and raises :class:`Interrupted`.
     """
@@ -299,12 +306,19 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) 
     total = cfg.steps + ft.steps
     eval_every = max(1, config.eval.eval_every)
 
-    def do_eval(step: int):
+    def do_eval(step: int) -> bool:
+        """Evaluate after ``step`` updates; False when the model's logits are not finite."""
         t0 = time.perf_counter()
-        metrics = evaluate(run.model, run.eval_set, device=run.device, ece_bins=config.eval.ece_bins,
-                           entropy_rate=run.corpus.entropy_rate,
-                           rep_continuation=config.eval.rep_continuation,
-                           decode=run.corpus.tokenizer.decode, samples=config.eval.samples)
+        try:
+            metrics = evaluate(run.model, run.eval_set, device=run.device,
+                               ece_bins=config.eval.ece_bins, entropy_rate=run.corpus.entropy_rate,
+                               rep_continuation=config.eval.rep_continuation,
+                               decode=run.corpus.tokenizer.decode, samples=config.eval.samples,
+                               rep_context=config.eval.rep_context,
+                               rep_stream=config.eval.rep_stream)
+        except NonFiniteLogits:
+            result.eval_time_s += time.perf_counter() - t0
+            return False
         metrics.update(run.probe.pop_stats())
         if step == total and config.eval.full_val_windows:
             metrics["val_ce_full"], metrics["val_full_tokens"] = full_split_ce(
@@ -314,12 +328,17 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) 
         metrics["clip_rate"] = sum(result.steps["clipped"]) / n if n else 0.0
         result.evals.append({"step": step, **metrics})
         result.eval_time_s += time.perf_counter() - t0
+        return True
+
+    def diverged(step: int) -> RunResult:
+        result.status, result.diverged_step, result.model = "diverged", step, run.model
+        return result
 
     def is_eval_step(done: int) -> bool:
         return done % eval_every == 0 or done == cfg.steps or done == total
 
-    if start == 0:
-        do_eval(0)
+    if start == 0 and not do_eval(0):
+        return diverged(0)  # non-finite logits before any update
     for step in range(start, total):
         in_finetune = step >= cfg.steps
         # gradient stats of the update that ends at an eval step, reported with that eval
@@ -334,17 +353,15 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) 
             else:
                 rec = _optimizer_step(run, step, lr_at(step, cfg), probe=probe)
         except Diverged:
-            result.status, result.diverged_step = "diverged", step
             _book_step_time(result, run, t0)
-            result.model = run.model
-            return result
+            return diverged(step)
         elapsed = _book_step_time(result, run, t0)
         rec.update(step=step + 1, tokens=run.tokens, wall_s=elapsed)
         for k in STEP_FIELDS:
             result.steps[k].append(rec[k])
         done = step + 1
-        if is_eval_step(done):
-            do_eval(done)
+        if is_eval_step(done) and not do_eval(done):
+            return diverged(done)  # finite updates, but the weights now give NaN/inf logits
         stop = done < total and should_stop is not None and should_stop()
         if ckpt_dir is not None and done < total and (
                 stop or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
