@@ -53,7 +53,7 @@ def diagnose(status: str, diverged_step, val: pd.DataFrame, train_ce: pd.DataFra
     """
     notes = []
     if status == "diverged":
-        notes.append(f"diverged at step {int(diverged_step)} (non-finite loss or gradient)")
+        notes.append(f"diverged at step {int(diverged_step)} (non-finite loss or gradient, or non-finite logits at an evaluation)")
     if status == "failed":
         return ["failed: see traceback.txt in the run folder"]
     val = val.sort_values("step")

@@ -78,12 +78,12 @@ def gather(results_dir: str | Path, *, metric_column: str | None = None,
         scores = scores.only(list(dict.fromkeys([*only, baseline])))
     columns = shown_columns(scores.runs)
     column = metric_column or default_primary(scores.runs.columns)
-    if column not in columns:
-        column_f = f"final_{column}"
-        if column_f not in columns:
-            raise ReportRequestError(f"--metric: {column} is not a metric of these runs "
-                                     f"(metrics: {', '.join(c.removeprefix('final_') for c in columns)})")
-        column = column_f
+    if metric_column is not None and column not in columns:
+        column = f"final_{column}"
+        if column not in columns:
+            raise ReportRequestError(
+                f"--metric: {metric_column} is not a metric of these runs (metrics: "
+                f"{', '.join(c.removeprefix('final_') for c in columns)})")
     primary = metric(column)
     table = ranked(label_table(scores, columns), column)
     keep_ids = set(scores.runs.run_id)

@@ -44,30 +44,40 @@ METRICS: tuple[Metric, ...] = (
            "Val CE minus calibrated CE on the same tokens: how much of the loss's CE is "
            "miscalibration that one temperature removes."),
     Metric("final_temperature", "temperature", "", None,
-           "The fitted temperature; blank when the CE is flat in it (no temperature fits)."),
+           "The T in [e⁻⁶, e⁶] minimizing the val CE of logits / T; 'no fit (flat)' when the "
+           "CE does not depend on T (constant scores).", "Guo et al., ICML 2017"),
     Metric("final_val_acc", "accuracy", "", False,
-           "Fraction of tokens whose top-1 logit is the target; a tie among k top logits "
-           "counts 1/k."),
+           "Fraction of targets equal to the argmax of the logits (not of rounded "
+           "probabilities); a tie among k top logits counts 1/k when the target is among "
+           "them."),
     Metric("final_ece", "ECE", "", True,
-           "Expected calibration error of the top-1 probability, 15 equal-width bins, a "
-           "confidence of exactly 1 in the last bin.", "Guo et al., ICML 2017"),
+           "Expected calibration error: Σ_m |B_m|/n · |acc(B_m) − conf(B_m)| over 15 "
+           "equal-width bins ((m−1)/M, m/M] of the max softmax probability (a confidence of "
+           "exactly 1 in the last bin); correctness by the same 1/k tie rule as accuracy.",
+           "Guo et al., ICML 2017, sec. 2"),
     Metric("final_excess_ce", "excess over floor", "nats/token", True,
            "Val CE minus the data's entropy rate (synthetic sources only): 0 is perfect."),
-    Metric("final_rep", "rep", "", True,
-           "Next-token repetition: fraction of top-1 predictions that occur among the previous "
-           "l context tokens (l = eval.rep_context, capped by the block size).",
+    Metric("final_rep", "rep/l", "", True,
+           "Next-token repetition: fraction of top-1 predictions found among the l most recent "
+           "tokens up to the one just read; l = eval.rep_context capped by the block size, or "
+           "the full l from the val stream with eval.rep_stream (then only positions with l "
+           "tokens before them count); a k-way tie weighs each class 1/k.",
+           "Welleck et al., ICLR 2020 (rep/128)"),
+    Metric("final_wrep", "wrep/l", "", True,
+           "As rep/l, counting only predictions that are not the target.",
            "Welleck et al., ICLR 2020"),
-    Metric("final_wrep", "wrep", "", True,
-           "Wrong repetition: fraction of top-1 predictions that occur among the previous l "
-           "tokens and are not the target.", "Welleck et al., ICLR 2020"),
     Metric("final_uniq", "uniq", "tokens", False,
-           "Number of distinct top-1 next-token predictions on the evaluation windows.",
-           "Welleck et al., ICLR 2020"),
+           "Number of distinct tokens that are a top-1 prediction at some evaluated position "
+           "(every class of a tie counts).", "Welleck et al., ICLR 2020"),
     Metric("final_seq_rep_4", "seq-rep-4", "", True,
-           "Greedy continuations of fixed validation prefixes: 1 − unique 4-grams / 4-grams, "
-           "averaged over continuations.", "Welleck et al., ICLR 2020"),
+           "Greedy continuations (eval.rep_continuation tokens) of fixed validation prefixes: "
+           "1 − unique 4-grams / 4-grams, averaged over continuations.",
+           "Welleck et al., ICLR 2020"),
     Metric("final_uniq_seq", "uniq-seq", "tokens", False,
            "Distinct tokens over all greedy continuations.", "Welleck et al., ICLR 2020"),
+    Metric("final_unigram_entropy", "unigram entropy", "nats/token", None,
+           "Entropy of the evaluated targets' frequencies: the CE of the best constant "
+           "prediction, the yardstick of the degenerate flag."),
     Metric("steps_to_target", "steps to target", "steps", True,
            "First evaluated step whose val CE is at or below the target; ∞ when any seed "
            "never gets there, diverges or fails.", "AlgoPerf (Dahl et al., 2023)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from lossbench.report.diagnostics import DEGENERATE_MARGIN, LATE_FRACTION, NOT_CONVERGED_DROP
 from lossbench.report.document import Bold, Document, fmt
 from lossbench.report.evidence import Evidence
 from lossbench.report.metrics import metric
@@ -58,10 +59,14 @@ def verdict(doc: Document, ev: Evidence) -> None:
 
 
 def _cell(row, column: str, bold: set[str]):
+    if column == "final_temperature" and row.done and row.temperature_flat == row.done:
+        return "no fit (flat)"
     text = fmt(getattr(row, column))
     low, high = getattr(row, f"{column}_low"), getattr(row, f"{column}_high")
     if math.isfinite(low) and math.isfinite(high):
         text += f" [{fmt(low)}, {fmt(high)}]"
+    if column == "final_temperature" and row.temperature_flat:
+        text += f" ({row.temperature_flat} flat)"
     return Bold(text) if row.label in bold else text
 
 
@@ -128,12 +133,22 @@ def statistics(doc: Document, ev: Evidence) -> None:
                                       for r in ev.ranks.itertuples()])
 
 
+def _context(ev: Evidence, column: str) -> str:
+    """' Here l = 64.' for rep/wrep: the context length these runs actually used."""
+    runs = ev.scores.runs
+    if column not in ("final_rep", "final_wrep") or "final_rep_context" not in runs:
+        return ""
+    used = sorted({int(v) for v in runs.final_rep_context.dropna()})
+    return f" Here l = {', '.join(map(str, used))}." if used else ""
+
+
 def glossary(doc: Document, ev: Evidence) -> None:
     doc.section("Glossary")
-    rows = [[m.header, m.unit or "–", m.direction, m.definition, m.reference or "–"]
-            for m in map(metric, ev.columns)]
+    rows = [[m.header, m.unit or "–", m.direction, m.definition + _context(ev, m.column),
+             m.reference or "–"] for m in map(metric, ev.columns)]
     rows.append(["flags", "–", "–",
-                 "degenerate: calibrated CE within 1% of the unigram entropy of the same tokens "
-                 "(a constant prediction scores that entropy); not converged: val CE fell more "
-                 "than 1% over the last 20% of steps", "–"])
+                 f"degenerate: calibrated CE within {DEGENERATE_MARGIN:.0%} of the unigram "
+                 f"entropy of the same tokens (a constant prediction scores that entropy); not "
+                 f"converged: val CE fell more than {NOT_CONVERGED_DROP:.0%} over the last "
+                 f"{LATE_FRACTION:.0%} of steps", "–"])
     doc.table(["metric", "unit", "better", "definition", "reference"], rows)

@@ -37,7 +37,9 @@ def label_table(scores: ScoreTable, columns: list[str]) -> pd.DataFrame:
     for label, g in scores.runs.groupby("label", sort=False):
         counts = scores.status_counts(label)
         n_deg, n_late = _flags(g)
+        flat = g[g.status == FINISHED].get("final_temperature_flat", pd.Series(dtype=float))
         row = {"label": label, **counts, "degenerate": n_deg, "not_converged": n_late,
+               "temperature_flat": int((flat == 1).sum()),
                "diverged_step": float(g.diverged_step.min()) if counts["diverged"] else math.nan}
         for col in columns:
             values = g[col].astype(float)
@@ -97,7 +99,7 @@ def comparisons(scores: ScoreTable, column: str) -> pd.DataFrame:
     and the seeds that would resolve the observed difference at 80% power (with the
     compute they cost at the measured speed)."""
     m = metric(column)
-    values = scores.per_seed(column)
+    values = scores.per_seed(column) if column in scores.runs else {}
     base = values.get(scores.baseline)
     cols = ["label", "n_pairs", "mean_difference", "diff_low", "diff_high", "diff_kind",
             "p_value", "p_holm", "test", "p_better", "p_better_low", "p_better_high",
@@ -132,6 +134,8 @@ def comparisons(scores: ScoreTable, column: str) -> pd.DataFrame:
 
 def rank_table(scores: ScoreTable, column: str) -> pd.DataFrame:
     """Mean rank across seeds (1 = best); a run that did not finish ranks last."""
+    if column not in scores.runs:
+        return pd.DataFrame(columns=["label", "mean_rank"])
     sign = 1.0 if metric(column).lower_is_better is not False else -1.0
     table = {label: {s: sign * v if math.isfinite(v) else math.inf for s, v in seeds.items()}
              for label, seeds in scores.per_seed(column).items()}
@@ -143,6 +147,8 @@ def rank_table(scores: ScoreTable, column: str) -> pd.DataFrame:
 def ranked(table: pd.DataFrame, column: str) -> pd.DataFrame:
     """Labels best first on ``column``: those with every seed finished by their mean, then
     those with a diverged or failed seed (their means are of survivors), fewest first."""
+    if column not in table:
+        return table  # no run reported it (every run failed): nothing to rank by
     sign = 1.0 if metric(column).lower_is_better is not False else -1.0
     key = (sign * table[column].astype(float)).fillna(math.inf)
     unfinished = table.diverged + table.failed
