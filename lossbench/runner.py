@@ -25,6 +25,7 @@ from lossbench.atomic import atomic_write_json, atomic_write_text, sweep_temp_fi
 from lossbench.config import RunConfig
 from lossbench.executors import make_executor
 from lossbench.locks import LOCK, file_lock
+from lossbench.observers import Observer
 from lossbench.results import (GIVE_UP_AFTER, SETTLED, attempts, check_run_folder, record_attempt,
                                run_dir, same_failures_in_a_row, settled, stored_status,
                                write_result, write_store_files, write_tables)
@@ -91,13 +92,18 @@ def _attempt(config: RunConfig, config_dict: dict, folder: Path, progress, stop)
                             "pid": os.getpid(), "time": time.time()})
     atomic_write_json(folder / "config.json", config_dict)
 
-    def on_step(done: int, total: int) -> None:
-        if progress is not None:
-            progress[run_id] = (done, total)
+    class Progress(Observer):  # the executor's shared progress table, by run id
+        def on_start(self, start):
+            self.total = start.total_steps
+
+        def on_step(self, record):
+            if progress is not None:
+                progress[run_id] = (record["step"], self.total)
 
     end = {"event": "end", "attempt": n}
     try:
-        result = train_run(config, checkpoint_dir=folder, on_step=on_step, should_stop=stop)
+        result = train_run(config, checkpoint_dir=folder, observers=[Progress()],
+                           should_stop=stop)
     except Interrupted as exc:
         record_attempt(folder, {**end, "status": "interrupted", "step": exc.step})
         return "interrupted"

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from lossbench.evaluation import EvalSet, NonFiniteLogits, evaluate, full_split_
 from lossbench.gradients import GradientProbe
 from lossbench.losses import get_loss, mean_over_tokens
 from lossbench.model import GPT, build_model, greedy_generate, mixed_precision
+from lossbench.observers import Fanout, Observer, RunStart
 from lossbench.records import STEP_FIELDS
 
 
@@ -149,6 +150,7 @@ class _Run:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.probe = GradientProbe(self.model)
         self.tokens = 0
+        self.observer: Observer = Observer()  # train_run sets the caller's observers
 
     def batch(self, step: int, micro: int):
         t = self.cfg.train
@@ -211,6 +213,7 @@ def _optimizer_step(run: "_Run", step: int, lr: float, *, probe: bool,
     total_loss = total_ce = 0.0
     for micro in range(cfg.grad_accum):
         x, y, extras = run.batch(step, micro)
+        run.observer.on_batch(step, micro, x, y)  # nothing in between draws random numbers
         loss, logits, y = compute(run, x, y, extras)
         # the shared yardstick: CE of the same logits (no extra forward, no RNG); it needs a
         # graph only when the probe differentiates it
@@ -246,21 +249,22 @@ def _book_step_time(result: RunResult, run: _Run, t0: float) -> float:
 
 
 def train_run(config: RunConfig, *, checkpoint_dir: str | Path | None = None,
-              on_step: Callable[[int, int], None] | None = None,
+              observers: Iterable[Observer] = (),
               should_stop: Callable[[], bool] | None = None) -> RunResult:
     """Train one run from ``config``; resume from ``checkpoint_dir`` if it holds a checkpoint.
 
     Returns per-step records and per-eval metrics. A non-finite loss or gradient, or
     non-finite logits at an evaluation, ends the run with status ``diverged`` (a result,
     not an exception) at that step: ``diverged_step`` = the number of completed updates.
-    ``should_stop`` is polled after every step; when it returns True the run saves
-    a checkpoint and raises :class:`Interrupted`.
+    ``observers`` (lossbench.observers) see the run's batches, steps and evaluations as
+    they happen. ``should_stop`` is polled after every step; when it returns True the run
+    saves a checkpoint and raises :class:`Interrupted`.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(config.train.threads)
     try:
-        return _train(config, Path(checkpoint_dir) if checkpoint_dir else None, on_step,
-                      should_stop)
+        return _train(config, Path(checkpoint_dir) if checkpoint_dir else None,
+                      Fanout(observers), should_stop)
     finally:
         torch.set_num_threads(threads)
 
@@ -287,7 +291,8 @@ def _resume(run: _Run, result: RunResult, ckpt_dir: Path) -> int:
     return state["next_step"]
 
 
-def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) -> RunResult:
+def _train(config: RunConfig, ckpt_dir: Path | None, observer: Observer,
+           should_stop=None) -> RunResult:
     def fresh() -> tuple[_Run, RunResult]:
         run = _Run(config)
         return run, RunResult(config, flops_per_token=run.model.flops_per_token(),
@@ -304,6 +309,8 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) 
             result.notes.append(str(exc))
     cfg, ft = config.train, config.finetune
     total = cfg.steps + ft.steps
+    run.observer = observer
+    observer.on_start(RunStart(config, run.model, run.eval_set, start, total))
     eval_every = max(1, config.eval.eval_every)
 
     def do_eval(step: int) -> bool:
@@ -328,17 +335,19 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) 
         metrics["clip_rate"] = sum(result.steps["clipped"]) / n if n else 0.0
         result.evals.append({"step": step, **metrics})
         result.eval_time_s += time.perf_counter() - t0
+        observer.on_eval(step, result.evals[-1])
         return True
 
-    def diverged(step: int) -> RunResult:
-        result.status, result.diverged_step, result.model = "diverged", step, run.model
+    def finish(status: str, diverged_step: int | None = None) -> RunResult:
+        result.status, result.diverged_step, result.model = status, diverged_step, run.model
+        observer.on_end(result)
         return result
 
     def is_eval_step(done: int) -> bool:
         return done % eval_every == 0 or done == cfg.steps or done == total
 
     if start == 0 and not do_eval(0):
-        return diverged(0)  # non-finite logits before any update
+        return finish("diverged", 0)  # non-finite logits before any update
     for step in range(start, total):
         in_finetune = step >= cfg.steps
         # gradient stats of the update that ends at an eval step, reported with that eval
@@ -354,14 +363,15 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) 
                 rec = _optimizer_step(run, step, lr_at(step, cfg), probe=probe)
         except Diverged:
             _book_step_time(result, run, t0)
-            return diverged(step)
+            return finish("diverged", step)
         elapsed = _book_step_time(result, run, t0)
         rec.update(step=step + 1, tokens=run.tokens, wall_s=elapsed)
         for k in STEP_FIELDS:
             result.steps[k].append(rec[k])
+        observer.on_step(rec)
         done = step + 1
         if is_eval_step(done) and not do_eval(done):
-            return diverged(done)  # finite updates, but the weights now give NaN/inf logits
+            return finish("diverged", done)  # finite updates, but the weights now give NaN/inf logits
         stop = done < total and should_stop is not None and should_stop()
         if ckpt_dir is not None and done < total and (
                 stop or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
@@ -371,9 +381,6 @@ def _train(config: RunConfig, ckpt_dir: Path | None, on_step, should_stop=None) 
                 "steps": result.steps, "evals": result.evals,
                 "train_time_s": result.train_time_s, "eval_time_s": result.eval_time_s,
                 "notes": result.notes})
-        if on_step is not None:
-            on_step(done, total)
         if stop:
             raise Interrupted(done)
-    result.status, result.model = "done", run.model
-    return result
+    return finish("done")

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-import lossbench.training as training
 from lossbench.config import EvalConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.corpora import DataConfig
 from lossbench.losses import register_loss, unregister_loss
+from lossbench.observers import Observer
 from lossbench.training import build_eval_set, cached_corpus, lr_at, train_run
 
 TINY_DATA = DataConfig(corpus="markov", markov_tokens=20_000, markov_vocab=8)
@@ -74,40 +74,51 @@ def test_gradient_probe_time_counts_as_instrumentation(monkeypatch):
     assert result.train_time_s == pytest.approx(sum(result.steps["wall_s"]))
 
 
-def test_runs_with_different_losses_see_identical_weights_batches_and_masks(monkeypatch):
-    seen = {}
+class Recorder(Observer):
+    """What a run saw: its initial weights, its batches, the RNG state that drew each
+    forward's dropout masks, its evaluation tokens, and the records it reported."""
 
-    original_init, original_batch, original_forward = (
-        training._Run.__init__, training._Run.batch, training._Run.forward)
+    def __init__(self):
+        self.batches, self.rng, self.steps, self.evals = [], [], [], []
 
-    def init(self, config):
-        original_init(self, config)
-        seen[config.loss] = {"init": {k: v.clone() for k, v in self.model.state_dict().items()},
-                             "batches": [], "rng": []}
+    def on_start(self, start):
+        self.init = {k: v.clone() for k, v in start.model.state_dict().items()}
+        self.eval_x = start.eval_set.x.clone()
 
-    def batch(self, step, micro):
-        out = original_batch(self, step, micro)
-        seen[self.cfg.loss]["batches"].append(out[0].clone())
-        return out
+    def on_batch(self, step, micro, x, y):
+        self.batches.append((x.clone(), y.clone()))
+        self.rng.append(torch.random.get_rng_state().clone())
 
-    def forward(self, x):
-        if self.model.training:  # the RNG state that draws this forward's dropout masks
-            seen[self.cfg.loss]["rng"].append(torch.random.get_rng_state().clone())
-        return original_forward(self, x)
+    def on_step(self, record):
+        self.steps.append(dict(record))
 
-    monkeypatch.setattr(training._Run, "__init__", init)
-    monkeypatch.setattr(training._Run, "batch", batch)
-    monkeypatch.setattr(training._Run, "forward", forward)
+    def on_eval(self, step, metrics):
+        self.evals.append(step)
+
+
+def test_runs_with_different_losses_see_identical_weights_batches_and_masks():
     dropout_model = dataclasses.replace(TINY.model, dropout=0.2)
-    a = train_run(tiny(loss="cross_entropy", model=dropout_model))
-    b = train_run(tiny(loss="mse", model=dropout_model))
-    ce, mse = seen["cross_entropy"], seen["mse"]
-    assert all(torch.equal(ce["init"][k], mse["init"][k]) for k in ce["init"])
-    assert len(ce["batches"]) == 12 and all(torch.equal(x, y) for x, y in zip(ce["batches"], mse["batches"]))
-    assert len(ce["rng"]) == 12 and all(torch.equal(x, y) for x, y in zip(ce["rng"], mse["rng"]))
-    assert ce["batches"][0].shape == (4, 16) and not torch.equal(ce["batches"][0], ce["batches"][1])
+    ce, mse = Recorder(), Recorder()
+    a = train_run(tiny(loss="cross_entropy", model=dropout_model), observers=[ce])
+    b = train_run(tiny(loss="mse", model=dropout_model), observers=[mse])
+    assert all(torch.equal(ce.init[k], mse.init[k]) for k in ce.init)
+    assert torch.equal(ce.eval_x, mse.eval_x)
+    assert len(ce.batches) == 12 and all(torch.equal(x, y) for (x, _), (y, _) in
+                                         zip(ce.batches, mse.batches))
+    assert len(ce.rng) == 12 and all(torch.equal(x, y) for x, y in zip(ce.rng, mse.rng))
+    assert ce.batches[0][0].shape == (4, 16) and not torch.equal(ce.batches[0][0], ce.batches[1][0])
     # ... and the losses did train differently
     assert a.steps["train_loss"] != b.steps["train_loss"]
+
+
+def test_observers_see_every_record_and_change_nothing():
+    config = tiny(model=dataclasses.replace(TINY.model, dropout=0.1))
+    seen = Recorder()
+    watched, plain = train_run(config, observers=[seen]), train_run(config)
+    assert _records(watched) == _records(plain) and _same_weights(watched.model, plain.model)
+    assert [r["train_loss"] for r in seen.steps] == plain.steps["train_loss"]
+    assert [r["step"] for r in seen.steps] == plain.steps["step"]
+    assert seen.evals == [e["step"] for e in plain.evals]
 
 
 def test_eval_tokens_are_fixed_per_corpus():
@@ -132,12 +143,13 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, loss):
     class Killed(Exception):
         pass
 
-    def kill_at_10(done, total):
-        if done == 10:
-            raise Killed
+    class KillAt10(Observer):
+        def on_step(self, record):
+            if record["step"] == 10:
+                raise Killed
 
     with pytest.raises(Killed):
-        train_run(config, checkpoint_dir=tmp_path, on_step=kill_at_10)
+        train_run(config, checkpoint_dir=tmp_path, observers=[KillAt10()])
     assert (tmp_path / "checkpoint.pt").exists()  # saved at step 8
     resumed = train_run(config, checkpoint_dir=tmp_path)
     assert _records(resumed) == _records(reference)
