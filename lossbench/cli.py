@@ -130,13 +130,16 @@ def check_cmd(target, plugins, profile, max_examples, seed, only):
               help="Override a suite value, e.g. --set train.steps=100 (repeatable).")
 @_plugin_option
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
+@click.option("--log", "trackers", multiple=True, metavar="TRACKER",
+              help="Also log every run to tensorboard, mlflow or wandb (repeatable; adds to "
+                   "the suite's [log] trackers).")
 @click.option("--no-retry", is_flag=True,
               help="Keep failed runs as they are (default: retry them from their checkpoint).")
 @click.option("--give-up-after", type=click.IntRange(0), default=2, show_default=True,
               metavar="N", help="Stop retrying a run that failed the same way N times in a row "
                                 "(0: always retry).")
 def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, plugins, no_report,
-            no_retry, give_up_after):
+            trackers, no_retry, give_up_after):
     """Sweep a suite: losses x hyperparameter grids x seeds over identical runs.
 
     Rerunning the same command skips finished runs, resumes unfinished ones from
@@ -170,6 +173,12 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
             require_distributed()
         except ExecutorUnavailable as exc:
             raise InputError(f"--executor dask: {exc}") from None
+    log = tuple(dict.fromkeys((*suite.log, *trackers)))
+    from lossbench.trackers import TrackerUnavailable, check_trackers
+    try:
+        check_trackers(log)
+    except TrackerUnavailable as exc:
+        raise InputError(f"--log: {exc}") from None
     if suite.runs[0].device == "cuda":
         import torch
         if not torch.cuda.is_available():
@@ -178,7 +187,7 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
     try:
         outcome = run_suite(suite, out, workers=n_workers, executor=executor,
                             scheduler=scheduler, plugins=plugins, retry=not no_retry,
-                            give_up_after=give_up_after)
+                            give_up_after=give_up_after, log=log)
     except OSError as exc:  # read-only, disk full, a file in the way: say which and why
         raise click.ClickException(_os_error_line(exc)) from None
     report_dir = _report(out, None) if not no_report else None

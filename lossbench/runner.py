@@ -23,13 +23,15 @@ from typing import Any
 
 from lossbench.atomic import atomic_write_json, atomic_write_text, sweep_temp_files
 from lossbench.config import RunConfig
-from lossbench.executors import make_executor
+from lossbench.executors import Job, make_executor
 from lossbench.locks import LOCK, file_lock
+from lossbench.live import MetricsFile
 from lossbench.observers import Observer
 from lossbench.results import (GIVE_UP_AFTER, SETTLED, attempts, check_run_folder, record_attempt,
                                run_dir, same_failures_in_a_row, settled, stored_status,
                                write_result, write_store_files, write_tables)
 from lossbench.suites import Suite
+from lossbench.trackers import make_trackers
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,8 @@ class SweepOutcome:
         return 1 if "failed" in self.statuses.values() else 0
 
 
-def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] = (),
-                progress=None, stop=None) -> tuple[str, str]:
+def execute_run(config_dict: dict[str, Any], job: Job | str, progress=None,
+                stop=None) -> tuple[str, str]:
     """Run (or resume, or skip) one run; never raises for an error in the run itself.
 
     Returns (run_id, status). Exceptions from the loss or the data become status
@@ -66,7 +68,9 @@ def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] 
     """
     from lossbench.losses import load_plugins
 
-    load_plugins(plugins)
+    job = Job(str(job)) if not isinstance(job, Job) else job  # a bare results folder
+    out = job.out
+    load_plugins(job.plugins)
     config = RunConfig.from_dict(config_dict)
     run_id = config.run_id()
     folder = run_dir(out, run_id)
@@ -78,10 +82,11 @@ def execute_run(config_dict: dict[str, Any], out: str, plugins: tuple[str, ...] 
         status = stored_status(folder)
         if status in SETTLED:  # finished meanwhile, by the process we waited for
             return run_id, status
-        return run_id, _attempt(config, config_dict, folder, progress, stop)
+        return run_id, _attempt(config, config_dict, folder, job, progress, stop)
 
 
-def _attempt(config: RunConfig, config_dict: dict, folder: Path, progress, stop) -> str:
+def _attempt(config: RunConfig, config_dict: dict, folder: Path, job: Job, progress,
+             stop) -> str:
     """One training attempt of a run whose lock we hold; its start and end are recorded."""
     from lossbench.training import Interrupted, train_run
 
@@ -102,7 +107,10 @@ def _attempt(config: RunConfig, config_dict: dict, folder: Path, progress, stop)
 
     end = {"event": "end", "attempt": n}
     try:
-        result = train_run(config, checkpoint_dir=folder, observers=[Progress()],
+        trackers = make_trackers(job.log, config=config_dict, run_id=run_id, folder=folder,
+                                 tags={**dict(job.tags), "run_id": run_id})
+        result = train_run(config, checkpoint_dir=folder,
+                           observers=[Progress(), MetricsFile(folder), *trackers],
                            should_stop=stop)
     except Interrupted as exc:
         record_attempt(folder, {**end, "status": "interrupted", "step": exc.step})
@@ -175,7 +183,8 @@ def partition(configs: list[RunConfig], out: Path, *, retry: bool = True,
 def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
               executor: str = "local", scheduler: str | None = None,
               plugins: tuple[str, ...] = (), show_progress: bool | None = None,
-              retry: bool = True, give_up_after: int = GIVE_UP_AFTER) -> SweepOutcome:
+              retry: bool = True, give_up_after: int = GIVE_UP_AFTER,
+              log: tuple[str, ...] = ()) -> SweepOutcome:
     """Execute every run of ``suite`` into ``out`` and rebuild the suite tables.
 
     Failed runs are retried from their last checkpoint unless ``retry`` is False or
@@ -203,7 +212,8 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
         skipped += len(done)
         if not pending:
             return
-        runner = make_executor(executor, out=out, plugins=plugins, scheduler=scheduler,
+        job = Job(str(out), tuple(plugins), tuple(log), (("suite", suite.name),))
+        runner = make_executor(executor, job=job, scheduler=scheduler,
                                workers=workers or auto_workers(suite),
                                show_progress=show_progress, label=desc)
         statuses.update(runner.run(pending))  # SweepInterrupted propagates: nothing more to do

@@ -42,7 +42,7 @@ from lossbench.validation import ConfigError
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "finetune": FinetuneConfig}
 TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "target_val_ce",
-             "tune", *SECTIONS}
+             "tune", "log", *SECTIONS}
 
 class SuiteError(ValueError):
     """Everything wrong with a suite, one line per problem."""
@@ -63,11 +63,33 @@ class Suite:
     entries: tuple[RunConfig, ...] = ()  # the contenders: one per loss x grid point, first seed
     tune: TuneSpec | None = None  # per-loss tuning before the runs (then `runs` are not final)
     target_val_ce: float | None = None  # steps-to-target's target; None: baseline x 1.05
+    log: tuple[str, ...] = ()  # experiment trackers ([log] trackers = [...]); not in run ids
 
 
 def _closest(word: str, options) -> str:
     close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
     return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
+    """[log] trackers = ["tensorboard", "mlflow", "wandb"]: names checked here, packages
+    when the sweep starts."""
+    from lossbench.trackers import KNOWN
+
+    if not isinstance(table, dict) or set(table) - {"trackers"}:
+        extra = set(table) - {"trackers"} if isinstance(table, dict) else ()
+        errors.append(f"{where}: [log]: expected a table with only 'trackers'"
+                      + (f" (unknown: {', '.join(sorted(extra))})" if extra else ""))
+        return ()
+    trackers = table.get("trackers", [])
+    if not isinstance(trackers, list) or not all(isinstance(t, str) for t in trackers):
+        errors.append(f"{where}: log.trackers: expected a list of names, got {trackers!r}")
+        return ()
+    for t in trackers:
+        if t not in KNOWN:
+            errors.append(f"{where}: log.trackers: unknown tracker {t!r}{_closest(t, KNOWN)} "
+                          f"(known: {', '.join(KNOWN)})")
+    return tuple(dict.fromkeys(trackers))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -260,6 +282,7 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     number = isinstance(target, (int, float)) and not isinstance(target, bool)
     if target is not None and not (number and math.isfinite(target) and target > 0):
         errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
+    log = _parse_log(doc.get("log", {}), where, errors)
     tune = None
     if "tune" in doc:
         tune = parse_tune(doc["tune"], where, errors, suite_steps=sections["train"].steps,
@@ -282,4 +305,4 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     runs = tuple(dataclasses.replace(c, seed=seed) for c in contenders for seed in seeds)
     return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
                  baseline=baseline, runs=runs, entries=contenders, tune=tune,
-                 target_val_ce=None if target is None else float(target))
+                 target_val_ce=None if target is None else float(target), log=log)

@@ -12,11 +12,23 @@ imports it for its exception types.
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from lossbench.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every run of a sweep shares, sent with each run to the process that trains it
+    (picklable): where results go, the plugin files to import, and the experiment trackers
+    to log to with the tags every tracker run carries."""
+
+    out: str
+    plugins: tuple[str, ...] = ()
+    log: tuple[str, ...] = ()  # tracker names (lossbench.trackers)
+    tags: tuple[tuple[str, str], ...] = ()  # e.g. (("suite", "quick"),)
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -42,9 +54,8 @@ class Executor(Protocol):
         ...
 
 
-def make_executor(kind: str, *, out: str | Path, plugins: tuple[str, ...] = (),
-                  workers: int = 1, scheduler: str | None = None, show_progress: bool = False,
-                  label: str = "runs") -> Executor:
+def make_executor(kind: str, *, job: Job, workers: int = 1, scheduler: str | None = None,
+                  show_progress: bool = False, label: str = "runs") -> Executor:
     """The executor called ``kind`` ("local" or "dask"); each uses the options it needs.
 
     Raises ExecutorUnavailable when ``kind`` needs a package that is not installed.
@@ -52,11 +63,9 @@ def make_executor(kind: str, *, out: str | Path, plugins: tuple[str, ...] = (),
     if kind == "local":
         from lossbench.executors.local import LocalExecutor
 
-        return LocalExecutor(out, workers=workers, plugins=plugins,
-                             show_progress=show_progress, label=label)
+        return LocalExecutor(job, workers=workers, show_progress=show_progress, label=label)
     if kind == "dask":
         from lossbench.executors.dask import DaskExecutor
 
-        return DaskExecutor(out, scheduler=scheduler, plugins=plugins,
-                            show_progress=show_progress, label=label)
+        return DaskExecutor(job, scheduler=scheduler, show_progress=show_progress, label=label)
     raise ValueError(f"unknown executor {kind!r}; known: local, dask")

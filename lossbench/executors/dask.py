@@ -15,13 +15,14 @@ its own state on the worker and the run checkpoints and returns within a step.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import uuid
 from pathlib import Path
 
 from lossbench.config import RunConfig
-from lossbench.executors import ExecutorUnavailable, SweepInterrupted
+from lossbench.executors import ExecutorUnavailable, Job, SweepInterrupted
 from lossbench.executors.signals import interrupts
 
 MISSING = 'the Dask executor needs distributed: pip install "lossbench[dask]"'
@@ -36,11 +37,12 @@ def require_distributed() -> None:
 
 
 class DaskExecutor:
-    def __init__(self, out: str | Path, *, scheduler: str | None, plugins: tuple[str, ...] = (),
-                 show_progress: bool = False, label: str = "runs"):
+    def __init__(self, job: Job, *, scheduler: str | None, show_progress: bool = False,
+                 label: str = "runs"):
         require_distributed()
-        self.out = str(Path(out).resolve())  # the workers' working directory is not ours
-        self.scheduler, self.plugins = scheduler, tuple(plugins)
+        # the workers' working directory is not ours
+        self.job = dataclasses.replace(job, out=str(Path(job.out).resolve()))
+        self.scheduler = scheduler
         self.show_progress, self.label = show_progress, label
 
     def run(self, pending: list[RunConfig]) -> dict[str, str]:
@@ -67,7 +69,7 @@ class DaskExecutor:
                 tqdm(total=len(pending), unit="run", desc=f"{self.label} (dask)",
                      disable=not self.show_progress) as bar:
             # pure=False: a rerun of the same config after a crash must execute, not be deduplicated
-            futures = {client.submit(_task, r.to_dict(), self.out, self.plugins, pure=False,
+            futures = {client.submit(_task, r.to_dict(), self.job, pure=False,
                                      key=f"lossbench-{run_id}-{sweep}"): run_id
                        for run_id, r in ((r.run_id(), r) for r in pending)}
             completed = as_completed(futures)
@@ -95,7 +97,7 @@ def _status(run_id: str, future) -> str:
     return "failed"
 
 
-def _task(config_dict: dict, out: str, plugins: tuple[str, ...]) -> tuple[str, str]:
+def _task(config_dict: dict, job: Job) -> tuple[str, str]:
     """One run on a Dask worker; it stops (with a checkpoint) once its task is unwanted."""
     from distributed import get_worker
     from distributed.worker import thread_state
@@ -110,4 +112,4 @@ def _task(config_dict: dict, out: str, plugins: tuple[str, ...]) -> tuple[str, s
         task = worker.state.tasks.get(key)
         return task is None or task.state == "cancelled"
 
-    return execute_run(config_dict, out, plugins, None, unwanted)
+    return execute_run(config_dict, job, None, unwanted)

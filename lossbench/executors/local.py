@@ -8,18 +8,17 @@ with a pool, it kills the workers without waiting for their checkpoints.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from lossbench.config import RunConfig
-from lossbench.executors import SweepInterrupted
+from lossbench.executors import Job, SweepInterrupted
 from lossbench.executors.progress import SweepBar
 from lossbench.executors.signals import interrupts
 
 
 class LocalExecutor:
-    def __init__(self, out: str | Path, *, workers: int = 1, plugins: tuple[str, ...] = (),
-                 show_progress: bool = False, label: str = "runs"):
-        self.out, self.workers, self.plugins = str(out), max(1, workers), tuple(plugins)
+    def __init__(self, job: Job, *, workers: int = 1, show_progress: bool = False,
+                 label: str = "runs"):
+        self.job, self.workers = job, max(1, workers)
         self.show_progress, self.label = show_progress, label
 
     def run(self, pending: list[RunConfig]) -> dict[str, str]:
@@ -48,7 +47,7 @@ class LocalExecutor:
             for run_id, config in tasks:
                 if signals:
                     break
-                statuses[run_id] = execute_run(config, self.out, self.plugins, bar.sink(),
+                statuses[run_id] = execute_run(config, self.job, bar.sink(),
                                                lambda: signals > 0)[1]
                 bar.finish(run_id)
         if signals:
@@ -58,7 +57,7 @@ class LocalExecutor:
     def _pool(self, tasks: list[tuple[str, dict]], bar: SweepBar) -> dict[str, str]:
         from lossbench.executors.pool import Pool
 
-        pool = Pool(self.out, self.plugins, self.workers, bar)
+        pool = Pool(self.job, self.workers, bar)
 
         def on_signal(signum: int) -> None:
             pool.signals += 1

@@ -17,6 +17,7 @@ import os
 import time
 from collections import deque
 
+from lossbench.executors import Job
 from lossbench.executors.progress import SweepBar
 from lossbench.executors.signals import signals_blocked
 from lossbench.executors.worker import main as worker_main
@@ -25,10 +26,10 @@ GRACE_S = 5.0  # how long stopped workers get to save their checkpoint before SI
 
 
 class _Worker:
-    def __init__(self, ctx, stop_flag, out: str, plugins: tuple[str, ...]):
+    def __init__(self, ctx, stop_flag, job: Job):
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=worker_main, daemon=True, name="lossbench-worker",
-                                   args=(child, stop_flag, out, plugins, os.getpid()))
+                                   args=(child, stop_flag, job, os.getpid()))
         with signals_blocked():  # the child starts with them blocked: see signals_blocked
             self.process.start()
         child.close()
@@ -51,9 +52,9 @@ class _Worker:
 class Pool:
     """Run ``(run_id, config_dict)`` tasks on ``workers`` spawned processes."""
 
-    def __init__(self, out: str, plugins: tuple[str, ...], workers: int, bar: SweepBar):
+    def __init__(self, job: Job, workers: int, bar: SweepBar):
         self.ctx = mp.get_context("spawn")  # no forked torch thread pools
-        self.out, self.plugins, self.n, self.bar = out, plugins, workers, bar
+        self.job, self.n, self.bar = job, workers, bar
         self.stop_flag = self.ctx.RawValue("b", 0)  # no lock: a killed worker cannot hold it
         self.workers: list[_Worker] = []
         self.statuses: dict[str, str] = {}
@@ -65,7 +66,7 @@ class Pool:
         try:
             while not self.signals and (queue or any(w.run_id for w in self.workers)):
                 while queue and len(self.workers) < min(self.n, len(queue) + self._busy()):
-                    self.workers.append(_Worker(self.ctx, self.stop_flag, self.out, self.plugins))
+                    self.workers.append(_Worker(self.ctx, self.stop_flag, self.job))
                 for w in self.workers:
                     if w.run_id is None and queue:
                         w.assign(*queue.popleft())
@@ -110,7 +111,7 @@ class Pool:
         if w.run_id is not None and not self.signals:
             from lossbench.runner import record_lost_run
 
-            record_lost_run(self.out, w.run_id,
+            record_lost_run(self.job.out, w.run_id,
                             f"worker process died (exit code {w.process.exitcode})")
             self.statuses[w.run_id] = "failed"
             self.bar.finish(w.run_id)

@@ -23,12 +23,12 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PROGRESS_EVERY_S = 0.25  # progress messages per worker: at most 4 a second
 
 
-def main(conn, stop_flag, out: str, plugins: tuple[str, ...], parent_pid: int) -> None:
+def main(conn, stop_flag, job, parent_pid: int) -> None:
     """The process target. Exits with os._exit: tearing down an interpreter that holds torch
     takes seconds on a loaded machine, and every file the runs wrote is closed already."""
     code = 0
     try:
-        _serve(conn, stop_flag, out, plugins, parent_pid)
+        _serve(conn, stop_flag, job, parent_pid)
     except BaseException:  # a bug in this loop; the parent reports the run as failed
         traceback.print_exc()
         code = 1
@@ -38,7 +38,7 @@ def main(conn, stop_flag, out: str, plugins: tuple[str, ...], parent_pid: int) -
         os._exit(code)
 
 
-def _serve(conn, stop_flag, out: str, plugins: tuple[str, ...], parent_pid: int) -> None:
+def _serve(conn, stop_flag, job, parent_pid: int) -> None:
     """One run at a time until told to quit or the pipe closes."""
     terminated = _install_signal_handlers()
     _die_with_parent(parent_pid)
@@ -62,7 +62,7 @@ def _serve(conn, stop_flag, out: str, plugins: tuple[str, ...], parent_pid: int)
             from lossbench.runner import execute_run
 
             status = "interrupted" if stop() else execute_run(
-                config_dict, out, plugins, progress, stop)[1]
+                config_dict, job, progress, stop)[1]
         except Exception:  # a bug, not a run's error (execute_run keeps those): the pool goes on
             print(f"lossbench: run {run_id}: unexpected error in the worker:\n"
                   f"{traceback.format_exc()}", file=sys.stderr, flush=True)
