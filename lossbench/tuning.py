@@ -75,32 +75,9 @@ class TuneSpec:
         return cls(tuple((p, tuple(v)) for p, v in d["grid"].items()), d["steps"],
                    tuple(d["seeds"]), d.get("metric", "val_ce"))
 
-    def describe(self) -> str:
-        """One line for reports: what was tuned, on what budget, selected how."""
-        parts = []
-        for p, values in self.grid:
-            parts.append(f"{p} over {len(values)} values "
-                         f"[{_num(min(values))} … {_num(max(values))}]")
-        seeds = "seed" if len(self.seeds) == 1 else "seeds"
-        return (f"tuned per loss: {'; '.join(parts)}; budget {self.steps} steps × "
-                f"{len(self.seeds)} {seeds} per setting; "
-                f"selected on final {metric_name(self.metric)}")
 
-
-NOT_TUNED = "shared hyperparameters, not tuned"
-
-
-def protocol_of(meta: dict) -> str:
-    """The hyperparameter protocol of a suite, from its suite.json, in one line for reports."""
-    return TuneSpec.from_dict(meta["tune"]).describe() if "tune" in meta else NOT_TUNED
-
-
-def metric_name(metric: str) -> str:
-    """val_ce -> 'val CE', for readers."""
-    return metric.replace("val_ce", "val CE").replace("ece", "ECE").replace("_", " ")
-
-
-def _num(v) -> str:
+def grid_value(v) -> str:
+    """A grid value as written in notes and reports (floats to 4 significant digits)."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
@@ -291,10 +268,10 @@ def select(table: pd.DataFrame, spec: TuneSpec) -> dict[str, Choice]:
                 continue
             if setting[p] == values[0]:
                 notes.append(f"{p} may be too large for {label}: best at the grid edge "
-                             f"(the smallest value, {_num(setting[p])}); extend the grid below")
+                             f"(the smallest value, {grid_value(setting[p])}); extend the grid below")
             elif setting[p] == values[-1]:
                 notes.append(f"{p} may be too small for {label}: best at the grid edge "
-                             f"(the largest value, {_num(setting[p])}); extend the grid above")
+                             f"(the largest value, {grid_value(setting[p])}); extend the grid above")
         choices[label] = Choice(label, setting, float(best.score), tuple(notes))
     return choices
 

@@ -17,7 +17,7 @@ from lossbench.report.render import default_out
 from lossbench.report.scores import build_scores
 from lossbench.report.stats import MIN_SEEDS_FOR_CI
 from lossbench.results import load, suite_meta
-from lossbench.tuning import NOT_TUNED, protocol_of
+from lossbench.report.protocol import NOT_TUNED, protocol_of
 
 
 def _suite_name(d: Path) -> str:

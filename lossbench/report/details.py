@@ -16,7 +16,8 @@ from lossbench.report.diagnostics import diagnose
 from lossbench.report.document import Document, fmt
 from lossbench.report.evidence import Evidence
 from lossbench.results import label_of
-from lossbench.tuning import TuneSpec, metric_name, tuning_table
+from lossbench.report.protocol import describe_tuning, metric_name
+from lossbench.tuning import TuneSpec, tuning_table
 
 
 def _git_commit() -> str:
@@ -40,7 +41,7 @@ def tuning(doc: Document, meta: dict, all_runs: pd.DataFrame) -> None:
     doc.csv("tuning", table.drop(columns="setting"))
     choices = meta.get("choices", {})
     doc.section("Tuning")
-    doc.text(f"Protocol: {spec.describe()}. Every loss gets the same grid and budget; a setting "
+    doc.text(f"Protocol: {describe_tuning(spec)}. Every loss gets the same grid and budget; a setting "
              f"with a diverged or failed seed is not eligible; ties go to the earlier grid point.")
     rows = []
     for label, c in choices.items():

@@ -12,7 +12,7 @@ from lossbench.report.metrics import metric
 from lossbench.report.stats import MIN_SEEDS_FOR_CI, min_wilcoxon_p
 from lossbench.report.tables import best_labels
 from lossbench.report.verdict import duration, signed, spread_text, verdict_rows
-from lossbench.tuning import protocol_of
+from lossbench.report.protocol import protocol_of
 
 
 def protocol(ev: Evidence) -> str:
