@@ -1,7 +1,6 @@
 """Report figures a reviewer can read as evidence: the baseline is never hidden, legends
 cover no data, axes read in plain numbers and words, and no figure repeats another."""
 
-import types
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -101,7 +100,7 @@ def test_entropy_floor_is_named_with_its_value():
 
 def test_axis_labels_are_words_with_units():
     summary, curves = _run_data({"cross_entropy": 1024, "kl": 1024})
-    h = types.SimpleNamespace(table=pd.DataFrame({"label": ["cross_entropy", "kl"]}))
+    h = pd.DataFrame({"label": ["cross_entropy", "kl"]})
     figs = build_figures(summary, curves, [], h, 1.5)
     step_ax = figs["convergence"][1].axes[0]
     assert step_ax.get_xlabel() == "training step"
@@ -111,7 +110,7 @@ def test_axis_labels_are_words_with_units():
 
 
 def test_tokens_plot_only_when_tokens_per_step_differ():
-    h = types.SimpleNamespace(table=pd.DataFrame({"label": ["a", "b"]}))
+    h = pd.DataFrame({"label": ["a", "b"]})
     fixed = build_figures(*_run_data({"a": 1024, "b": 1024}), [], h, None)
     assert "convergence_tokens" not in fixed and "convergence" in fixed
     varied = build_figures(*_run_data({"a": 1024, "b": 2048}), [], h, None, baseline="a")
@@ -124,7 +123,7 @@ def test_tokens_plot_only_when_tokens_per_step_differ():
 
 def test_training_loss_panels_are_not_shared_and_the_caption_says_so():
     summary, curves = _run_data({"a": 1024, "b": 1024})
-    h = types.SimpleNamespace(table=pd.DataFrame({"label": ["a", "b"]}))
+    h = pd.DataFrame({"label": ["a", "b"]})
     caption, fig = build_figures(summary, curves, [], h, None)["train_loss"]
     assert "not shared" in caption
     a, b = fig.axes[:2]
@@ -177,7 +176,7 @@ def test_reliability_small_multiples_share_axes_and_survive_a_label_without_data
     summary, curves = _run_data({"a": 1024, "b": 1024})
     results = [_reliability_result("a", [3, 5, 0, 1]), _reliability_result("b", [0, 0, 0, 0])]
     caption, fig = build_figures(summary, curves, results,
-                                 types.SimpleNamespace(table=pd.DataFrame({"label": ["a", "b"]})),
+                                 pd.DataFrame({"label": ["a", "b"]}),
                                  None, baseline="a")["reliability"]
     a, b = fig.axes[:2]
     assert a.get_shared_y_axes().joined(a, b) and a.get_shared_x_axes().joined(a, b)

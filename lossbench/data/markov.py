@@ -206,9 +206,6 @@ class MarkovSource:
         """Symbols shown as 'a', 'b', ... so samples read as text."""
         return CharTokenizer(ALPHABET[: self.vocab_size])
 
-    def decode(self, tokens) -> str:
-        return self.tokenizer.decode(tokens)
-
     def __repr__(self) -> str:
         return (f"MarkovSource(vocab_size={self.vocab_size}, order={self.order}, "
                 f"concentration={self.concentration}, seed={self.seed})")

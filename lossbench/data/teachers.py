@@ -51,18 +51,6 @@ class Teacher:
         # float64 -> float32 can leave rows summing to 1 +- 1e-7; fine for a loss target
         self._flat = torch.from_numpy(np.concatenate(tables).astype(np.float32))  # (R, V)
 
-    @property
-    def table(self) -> torch.Tensor:
-        """Full-history table (V**m, V) float32, rows indexed by context id."""
-        return self._flat[int(self._offsets[-1]):]
-
-    def to(self, device) -> "Teacher":
-        """Move the tables (e.g. to the GPU that holds the batches); returns self."""
-        self._flat = self._flat.to(device)
-        self._offsets = self._offsets.to(device)
-        self._powers = self._powers.to(device)
-        return self
-
     def rows(self, data: torch.Tensor, starts: torch.Tensor, block_size: int) -> torch.Tensor:
         """Table row for each target position of each window: (B, T) int64."""
         n = data.numel()

@@ -36,10 +36,8 @@ def _against(curves: pd.DataFrame, runs: pd.DataFrame, bands: pd.DataFrame, metr
 
 def build_figures(summary, curves, results, table, floor, *, baseline: str | None = None):
     """{name: (caption, figure)} of the report's figures. ``table``: one row per label
-    (final_seq_rep_4, its _low/_high, ...), or an object holding it as ``.table`` (the
-    old Headline). ``baseline``: the label drawn on top in black in every comparison
+    (final_seq_rep_4, its _low/_high, ...). ``baseline``: the label drawn on top in black in every comparison
     (None: no label is singled out)."""
-    table = table if isinstance(table, pd.DataFrame) else table.table
     runs = summary[["run_id", "label"]]
     figs = {}
     val = plots.seed_bands(curves, runs, "val_ce")
