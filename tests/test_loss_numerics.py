@@ -5,6 +5,8 @@ from functools import partial
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from lossbench.losses import get_loss, mean_over_tokens
@@ -195,6 +197,23 @@ def test_mean_over_tokens_ignores_padding_and_survives_all_padding():
     targets = torch.tensor([[4, 2, -100]])
     assert mean_over_tokens(per_token, targets).item() == 2.0
     assert mean_over_tokens(torch.zeros(1, 2), torch.full((1, 2), -100)).item() == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 9), st.data())
+def test_mean_over_tokens_is_the_mean_over_kept_tokens(batch, time, data):
+    """The one reduction every loss shares (the per-loss check once restated it per loss)."""
+    per_token = torch.tensor(data.draw(st.lists(
+        st.floats(-1e4, 1e4, allow_nan=False, width=32), min_size=batch * time,
+        max_size=batch * time))).reshape(batch, time)
+    keep = torch.tensor(data.draw(st.lists(st.booleans(), min_size=batch * time,
+                                           max_size=batch * time))).reshape(batch, time)
+    targets = torch.where(keep, 1, -100)
+    per_token = torch.where(keep, per_token, 0.0)  # a loss's contract: 0 where ignored
+    reduced = mean_over_tokens(per_token, targets)
+    expected = per_token[keep].double().mean() if keep.any() else torch.zeros((), dtype=torch.double)
+    assert reduced.shape == () and reduced.dtype == per_token.dtype
+    assert reduced.double().item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-3)
 
 
 def test_hparam_validation_messages():

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from lossbench.checks import run_property
-from lossbench.losses import GENERIC_PROPERTIES, get_loss, list_losses
+from lossbench.losses import get_loss, list_losses
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 CASES = [(spec.name, prop) for spec in list_losses() for prop in sorted(spec.properties)]
@@ -16,11 +16,6 @@ CASES = [(spec.name, prop) for spec in list_losses() for prop in sorted(spec.pro
 def test_loss_property(name, prop):
     result = run_property(get_loss(name), prop, profile=PROFILE)
     assert result.passed, f"{result.message}\n{result.counterexample}"
-
-
-def test_every_loss_claims_the_generic_properties():
-    for spec in list_losses():
-        assert set(GENERIC_PROPERTIES) <= spec.properties, spec.name
 
 
 def test_registry_has_the_required_losses():

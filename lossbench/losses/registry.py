@@ -37,7 +37,6 @@ GENERIC_PROPERTIES = (
     "output_contract",  # (B, T) float, 0 at ignored positions
     "finite_at_extremes",  # finite value and gradient for |logits| up to 1e4 in fp32
     "ignored_tokens_inert",  # logits at ignored positions change neither value nor gradient
-    "mean_reduction",  # shared reduction == mean over kept tokens, 0 when none kept
     "batch_permutation_equivariant",  # rows do not interact
     "gradient_matches_finite_differences",  # float64 gradcheck
     "bf16_autocast",  # bf16 logits under autocast give the fp32 result, in fp32
