@@ -48,6 +48,10 @@ class Observer:
         """The run finished (done or diverged) with this RunResult; not called when it
         raised or was interrupted."""
 
+    def on_close(self) -> None:
+        """Last, once, however the run ended (done, diverged, raised or interrupted):
+        release files, connections and processes (trackers finish their runs here)."""
+
 
 class Fanout(Observer):
     """Several observers as one, called in order."""
@@ -74,3 +78,13 @@ class Fanout(Observer):
     def on_end(self, result):
         for o in self.observers:
             o.on_end(result)
+
+    def on_close(self):
+        errors = []
+        for o in self.observers:
+            try:
+                o.on_close()
+            except Exception as exc:  # every observer gets closed
+                errors.append(exc)
+        if errors:
+            raise errors[0]

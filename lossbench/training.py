@@ -9,6 +9,7 @@ randomness and decides nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -262,11 +263,18 @@ def train_run(config: RunConfig, *, checkpoint_dir: str | Path | None = None,
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(config.train.threads)
+    fanout = Fanout(observers)
     try:
-        return _train(config, Path(checkpoint_dir) if checkpoint_dir else None,
-                      Fanout(observers), should_stop)
+        result = _train(config, Path(checkpoint_dir) if checkpoint_dir else None, fanout,
+                        should_stop)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fanout.on_close()  # the run's own error is the one to report
+        raise
     finally:
         torch.set_num_threads(threads)
+    fanout.on_close()
+    return result
 
 
 def _resume(run: _Run, result: RunResult, ckpt_dir: Path) -> int:
