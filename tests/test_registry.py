@@ -79,6 +79,18 @@ def test_plugin_file_registers(tmp_path):
         load_plugin(str(tmp_path / "missing.py"))
 
 
+def install_entry_points(tmp_path, monkeypatch, lines: str) -> None:
+    """A distribution in ``tmp_path`` declaring ``lines`` as lossbench.losses entry points,
+    on sys.path, with the registry's entry-point state reset so it loads them."""
+    dist = tmp_path / "plugins-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugins\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[lossbench.losses]\n" + lines)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_broken_entry_points", [])
+
+
 def test_entry_point_plugins_load(tmp_path, monkeypatch):
     pkg = tmp_path / "ep_pkg.py"
     pkg.write_text(textwrap.dedent("""
@@ -89,12 +101,7 @@ def test_entry_point_plugins_load(tmp_path, monkeypatch):
         def entry_point_loss(logits, targets, *, ignore_index=-100):
             return torch.zeros(targets.shape)
     """))
-    dist = tmp_path / "ep_pkg-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-pkg\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[lossbench.losses]\nmine = ep_pkg\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    install_entry_points(tmp_path, monkeypatch, "mine = ep_pkg\n")
     try:
         assert get_loss("entry_point_loss").name == "entry_point_loss"
     finally:
@@ -112,15 +119,8 @@ def test_a_broken_entry_point_is_reported_once_and_the_others_still_load(tmp_pat
         def after_broken_loss(logits, targets, *, ignore_index=-100):
             return torch.zeros(targets.shape)
     """))
-    dist = tmp_path / "eps-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: eps\nVersion: 0.1\n")
     # the broken plugin is listed first, so a loader that stops at it misses the good one
-    (dist / "entry_points.txt").write_text("[lossbench.losses]\nbroken = aa_broken\n"
-                                           "good = zz_good\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.setattr(registry, "_broken_entry_points", [])
+    install_entry_points(tmp_path, monkeypatch, "broken = aa_broken\ngood = zz_good\n")
     try:
         with pytest.warns(RuntimeWarning, match="'broken'.*plugin bug") as caught:
             assert get_loss("cross_entropy").name == "cross_entropy"  # built-ins unhidden

@@ -4,14 +4,13 @@ the results is escaped (report.evidence holds the numbers, nothing is computed h
 
 from __future__ import annotations
 
-import math
 
 from lossbench.escaping import latex_text
 from lossbench.report.document import fmt
 from lossbench.report.evidence import Evidence
 from lossbench.report.metrics import metric
 from lossbench.report.tables import best_labels
-from lossbench.report.verdict import signed, spread_text
+from lossbench.report.verdict import mean_with_spread, signed, spread_text
 
 
 # Characters the report's own wording uses that pdfLaTeX's default fonts lack.
@@ -25,10 +24,7 @@ def tex(text: object) -> str:
 
 
 def _cell(row, column: str, bold: set[str]) -> str:
-    text = tex(fmt(getattr(row, column)))
-    low, high = getattr(row, f"{column}_low"), getattr(row, f"{column}_high")
-    if math.isfinite(low) and math.isfinite(high):
-        text += f" [{tex(fmt(low))}, {tex(fmt(high))}]"
+    text = tex(mean_with_spread(row, column))
     return rf"\textbf{{{text}}}" if row.label in bold else text
 
 

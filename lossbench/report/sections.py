@@ -11,7 +11,8 @@ from lossbench.report.evidence import Evidence
 from lossbench.report.metrics import metric
 from lossbench.report.stats import MIN_SEEDS_FOR_CI, min_wilcoxon_p
 from lossbench.report.tables import best_labels
-from lossbench.report.verdict import duration, signed, spread_text, verdict_rows
+from lossbench.report.verdict import (duration, mean_with_spread, signed, spread_text,
+                                      verdict_rows)
 from lossbench.report.protocol import protocol_of
 
 
@@ -61,10 +62,7 @@ def verdict(doc: Document, ev: Evidence) -> None:
 def _cell(row, column: str, bold: set[str]):
     if column == "final_temperature" and row.done and row.temperature_flat == row.done:
         return "no fit (flat)"
-    text = fmt(getattr(row, column))
-    low, high = getattr(row, f"{column}_low"), getattr(row, f"{column}_high")
-    if math.isfinite(low) and math.isfinite(high):
-        text += f" [{fmt(low)}, {fmt(high)}]"
+    text = mean_with_spread(row, column)
     if column == "final_temperature" and row.temperature_flat:
         text += f" ({row.temperature_flat} flat)"
     return Bold(text) if row.label in bold else text

@@ -26,6 +26,16 @@ def spread_text(low: float, high: float, kind: str) -> str:
     return f"{kind} {signed(low)}…{signed(high)}"
 
 
+def mean_with_spread(row, column: str) -> str:
+    """'2.324 [2.316, 2.331]': a label_table row's mean of ``column`` with its bracket (a
+    seed range or a CI, as the row's ``_kind`` says), or the mean alone when there is none."""
+    text = fmt(getattr(row, column))
+    low, high = getattr(row, f"{column}_low"), getattr(row, f"{column}_high")
+    if math.isfinite(low) and math.isfinite(high):
+        text += f" [{fmt(low)}, {fmt(high)}]"
+    return text
+
+
 def duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "unknown time"
@@ -70,7 +80,7 @@ def comparison_sentence(m: Metric, baseline: str, c, counts) -> str:
     return f"not distinguishable from {baseline} ({inner}){seeds_clause(c)}"
 
 
-def flags(row, scores_runs=None) -> list[str]:
+def flags(row) -> list[str]:
     """Evidence-based warnings for a label (one table row of tables.label_table)."""
     out = []
     if row.diverged:
@@ -93,10 +103,7 @@ def verdict_rows(ranked_table, comps, m: Metric, baseline: str) -> list[list[str
     by_label = {c.label: c for c in comps.itertuples()}
     rows = []
     for i, row in enumerate(ranked_table.itertuples(), start=1):
-        value = fmt(getattr(row, m.column))
-        low, high = getattr(row, f"{m.column}_low"), getattr(row, f"{m.column}_high")
-        if math.isfinite(low) and math.isfinite(high):
-            value += f" [{fmt(low)}, {fmt(high)}]"
+        value = mean_with_spread(row, m.column)
         sentence = ("the baseline" if row.label == baseline
                     else comparison_sentence(m, baseline, by_label.get(row.label), row))
         rows.append([str(i), row.label, value, sentence, "; ".join(flags(row))])
