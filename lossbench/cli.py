@@ -14,13 +14,10 @@ import threading
 import click
 
 from lossbench import __version__
+from lossbench.cli_common import InputError, os_error_line, print_table
+from lossbench.cli_report import print_suite_summary, write_report
+from lossbench.cli_watch import print_plan, require_results_dir, runs_cmd, status_cmd, store_errors
 from lossbench.executors import ExecutorUnavailable
-
-
-class InputError(click.ClickException):
-    """Bad user input: one line, exit code 2."""
-
-    exit_code = 2
 
 
 def _load_plugins(plugins: tuple[str, ...]) -> None:
@@ -59,67 +56,22 @@ def losses_cmd(plugins, as_json):
     rows = [(s.name, s.description,
              ", ".join(f"{k}={h.describe()}" for k, h in s.hparams.items()) or "-",
              s.reference) for s in specs]
-    _print_table(("loss", "description", "hyperparameters (default in range)", "reference"), rows)
-
-
-@cli.command("check")
-@click.argument("target")
-@_plugin_option
-@click.option("--profile", type=click.Choice(["dev", "ci"]), default="dev", show_default=True,
-              help="Hypothesis profile: dev (fast) or ci (more examples, derandomized).")
-@click.option("--max-examples", type=click.IntRange(1), default=None,
-              help="Examples per property (overrides the profile).")
-@click.option("--seed", type=int, default=None, help="Hypothesis seed for a reproducible search.")
-@click.option("--property", "only", multiple=True, metavar="NAME",
-              help="Run only these properties (repeatable).")
-def check_cmd(target, plugins, profile, max_examples, seed, only):
-    """Property-test losses with hypothesis.
-
-    TARGET is a registered loss name, `all`, `path/file.py:function` or
-    `module:function`. Registered losses are checked on the properties they
-    declare; a plain function on the generic ones. Exit 0 when all pass,
-    1 when any fails, 2 for bad input.
-    """
-    _load_plugins(plugins)
-    from lossbench.checks import (PROPERTIES, CheckTargetError, check_loss, resolve_targets,
-                                  run_property)
-
-    try:
-        specs = resolve_targets(target)
-    except CheckTargetError as exc:
-        raise InputError(f"TARGET: {exc}") from None
-    unknown = [p for p in only if p not in PROPERTIES]
-    if unknown:
-        raise InputError(f"--property: unknown {unknown}; known: {', '.join(sorted(PROPERTIES))}")
-
-    failures, rows = [], []
-    for spec in specs:
-        if only:
-            results = [run_property(spec, p, profile=profile, max_examples=max_examples, seed=seed)
-                       for p in only if p in spec.properties]
-        else:
-            results = check_loss(spec, profile=profile, max_examples=max_examples, seed=seed)
-        for r in results:
-            rows.append((r.loss, r.prop, "pass" if r.passed else "FAIL", r.message.splitlines()[0]
-                         if r.message else ""))
-            if not r.passed:
-                failures.append(r)
-    _print_table(("loss", "property", "result", "detail"), rows)
-    for r in failures:
-        click.echo(f"\n--- {r.loss}: {r.prop} failed: {r.message}")
-        if r.counterexample:
-            click.echo("Falsifying example (runnable; `from lossbench.checks import LossCase`, then "
-                       "`case.call(fn)`):")
-            click.echo(f"case = {r.counterexample}")
-    n = len(rows)
-    click.echo(f"\n{n - len(failures)} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    print_table(("loss", "description", "hyperparameters (default in range)", "reference"), rows)
 
 
 @cli.command("run")
 @click.argument("suite_path", metavar="SUITE")
 @click.option("--out", "out", default=None, metavar="DIR",
-              help="Results directory [default: results/<suite name>].")
+              help="Results directory; the report goes to DIR/reports/<experiment id>/ "
+                   "[default: results/<suite name>].")
+@click.option("--report-out", default=None, metavar="REPORT_DIR",
+              help="Report folder [default: DIR/reports/<experiment id>/].")
+@click.option("--seeds", default=None, metavar="N|S,S,...",
+              help="Seeds to run: N for 0..N-1, or a list such as 0,3,7 (overrides the "
+                   "suite's seeds).")
+@click.option("--dry-run", is_flag=True,
+              help="Validate, then list the runs (finished, resumable, new), the steps to "
+                   "train and an estimated wall time; start and write nothing.")
 @click.option("--workers", default="auto", show_default=True, metavar="N|auto",
               help="Worker processes (local executor).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
@@ -138,21 +90,25 @@ def check_cmd(target, plugins, profile, max_examples, seed, only):
 @click.option("--give-up-after", type=click.IntRange(0), default=2, show_default=True,
               metavar="N", help="Stop retrying a run that failed the same way N times in a row "
                                 "(0: always retry).")
-def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, plugins, no_report,
-            trackers, no_retry, give_up_after):
+def run_cmd(suite_path, out, report_out, seeds, dry_run, workers, executor, scheduler, device,
+            overrides, plugins, no_report, trackers, no_retry, give_up_after):
     """Sweep a suite: losses x hyperparameter grids x seeds over identical runs.
 
     Rerunning the same command skips finished runs, resumes unfinished ones from
-    their last checkpoint and retries failed ones. Exit 0 when every run is done
-    or diverged, 1 when any failed or the results directory cannot be written,
-    2 for bad input, 130 when interrupted.
+    their last checkpoint and retries failed ones. Each distinct invocation is an
+    experiment of the results directory (`lossbench runs DIR`); its tables, report and
+    load() never mix in another's runs. Exit 0 when every run is done or diverged, 1
+    when any failed or the results directory cannot be written, 2 for bad input, 130
+    when interrupted.
     """
     _load_plugins(plugins)
-    from lossbench.runner import run_suite
+    from lossbench.runner import auto_workers, run_suite
     from lossbench.suites import SuiteError, load_suite
 
     if device is not None:
         overrides = (*overrides, f'device="{device}"')
+    if seeds is not None:
+        overrides = (*overrides, _seeds_override(seeds))
     try:
         suite = load_suite(suite_path, overrides)
     except SuiteError as exc:
@@ -184,13 +140,23 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
         if not torch.cuda.is_available():
             raise InputError("--device cuda: torch sees no CUDA device on this machine")
     out = out or f"results/{suite.name}"
+    if dry_run:
+        from lossbench.plan import WORKER_START_S, estimate, plan_suite, process_age
+
+        with store_errors():
+            planned = plan_suite(suite, out, retry=not no_retry, give_up_after=give_up_after)
+            n = n_workers or auto_workers(suite)
+            start_s = min(process_age() or WORKER_START_S, 60.0)  # before the probe
+            guess = estimate(planned, out, n, start_s) if executor == "local" else None
+            print_plan(suite, out, planned, guess, n)
+        sys.exit(0)
     try:
         outcome = run_suite(suite, out, workers=n_workers, executor=executor,
                             scheduler=scheduler, plugins=plugins, retry=not no_retry,
                             give_up_after=give_up_after, log=log)
     except OSError as exc:  # read-only, disk full, a file in the way: say which and why
-        raise click.ClickException(_os_error_line(exc)) from None
-    report_dir = _report(out, None) if not no_report else None
+        raise click.ClickException(os_error_line(exc)) from None
+    report_dir = write_report(out, report_out, outcome.experiment) if not no_report else None
     counts = {s: list(outcome.statuses.values()).count(s) for s in ("done", "diverged", "failed")}
     click.echo(f"{suite.name}: {len(outcome.statuses)} runs ({outcome.skipped} already finished) "
                f"in {outcome.wall_s:.1f} s: {counts['done']} done, {counts['diverged']} diverged, "
@@ -200,45 +166,23 @@ def run_cmd(suite_path, out, workers, executor, scheduler, device, overrides, pl
                 if run_id in outcome.gave_up else "rerun the command to retry it")
         click.echo(f"lossbench: run {run_id} failed ({n}× in a row): {error or 'see its folder'} "
                    f"(runs/{run_id}/traceback.txt); {more}", err=True)
-    _print_suite_summary(out)
+    print_suite_summary(out, outcome.experiment)
     if report_dir is not None:
         click.echo(f"\nreport: {report_dir}/index.html (and report.md)")
     sys.exit(outcome.exit_code)
 
 
-def _os_error_line(exc: OSError) -> str:
-    """'PATH: cause' for a filesystem error (the message of one that names no path)."""
-    if exc.filename is not None and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}"
-    return str(exc)
-
-
-def _require_results_dir(path: str) -> None:
-    from pathlib import Path
-
-    if not (Path(path) / "summary.csv").exists() or not (Path(path) / "suite.json").exists():
-        raise InputError(f"DIR: {path} is not a lossbench results directory "
-                         f"(no summary.csv / suite.json)")
-
-
-def _report(results_dir, out, **options):
-    """Write the report; runs it left out are warned about; an unsafe name, an unknown
-    --metric or --only label is exit 2."""
-    from lossbench.paths import UnsafePathError
-    from lossbench.report.evidence import ReportRequestError
-    from lossbench.report.render import build_report
-    from lossbench.results import StoreError
-
-    problems: list[str] = []
+def _seeds_override(value: str) -> str:
+    """--seeds N (0..N-1) or --seeds 0,3,7 as the override of the suite's seeds."""
     try:
-        report_dir = build_report(results_dir, out, problems, **options)
-    except (UnsafePathError, ReportRequestError) as exc:
-        raise InputError(str(exc)) from None
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    for problem in problems:
-        click.echo(f"lossbench: warning: {problem}", err=True)
-    return report_dir
+        seeds = ([int(x) for x in value.split(",") if x.strip()] if "," in value
+                 else list(range(int(value))))
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise InputError(f"--seeds: expected N (seeds 0..N-1) or distinct non-negative seeds "
+                         f"such as 0,3,7, got {value!r}")
+    return f"seeds={seeds}"
 
 
 def _labels(value: str | None) -> list[str] | None:
@@ -253,7 +197,10 @@ def _labels(value: str | None) -> list[str] | None:
 @cli.command("report")
 @click.argument("results_dir", metavar="DIR")
 @click.option("--out", "out", default=None, metavar="REPORT_DIR",
-              help="Report folder [default: reports/<suite>-<date>].")
+              help="Report folder [default: DIR/reports/<experiment id>/].")
+@click.option("--experiment", default=None, metavar="ID",
+              help="An experiment of `lossbench runs DIR` (its id or a unique start of it) "
+                   "[default: the latest].")
 @click.option("--metric", default=None, metavar="M",
               help="Primary metric of the verdict and statistics, e.g. val_ce or seq_rep_4 "
                    "[default: val_ce_full, the whole-split val CE].")
@@ -263,10 +210,11 @@ def _labels(value: str | None) -> list[str] | None:
               show_default=True,
               help="html: index.html, report.md and CSVs; latex: tables.tex, the verdict and "
                    "statistics as booktabs tables (printed too).")
-def report_cmd(results_dir, out, metric, only, fmt):
-    """Write the comparison report of a results directory."""
-    _require_results_dir(results_dir)
-    report_dir = _report(results_dir, out, metric=metric, only=_labels(only),
+def report_cmd(results_dir, out, experiment, metric, only, fmt):
+    """Write the comparison report of an experiment of a results directory (a sweep in
+    progress: of its finished runs)."""
+    require_results_dir(results_dir)
+    report_dir = write_report(results_dir, out, experiment, metric=metric, only=_labels(only),
                          latex=fmt == "latex")
     if fmt == "latex":
         click.echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
@@ -290,7 +238,7 @@ def compare_cmd(results_dirs, out):
     from lossbench.results import StoreError
 
     for d in results_dirs:
-        _require_results_dir(d)
+        require_results_dir(d)
     try:
         click.echo(f"report: {build_comparison(list(results_dirs), out)}/index.html")
     except UnsafePathError as exc:
@@ -299,44 +247,8 @@ def compare_cmd(results_dirs, out):
         raise click.ClickException(str(exc)) from None
 
 
-def _print_suite_summary(out) -> None:
-    """The verdict's table in plain text, read from the same score table as the report."""
-    from lossbench.report.document import fmt
-    from lossbench.report.evidence import gather
-    from lossbench.report.verdict import signed
-
-    ev = gather(out, with_results=False)
-    if ev.scores.runs.empty or ev.primary.column not in ev.table:
-        return
-    for label, choice in ev.meta.get("choices", {}).items():
-        setting = choice["setting"]
-        chosen = ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else "none"
-        click.echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
-    col = ev.primary.column
-    deltas = dict(zip(ev.comparisons.label, ev.comparisons.mean_difference))
-    rows = []
-    for r in ev.table.itertuples():
-        low, high, kind = (getattr(r, f"{col}_{k}") for k in ("low", "high", "kind"))
-        spread = f"{kind} {fmt(low)}–{fmt(high)}" if low == low and high == high else ""
-        status = ", ".join(f"{n} {w}" for n, w in ((r.diverged, "diverged"),
-                                                   (r.failed, "failed")) if n)
-        rows.append((r.label, f"{r.runs}" + (f" ({status})" if status else ""),
-                     fmt(getattr(r, col)), spread,
-                     "baseline" if r.label == ev.baseline else signed(deltas.get(r.label,
-                                                                                 float("nan")))))
-    click.echo("")
-    _print_table(("loss", "seeds", f"mean {ev.primary.header}", "spread",
-                  f"Δ vs {ev.baseline}"), rows)
-
-
-def _print_table(header, rows) -> None:
-    """Plain aligned columns; the last column is not padded (it may be long)."""
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for i, row in enumerate([header, *rows]):
-        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths)] + [str(row[-1])]
-        click.echo("  ".join(cells).rstrip())
-        if i == 0:
-            click.echo("  ".join("-" * w for w in widths))
+cli.add_command(runs_cmd)
+cli.add_command(status_cmd)
 
 
 def main(argv=None) -> None:
@@ -382,3 +294,8 @@ def _ignore_interrupts() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+from lossbench.checks.command import check_cmd  # noqa: E402  (its own module: it is long)
+
+cli.add_command(check_cmd)

@@ -140,6 +140,12 @@ def parse_seeds(value: Any) -> list[int] | None:
     return None
 
 
+def display_name(label: str, loss: str) -> str:
+    """A run's name in tables and reports: its label, else its loss (one rule for live
+    configs and stored ones, :func:`lossbench.results.label_of`)."""
+    return label or loss
+
+
 @dataclass(frozen=True)
 class RunConfig:
     loss: str = "cross_entropy"
@@ -155,7 +161,7 @@ class RunConfig:
 
     @property
     def display_name(self) -> str:
-        return self.label or self.loss
+        return display_name(self.label, self.loss)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,23 +1,26 @@
-"""The results store: one folder per run, written atomically, and the suite tables.
+"""The results store: one folder per run, written atomically, and one experiment's tables.
 
-    DIR/suite.json                 the suite as resolved (name, baseline, seeds, path)
     DIR/runs/<run_id>/config.json  the run's resolved config
     DIR/runs/<run_id>/checkpoint.pt  while running (removed when finished)
+    DIR/runs/<run_id>/metrics.jsonl  its evaluations as they happen (lossbench.live)
     DIR/runs/<run_id>/result.json  steps, evals and summary; written last, atomically
     DIR/runs/<run_id>/DONE         completion marker (status inside)
     DIR/runs/<run_id>/traceback.txt  for failed runs (the latest attempt's)
     DIR/runs/<run_id>/attempts.jsonl every attempt's start and end (status, error, host, pid)
     DIR/runs/<run_id>/.lock        held while a process trains the run (flock)
-    DIR/summary.csv                one row per run
-    DIR/curves.csv                 long form: run_id, step, metric, value
+    DIR/experiments/<id>.json      one per suite invocation (see lossbench.experiments)
+    DIR/suite.json                 the latest experiment (name, baseline, seeds, run ids)
+    DIR/summary.csv                the latest experiment's runs, one row each
+    DIR/curves.csv                 long form of the same runs: run_id, step, metric, value
 
-``load(DIR)`` returns (summary, curves) as pandas DataFrames, every finished run
-in the folder; ``load(DIR, final_only=True)`` keeps the suite's final runs (those
-listed in suite.json: not the tuning runs, not runs of an earlier suite version).
+The runs folder is a cache shared by every suite written into DIR (same config, same run);
+``load(DIR)`` returns (summary, curves) of one experiment: the latest, or the one
+``experiment=`` names; ``final_only=True`` keeps its final runs (not its tuning runs).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -29,6 +32,7 @@ import pandas as pd
 from lossbench.atomic import (atomic_write_json, atomic_write_many, atomic_write_text,
                               sweep_temp_files)
 from lossbench.checkpoint import CHECKPOINT
+from lossbench.config import display_name
 from lossbench.escaping import csv_text, csv_unescape_frame
 from lossbench.locks import file_lock
 from lossbench.paths import inside
@@ -54,8 +58,8 @@ class MalformedResult(ValueError):
 
 
 def label_of(config: dict) -> str:
-    """A stored run config's display name (``RunConfig.display_name``): its label, else its loss."""
-    return config.get("label") or config["loss"]
+    """A stored run config's display name (``RunConfig.display_name``)."""
+    return display_name(config.get("label", ""), config["loss"])
 
 
 def run_dir(out: str | Path, run_id: str) -> Path:
@@ -170,8 +174,9 @@ def settled(folder: Path, *, retry: bool = True, give_up_after: int = GIVE_UP_AF
     """The run's final status when it needs no (more) training, else None. A failed run is
     final without ``retry``, or once it failed the same way ``give_up_after`` times in a row."""
     status = stored_status(folder)
-    if status == "failed" and retry and same_failures_in_a_row(folder)[0] < give_up_after:
-        return None
+    if status == "failed" and retry and (
+            not give_up_after or same_failures_in_a_row(folder)[0] < give_up_after):
+        return None  # give_up_after 0: always retried, as --give-up-after 0 says
     return status
 
 
@@ -206,11 +211,12 @@ def curve_rows(results: list[dict]) -> pd.DataFrame:
         if steps.get("step"):
             frame = pd.DataFrame({k: steps[k] for k in STEP_FIELDS if k in steps})
             parts.append(frame.melt(id_vars="step", var_name="metric").assign(run_id=run_id))
-        for e in r.get("evals", []):
-            vals = [(k, float(v)) for k, v in e.items()
-                    if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)]
-            parts.append(pd.DataFrame(vals, columns=["metric", "value"]).assign(
-                step=e["step"], run_id=run_id))
+        # one frame per run, not per evaluation: load() builds these for every report
+        evals = [(run_id, e["step"], k, float(v)) for e in r.get("evals", [])
+                 for k, v in e.items()
+                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if evals:
+            parts.append(pd.DataFrame(evals, columns=["run_id", "step", "metric", "value"]))
     if not parts:
         return pd.DataFrame(columns=["run_id", "step", "metric", "value"])
     curves = pd.concat(parts, ignore_index=True)[["run_id", "step", "metric", "value"]]
@@ -218,14 +224,18 @@ def curve_rows(results: list[dict]) -> pd.DataFrame:
     return curves
 
 
-def finished_results(out: str | Path, problems: list[str] | None = None) -> list[dict]:
-    """The readable results under ``out``/runs. A run folder that is unsafe (a symlink out of
+def finished_results(out: str | Path, problems: list[str] | None = None,
+                     run_ids: list[str] | None = None) -> list[dict]:
+    """The readable results under ``out``/runs (of ``run_ids`` only, when given: plain
+    names, see experiments.run_ids_of). A run folder that is unsafe (a symlink out of
     ``out``) or whose result is malformed is left out and named in ``problems``."""
     runs = Path(out) / "runs"
     if not runs.is_dir():
         return []
+    folders = sorted(runs.iterdir()) if run_ids is None else \
+        [runs / run_id for run_id in sorted(set(run_ids))]
     results = []
-    for folder in sorted(runs.iterdir()):
+    for folder in folders:
         if not (folder / DONE).exists():
             continue
         try:
@@ -239,17 +249,26 @@ def finished_results(out: str | Path, problems: list[str] | None = None) -> list
 
 def write_tables(out: str | Path, problems: list[str] | None = None
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(Re)build summary.csv and curves.csv from the finished run folders, together: both
-    are replaced or neither is. Holds the directory's table lock, so two sweeps sharing a
-    directory never interleave their tables, and sweeps the temp files of killed writers."""
+    """(Re)build summary.csv and curves.csv from the latest experiment's finished run
+    folders, together: both are replaced or neither is. Holds the directory's table lock,
+    so two sweeps sharing a directory never interleave their tables, and sweeps the temp
+    files of killed writers. Returns the tables as :func:`load` reads them."""
+    from lossbench.experiments import resolve_experiment
+
     out = Path(out)
     with file_lock(out / TABLES_LOCK):
         sweep_temp_files(out)
-        results = finished_results(out, problems)
-        summary, curves = summary_rows(results), curve_rows(results)
-        atomic_write_many({out / "summary.csv": csv_text(summary).encode(),
-                           out / "curves.csv": csv_text(curves).encode()})
-    return summary, curves
+        results = finished_results(out, problems, _run_ids(resolve_experiment(out)))
+        texts = csv_text(summary_rows(results)), csv_text(curve_rows(results))
+        atomic_write_many({out / "summary.csv": texts[0].encode(),
+                           out / "curves.csv": texts[1].encode()})
+    return read_table(texts[0]), read_table(texts[1])
+
+
+def _run_ids(meta: dict, final_only: bool = False) -> list[str] | None:
+    from lossbench.experiments import run_ids_of
+
+    return run_ids_of(meta, final_only)
 
 
 def write_store_files(out: str | Path, files: dict[str, Any]) -> None:
@@ -279,28 +298,55 @@ def suite_meta(out: str | Path) -> dict[str, Any]:
     return meta
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A table written by :func:`write_tables`: text columns stay text ("NA", "1" and ""
-    included), and the spreadsheet-formula quoting is undone."""
-    columns = pd.read_csv(path, nrows=0).columns
+def read_table(source: Path | str) -> pd.DataFrame:
+    """A table written by :func:`write_tables` (a path, or its CSV text): text columns stay
+    text ("NA", "1" and "" included), and the spreadsheet-formula quoting is undone."""
+    def handle():
+        return io.StringIO(source) if isinstance(source, str) else source
+
+    columns = pd.read_csv(handle(), nrows=0).columns
     text = [c for c in columns if c in TEXT_COLUMNS]
     missing = {c: [""] for c in columns if c not in TEXT_COLUMNS}  # how to_csv writes NaN
-    frame = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False,
+    frame = pd.read_csv(handle(), dtype={c: str for c in text}, keep_default_na=False,
                         na_values=missing)
     return csv_unescape_frame(frame)
 
 
-def load(out: str | Path, *, final_only: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary, curves) DataFrames of a results directory."""
+def read_experiment(out: str | Path, meta: dict, *, final_only: bool = False,
+                    problems: list[str] | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """(summary, curves, results) of the experiment ``meta``'s finished runs, read from
+    their folders: so a sweep in progress shows the runs finished so far, and a run
+    another suite finished since counts. A directory of tables only (copied without its
+    runs, or hand-made) is read from summary.csv / curves.csv (no results then). The
+    frames equal what :func:`read_table` gives for the tables written from them."""
     out = Path(out)
+    run_ids = _run_ids(meta, final_only)
+    if (out / "runs").is_dir():
+        results = finished_results(out, problems, run_ids)
+        summary = read_table(csv_text(summary_rows(results)))
+        curves = read_table(csv_text(curve_rows(results)))
+        return summary, curves, results
     if not (out / "summary.csv").exists():
-        raise FileNotFoundError(f"{out}: no summary.csv (not a lossbench results directory?)")
+        raise FileNotFoundError(f"{out}: no runs/ and no summary.csv "
+                                f"(not a lossbench results directory?)")
     summary, curves = read_table(out / "summary.csv"), read_table(out / "curves.csv")
     if "label" not in summary:
         summary["label"] = summary["loss"]
-    run_ids = suite_meta(out).get("run_ids")
-    if final_only and run_ids:
-        keep = set(run_ids)
-        summary = summary[summary.run_id.isin(keep)].reset_index(drop=True)
-        curves = curves[curves.run_id.isin(keep)].reset_index(drop=True)
+    if run_ids is not None:
+        summary = summary[summary.run_id.isin(set(run_ids))].reset_index(drop=True)
+        curves = curves[curves.run_id.isin(set(run_ids))].reset_index(drop=True)
+    return summary, curves, []
+
+
+def load(out: str | Path, *, experiment: str | None = None, final_only: bool = False,
+         problems: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, curves) DataFrames of one experiment of a results directory: the latest,
+    or the one ``experiment`` names (its id, or a unique start of it; `lossbench runs DIR`
+    lists them). Its tuning runs are included unless ``final_only``. Runs left out (a
+    malformed result, an unsafe folder) are named in ``problems``."""
+    from lossbench.experiments import resolve_experiment
+
+    meta = resolve_experiment(out, experiment)
+    summary, curves, _ = read_experiment(out, meta, final_only=final_only, problems=problems)
     return summary, curves

@@ -27,9 +27,10 @@ from lossbench.executors import Job, make_executor
 from lossbench.locks import LOCK, file_lock
 from lossbench.live import MetricsFile
 from lossbench.observers import Observer
-from lossbench.results import (GIVE_UP_AFTER, SETTLED, attempts, check_run_folder, record_attempt,
-                               run_dir, same_failures_in_a_row, settled, stored_status,
-                               write_result, write_store_files, write_tables)
+from lossbench.results import (GIVE_UP_AFTER, SETTLED, attempts, check_run_folder,
+                               read_experiment, record_attempt, run_dir, same_failures_in_a_row,
+                               settled, stored_status, write_result, write_store_files,
+                               write_tables)
 from lossbench.suites import Suite
 from lossbench.trackers import make_trackers
 
@@ -42,6 +43,7 @@ class SweepOutcome:
     wall_s: float
     failures: dict[str, tuple[int, str]] = field(default_factory=dict)  # same error n times
     give_up_after: int = GIVE_UP_AFTER
+    experiment: str = ""  # the id of the experiment this sweep recorded (lossbench.experiments)
 
     @property
     def gave_up(self) -> dict[str, tuple[int, str]]:
@@ -182,25 +184,30 @@ def partition(configs: list[RunConfig], out: Path, *, retry: bool = True,
 
 def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
               executor: str = "local", scheduler: str | None = None,
-              plugins: tuple[str, ...] = (), show_progress: bool | None = None,
+              plugins: tuple[str, ...] = (), show_progress: bool | str | None = None,
               retry: bool = True, give_up_after: int = GIVE_UP_AFTER,
               log: tuple[str, ...] = ()) -> SweepOutcome:
     """Execute every run of ``suite`` into ``out`` and rebuild the suite tables.
 
-    Failed runs are retried from their last checkpoint unless ``retry`` is False or
-    they failed the same way ``give_up_after`` times in a row (0: never give up).
+    The invocation is recorded as an experiment (:mod:`lossbench.experiments`) before any
+    run starts, so `lossbench status` and `lossbench report` can follow it; an identical
+    rerun reuses its experiment. Failed runs are retried from their last checkpoint unless
+    ``retry`` is False or they failed the same way ``give_up_after`` times in a row (0:
+    never give up). ``show_progress``: True a tqdm bar, "lines" plain lines for logs
+    (see executors.progress), False nothing; None: a bar on a terminal, else lines.
 
     With a [tune] section the sweep has two phases: the tuning runs, then (once
     each contender's winner is known, see :mod:`lossbench.tuning`) the final runs.
     Both phases resume and are reused like any run: same config, same run id.
     """
+    from lossbench.experiments import final_runs_of, new_meta, open_experiment, save_experiment
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if show_progress is None:
-        show_progress = sys.stderr.isatty()
-    meta = {"name": suite.name, "description": suite.description, "path": suite.path,
-            "seeds": list(suite.seeds), "baseline": suite.baseline,
-            "target_val_ce": suite.target_val_ce, "run_ids": []}
+        show_progress = True if sys.stderr.isatty() else "lines"
+    meta, first, identity = new_meta(suite)
+    meta = open_experiment(out, meta, identity)
     start = time.perf_counter()
     statuses: dict[str, str] = {}
     skipped = 0
@@ -212,34 +219,31 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
         skipped += len(done)
         if not pending:
             return
-        job = Job(str(out), tuple(plugins), tuple(log), (("suite", suite.name),))
+        job = Job(str(out), tuple(plugins), tuple(log),
+                  (("suite", suite.name), ("experiment", meta["id"])))
         runner = make_executor(executor, job=job, scheduler=scheduler,
                                workers=workers or auto_workers(suite),
                                show_progress=show_progress, label=desc)
         statuses.update(runner.run(pending))  # SweepInterrupted propagates: nothing more to do
 
-    final = list(suite.runs)
+    final = first
     if suite.tune is not None:
-        from lossbench.tuning import final_runs, select, tuning_runs, tuning_table
+        from lossbench.tuning import final_runs, select, tuning_table
 
-        tuning = tuning_runs(suite.tune, suite.entries)
-        meta["tune"] = suite.tune.to_dict()
-        meta["tuning_runs"] = [{"run_id": t.config.run_id(), "label": t.label,
-                                "setting": t.setting} for t in tuning]
-        write_store_files(out, {"suite.json": meta})
-        execute([t.config for t in tuning], "tuning")
-        summary, _ = write_tables(out)
+        execute(first, "tuning")
+        write_tables(out)
+        summary, _, _ = read_experiment(out, meta)  # this experiment's, whatever is latest
         table = tuning_table(meta["tuning_runs"], summary, suite.tune)
         choices = select(table, suite.tune)
         write_store_files(out, {"tuning.csv": table.drop(columns="setting").to_csv(index=False)})
         meta["choices"] = {c.label: {"setting": c.setting, "score": c.score, "notes": list(c.notes)}
                            for c in choices.values()}
         final = final_runs(suite.entries, suite.seeds, choices)
-    meta["run_ids"] = [r.run_id() for r in final]
-    write_store_files(out, {"suite.json": meta})
+        meta.update(final_runs_of(final))
+        save_experiment(out, meta)
     execute(final, "runs")
     write_tables(out)
     failures = {run_id: same_failures_in_a_row(run_dir(out, run_id))
                 for run_id, status in statuses.items() if status == "failed"}
     return SweepOutcome(out, statuses, skipped, time.perf_counter() - start, failures,
-                        give_up_after)
+                        give_up_after, meta["id"])

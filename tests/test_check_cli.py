@@ -1,4 +1,5 @@
-"""`lossbench check` and `lossbench losses` as a user runs them (subprocess, real exit codes)."""
+"""`lossbench check` as a user runs it: lossbench.cli.main in-process (its real exit codes
+and one-line errors), with the check command of lossbench.checks.command."""
 
 import json
 import subprocess
@@ -8,77 +9,195 @@ from pathlib import Path
 import pytest
 import torch
 
+from lossbench import cli
 from lossbench.checks import PROPERTIES, LossCase, resolve_targets, run_property
+from lossbench.checks.command import check_cmd
+from lossbench.losses import unregister_loss
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BROKEN = FIXTURES / "broken_losses.py"
+REAL = FIXTURES / "real_losses"
 
 
-def lossbench(*args, cwd=None):
+@pytest.fixture
+def check(monkeypatch, capsys):
+    """check(*args) -> (exit code, stdout, stderr) of `lossbench check ARGS`."""
+    monkeypatch.setitem(cli.cli.commands, "check", check_cmd)
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["check", *map(str, args)])
+        out = capsys.readouterr()
+        return exit_.value.code, out.out, out.err
+    return run
+
+
+def lossbench(*args):
     return subprocess.run([sys.executable, "-m", "lossbench", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+                          text=True, timeout=300)
 
 
 @pytest.mark.parametrize("fn,prop", [
     ("naive_ce", "finite_at_extremes"),
     ("unmasked_ce", "output_contract"),
     ("row_mixing_ce", "batch_permutation_equivariant"),
+    ("row_mixing_ce", "row_independent"),
     ("wrong_gradient_ce", "gradient_matches_finite_differences"),
 ])
-def test_broken_loss_is_caught_with_a_runnable_counterexample(fn, prop):
+def test_broken_loss_is_caught_with_a_runnable_reproduction(fn, prop):
     (spec,) = resolve_targets(f"{BROKEN}:{fn}")
     result = run_property(spec, prop, max_examples=200)
     assert not result.passed
-    # The printed counterexample is runnable Python that reproduces the failure.
     case = eval(result.counterexample, {"torch": torch, "LossCase": LossCase})
-    assert isinstance(case, LossCase)
     assert repr(case) == result.counterexample
     with pytest.raises(AssertionError):
         PROPERTIES[prop].check(spec, case)
+    with pytest.raises(AssertionError):  # the printed reproduction runs as it is
+        exec(result.reproduction, {})
 
 
-def test_check_cli_reports_failure_table_and_exit_1():
-    proc = lossbench("check", f"{BROKEN}:naive_ce", "--max-examples", "100")
-    assert proc.returncode == 1, proc.stderr
-    assert "finite_at_extremes" in proc.stdout and "FAIL" in proc.stdout
-    assert "Falsifying example" in proc.stdout and "case = LossCase(" in proc.stdout
-    assert proc.stdout.strip().splitlines()[-1].endswith("failed")
+def test_failure_prints_table_reproduction_and_exits_1(check):
+    code, out, err = check(f"{BROKEN}:naive_ce", "--max-examples", "20")
+    assert code == 1, err
+    assert "finite_at_extremes" in out and "FAIL" in out
+    assert "Falsifying example (runnable)" in out and "case = LossCase(" in out
+    assert "PROPERTIES['finite_at_extremes'].check(spec, case)" in out
+    assert out.strip().splitlines()[-1].endswith("failed")
 
 
-def test_check_cli_passes_a_registered_loss():
-    proc = lossbench("check", "cross_entropy", "--max-examples", "10")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "0 failed" in proc.stdout
+def test_registered_loss_passes(check):
+    code, out, _ = check("cross_entropy", "--max-examples", "10")
+    assert code == 0, out
+    assert "row_independent" in out and "token_local" in out and "0 failed" in out
 
 
-def test_check_cli_module_function_target():
-    proc = lossbench("check", "lossbench.losses.likelihood:cross_entropy", "--max-examples", "5")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_module_function_target(check):
+    code, out, _ = check("lossbench.losses.likelihood:cross_entropy", "--max-examples", "5")
+    assert code == 0, out
 
 
-def test_plugin_loss_claiming_a_false_property_fails():
-    proc = lossbench("check", "fixture_negative_ce", "--plugin", str(FIXTURES / "broken_plugin.py"),
-                     "--max-examples", "50")
-    assert proc.returncode == 1
-    assert "nonnegative" in proc.stdout and "FAIL" in proc.stdout
+@pytest.fixture
+def negative_plugin():
+    yield FIXTURES / "broken_plugin.py"
+    unregister_loss("fixture_negative_ce")
+    for name in [m for m in sys.modules if m.startswith("lossbench_plugin_broken_plugin_")]:
+        del sys.modules[name]
+
+
+def test_plugin_loss_claiming_a_false_property_fails(check, negative_plugin):
+    code, out, _ = check("fixture_negative_ce", "--plugin", negative_plugin, "--max-examples", "50")
+    assert code == 1
+    assert "nonnegative" in out and "FAIL" in out
+    assert f"plugins=['{negative_plugin}']" in out  # the reproduction loads the plugin
+
+
+def test_real_shapes_without_adapters(check):
+    """A mean-reduced nn.Module, an (N, V) function and a fairseq-style sum with padding
+    id 1 and log-probabilities are checked as they are."""
+    for args in ([f"{REAL}/focal.py:FocalLoss", "--reduction", "mean"],
+                 [f"{REAL}/label_smoothing.py:LabelSmoothingCrossEntropy", "--flat",
+                  "--reduction", "mean"],
+                 [f"{REAL}/label_smoothing.py:label_smoothed_nll_loss", "--log-probs",
+                  "--ignore-index", "1", "--reduction", "sum", "--set", "epsilon=0.1"]):
+        code, out, _ = check(*args, "--max-examples", "10")
+        assert code == 0, out
+        assert "reduction  " in out and " 0 failed" in out
+
+
+def test_like_focal_fails_an_eps_focal_and_passes_a_correct_one(check):
+    code, out, _ = check(f"{REAL}/focal.py:focal_loss_eps", "--flat", "--like", "focal",
+                         "--property", "matches_reference", "--max-examples", "50")
+    assert code == 1
+    assert "loss vs reference (checked as focal)" in out
+    assert "this loss: [" in out and "reference: [" in out  # the differing values
+    assert "hparams={'gamma':" in out  # and the input, with the drawn hyperparameter
+    code, out, _ = check(f"{REAL}/focal.py:FocalLoss", "--reduction", "mean", "--like", "focal",
+                         "--max-examples", "10")
+    assert code == 0, out
+    assert "matches_reference" in out and "shift_invariant" in out
+
+
+def test_mean_reduced_return_is_one_line_diagnosis(check):
+    code, out, _ = check(f"{REAL}/focal.py:FocalLoss")
+    assert code == 1
+    lines = out.strip().splitlines()
+    assert lines[0].endswith("looks mean-reduced: return per-token values, or pass "
+                             "--reduction mean")
+    assert "property" not in out  # no table of cascading failures
+
+
+def test_exception_in_the_loss_is_printed_once_with_its_own_frames(check, tmp_path):
+    path = tmp_path / "raising.py"
+    path.write_text("import torch\n\n"
+                    "def picky_ce(logits, targets, *, ignore_index=-100):\n"
+                    "    if (logits.abs() > 10).any():\n"
+                    "        raise ValueError('logit out of range')\n"
+                    "    return torch.zeros(targets.shape, dtype=logits.dtype)\n")
+    code, out, _ = check(f"{path}:picky_ce", "--max-examples", "15")
+    assert code == 1
+    assert out.count("raise ValueError('logit out of range')") == 1
+    assert f'File "{path}", line 5, in picky_ce' in out
+    assert "the same error as under" in out
+    assert "hypothesis" not in out.split("Raised inside the loss:")[1].split("Falsifying")[0]
+    # raising on every input stops the run before the properties, with one message
+    path = tmp_path / "always.py"  # a new file: an imported one is not imported again
+    path.write_text("def broken_ce(logits, targets, *, ignore_index=-100):\n"
+                    "    return logits.sum(-1) / undefined_name\n")
+    code, out, _ = check(f"{path}:broken_ce")
+    assert code == 1
+    assert "raised NameError: name 'undefined_name' is not defined (always.py:2) on a plain " \
+           "input" in out and "property" not in out
+
+
+def test_warnings_from_the_loss_collapse_to_one_line(check, tmp_path):
+    path = tmp_path / "noisy.py"
+    path.write_text("import warnings\nimport torch.nn.functional as F\n\n"
+                    "def noisy_ce(logits, targets, *, ignore_index=-100):\n"
+                    "    warnings.warn('deprecated path')\n"
+                    "    return F.cross_entropy(logits.transpose(1, 2), targets, "
+                    "ignore_index=ignore_index, reduction='none')\n")
+    code, out, _ = check(f"{path}:noisy_ce", "--max-examples", "5")
+    assert code == 0, out
+    (line,) = [ln for ln in out.splitlines() if "deprecated path" in ln]
+    assert "x UserWarning: deprecated path (noisy.py:5)" in line
+
+
+def test_file_without_function_lists_its_candidates(check):
+    code, out, err = check(f"{REAL}/focal.py")
+    assert code == 2 and out == ""
+    assert "names no function" in err and "candidates: FocalLoss, focal_loss_eps, " \
+                                          "focal_loss_pow" in err
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["check", "cross_entropyy"], "did you mean cross_entropy"),
-    (["check", "missing_file.py:fn"], "no such file: missing_file.py"),
-    (["check", f"{BROKEN}:nope"], "has no function 'nope'"),
-    (["check", f"{BROKEN}:not_a_loss"], "expected signature"),
-    (["check", "no_such_module_xyz:fn"], "cannot import module"),
-    (["check", "all", "--property", "bogus"], "--property: unknown"),
-    (["losses", "--plugin", "missing_plugin.py"], "--plugin: no such file: missing_plugin.py"),
-    (["check"], "Missing argument"),
+    (["cross_entropyy"], "did you mean cross_entropy"),
+    (["missing_file.py:fn"], "no such file: missing_file.py"),
+    ([f"{BROKEN}:nope"], "has no function 'nope'"),
+    ([f"{BROKEN}:not_a_loss"], "expected signature"),
+    (["no_such_module_xyz:fn"], "cannot import module"),
+    (["all", "--property", "bogus"], "--property: unknown"),
+    ([f"{BROKEN}:naive_ce", "--property", "nonnegative"],
+     "--property nonnegative: does not apply to"),
+    (["focal", "--flat"], "--flat: applies to FILE.py:FUNCTION"),
+    ([f"{REAL}/focal.py:FocalLoss", "--like", "focall"], "did you mean focal"),
+    ([f"{REAL}/poly.py:poly1_cross_entropy", "--flat", "--like", "focal"],
+     "takes no hyperparameter 'gamma' (focal's hyperparameters: gamma)"),
+    ([f"{REAL}/focal.py:FocalLoss", "--like", "focal", "--hparam-name", "gama=g"],
+     "focal has no hyperparameter 'gama' (focal's hyperparameters: gamma)"),
+    ([f"{REAL}/focal.py:FocalLoss", "--set", "gama=2"], "takes no parameter 'gama'"),
+    ([f"{REAL}/label_smoothing.py:label_smoothed_nll_loss"], "['epsilon'] have no default"),
+    ([f"{REAL}/distill.py:kd_loss", "--teacher", "soft"], "--teacher: expected probs or logits"),
+    ([f"{REAL}/focal.py:FocalLoss", "--like", "focal", "--teacher", "probs"],
+     "--teacher: focal takes no teacher"),
+    (["check_plugin_missing", "--plugin", "missing_plugin.py"], "--plugin: no such file"),
+    ([], "Missing argument"),
 ])
-def test_bad_input_exits_2_with_one_line(args, fragment):
-    proc = lossbench(*args)
-    assert proc.returncode == 2
-    assert proc.stdout == ""
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+def test_bad_input_exits_2_with_one_line(check, args, fragment):
+    code, out, err = check(*args)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("lossbench: error:") and fragment in lines[0], lines[0]
 
 
@@ -86,8 +205,11 @@ def test_losses_json_lists_every_registered_loss():
     proc = lossbench("losses", "--json")
     assert proc.returncode == 0
     names = {row["name"] for row in json.loads(proc.stdout)}
-    from lossbench.losses import list_losses
-    assert names == {s.name for s in list_losses()}
+    # a fresh interpreter's registry: this one may hold other tests' plugin losses
+    fresh = subprocess.run([sys.executable, "-c", "from lossbench.losses import list_losses; "
+                            "print(' '.join(s.name for s in list_losses()))"],
+                           capture_output=True, text=True, check=True)
+    assert names == set(fresh.stdout.split()) and "cross_entropy" in names
 
 
 def test_losses_table_has_references():

@@ -1,12 +1,33 @@
 """Property checks for losses: hypothesis strategies, named properties, a runner.
 
 Used by ``lossbench check`` and by the test suite, which is parametrized over
-the registry so every new loss is checked for free.
+the registry so every new loss is checked for free. :func:`load_target` adapts a
+loss in its real-world shape (mean-reduced, (N, V), an ``nn.Module`` class, a fixed
+padding id, teacher logits) to the properties' per-token contract.
+
+The names below load on first use: the command line imports this package to register
+`lossbench check`, and its other commands should not pay for torch and hypothesis.
 """
 
-from .properties import PROPERTIES, Property
-from .runner import CheckTargetError, PropertyResult, check_loss, resolve_targets, run_property
-from .strategies import LossCase
+import sys
+from importlib import import_module
 
-__all__ = ["PROPERTIES", "Property", "CheckTargetError", "PropertyResult", "check_loss",
-           "resolve_targets", "run_property", "LossCase"]
+_WHERE = {
+    "PROPERTIES": "properties", "Property": "properties",
+    "CheckOptions": "adapters", "CheckSpec": "adapters", "CheckTargetError": "adapters",
+    "Diagnosis": "runner", "PropertyResult": "runner", "check_loss": "runner",
+    "diagnose": "runner", "run_property": "runner",
+    "LossCase": "strategies", "load_target": "targets", "resolve_targets": "targets",
+}
+__all__ = list(_WHERE)
+
+if "hypothesis" in sys.modules:  # a test session: its conftest loads the profiles by name
+    from . import profiles  # noqa: F401
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value

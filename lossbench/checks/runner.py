@@ -1,29 +1,36 @@
-"""Run named properties against a loss and collect readable results."""
+"""Run named properties against a loss and collect readable results.
+
+A failing loss never raises here: a property failure, an exception inside the loss
+(kept with the loss's own stack frames) and the warnings it emitted all come back in
+a :class:`PropertyResult`, with Python that reproduces the failure.
+"""
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Callable
+import traceback
+import warnings
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import Phase, given, settings
 
-from lossbench.losses import GENERIC_PROPERTIES, LossSpec, PluginError, get_loss, list_losses
-from lossbench.losses.registry import import_target
+from lossbench.losses import GENERIC_PROPERTIES, LossSpec
 
+from . import profiles  # noqa: F401  the "dev" and "ci" settings profiles
+from .adapters import Adapter, CheckTargetError
+from .base import returned, take_notes
 from .properties import PROPERTIES
 from .strategies import LossCase
+from .targets import load_target, resolve_targets
 
-# "dev": quick local feedback; "ci": more examples, derandomized so CI is reproducible.
-_COMMON = dict(deadline=None, print_blob=False, report_multiple_bugs=False,
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("dev", max_examples=40, **_COMMON)
-settings.register_profile("ci", max_examples=150, derandomize=True, **_COMMON)
+__all__ = ["CheckTargetError", "Diagnosis", "PropertyResult", "check_loss", "diagnose",
+           "load_target", "resolve_targets", "run_property"]
 
-
-class CheckTargetError(ValueError):
-    """TARGET of `lossbench check` cannot be resolved to a loss."""
+_CHECKS_DIR = str(Path(__file__).resolve().parent)
+_HYPOTHESIS_DIR = str(Path(inspect.getfile(settings)).resolve().parent)
 
 
 @dataclass(frozen=True)
@@ -34,13 +41,87 @@ class PropertyResult:
     message: str = ""  # what broke
     counterexample: str = ""  # the shrunk failing input as runnable Python (LossCase repr)
     case: LossCase | None = None
+    warning: str = ""  # passed with a caveat (bf16: a small error)
+    error: str = ""  # the loss raised: the exception with the loss's own stack frames
+    reproduction: str = ""  # runnable Python that re-raises this failure
+    warnings: tuple[tuple[str, int], ...] = ()  # (warning, count) the loss emitted
+
+    @property
+    def status(self) -> str:
+        return "FAIL" if not self.passed else "warn" if self.warning else "pass"
+
+
+def _user_files(spec) -> set[str]:
+    files = set(getattr(spec, "user_files", ()))
+    try:
+        files.add(str(Path(inspect.getsourcefile(spec.fn)).resolve()))
+    except TypeError:
+        pass
+    return files
+
+
+def _ours(filename: str) -> bool:
+    path = str(Path(filename).resolve())
+    return path.startswith(_CHECKS_DIR) or path.startswith(_HYPOTHESIS_DIR)
+
+
+def _user_frames(exc: BaseException, files: set[str]):
+    """The loss's own frames (the last few outside lossbench's checks and hypothesis when
+    none is in the loss's file)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if str(Path(f.filename).resolve()) in files]
+    return mine or [f for f in frames if not _ours(f.filename)][-3:]
+
+
+def user_traceback(exc: BaseException, files: set[str]) -> str:
+    # not format_exception_only: it appends the notes hypothesis attaches (its own report)
+    text = str(exc).strip()
+    return ("".join(traceback.format_list(_user_frames(exc, files)))
+            + f"{type(exc).__name__}{': ' + text if text else ''}").rstrip()
+
+
+def raised_line(exc: BaseException, files: set[str]) -> str:
+    """'raised ValueError: message (file.py:12)', one line."""
+    frames = _user_frames(exc, files)
+    at = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = str(exc).strip().splitlines()
+    return f"raised {type(exc).__name__}{': ' + text[0] if text else ''}{at}"
+
+
+def _raised_by_check(exc: BaseException) -> bool:
+    """An AssertionError from a property's own check, not an assert in the loss."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return isinstance(exc, AssertionError) and bool(frames) and _ours(frames[-1].filename)
+
+
+def _collapse(caught) -> tuple[tuple[str, int], ...]:
+    """One line per distinct warning the loss emitted, with how often."""
+    lines = Counter()
+    for w in caught:
+        if _ours(w.filename):
+            continue
+        first = str(w.message).strip().splitlines()[0] if str(w.message).strip() else ""
+        lines[f"{w.category.__name__}: {first} ({Path(w.filename).name}:{w.lineno})"] += 1
+    return tuple(lines.most_common())
+
+
+def reproduction(spec, prop: str, case: LossCase, source: str | None = None) -> str:
+    source = source or getattr(spec, "source", "") or f"load_target({spec.name!r})"
+    return "\n".join(["import torch", "from lossbench.checks import PROPERTIES, LossCase, "
+                      "load_target", f"spec = {source}", f"case = {case!r}",
+                      f"PROPERTIES[{prop!r}].check(spec, case)  # raises the failure above"])
 
 
 def run_property(spec: LossSpec, prop_name: str, *, profile: str = "dev",
-                 max_examples: int | None = None, seed: int | None = None) -> PropertyResult:
-    """Search for a counterexample to one property; never raises for a failing loss."""
+                 max_examples: int | None = None, seed: int | None = None,
+                 source: str | None = None, shrink: bool = True) -> PropertyResult:
+    """Search for a counterexample to one property; never raises for a failing loss.
+    ``source``: Python that rebuilds ``spec``, for the reproduction. ``shrink=False``
+    reports the first failing example as found (faster, for verdict-only callers)."""
     prop = PROPERTIES[prop_name]
     overrides = {"database": None}
+    if not shrink:
+        overrides["phases"] = [Phase.explicit, Phase.reuse, Phase.generate]
     if max_examples is not None:
         overrides["max_examples"] = max_examples
     if seed is not None:
@@ -61,63 +142,127 @@ def run_property(spec: LossSpec, prop_name: str, *, profile: str = "dev",
     # tensors is orders of magnitude slower with 2 threads than with 1).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        search()
-    except Exception as exc:  # the loss under test may raise anything
-        message = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
-        case = last[0] if last else None
-        return PropertyResult(spec.name, prop_name, False, message.strip(),
-                              repr(case) if case is not None else "", case)
-    finally:
-        torch.set_num_threads(threads)
-    return PropertyResult(spec.name, prop_name, True)
+    take_notes()
+    result = PropertyResult(spec.name, prop_name, True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            search()
+        except Exception as exc:  # the loss under test may raise anything
+            case = last[0] if last else None
+            if _raised_by_check(exc):
+                message, error = str(exc), ""
+            else:
+                message = raised_line(exc, _user_files(spec))
+                error = user_traceback(exc, _user_files(spec))
+            result = PropertyResult(
+                spec.name, prop_name, False, message.strip(),
+                repr(case) if case is not None else "", case, error=error,
+                reproduction=reproduction(spec, prop_name, case, source) if case else "")
+        finally:
+            torch.set_num_threads(threads)
+    return replace(result, warning=take_notes() if result.passed else "",
+                   warnings=_collapse(caught))
+
+
+def ordered_properties(spec: LossSpec) -> list[str]:
+    """Generic ones first (in their documented order), then the rest by name."""
+    first = [p for p in (*GENERIC_PROPERTIES, "reduction") if p in spec.properties]
+    return first + sorted(spec.properties - set(first))
 
 
 def check_loss(spec: LossSpec, **kwargs) -> list[PropertyResult]:
     """Every property the spec claims, generic ones first."""
-    ordered = [p for p in GENERIC_PROPERTIES if p in spec.properties]
-    ordered += sorted(spec.properties - set(GENERIC_PROPERTIES))
-    return [run_property(spec, p, **kwargs) for p in ordered]
+    return [run_property(spec, p, **kwargs) for p in ordered_properties(spec)]
 
 
-def _load_function(target: str) -> Callable:
-    where, _, attr = target.rpartition(":")
+# --------------------------------------------------------------------------- diagnosis
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why no property can run on a loss: one line, and the loss's frames if it raised."""
+
+    message: str
+    detail: str = ""
+
+
+def _plain_case(spec) -> LossCase:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    ignore = (getattr(spec, "ignore_indices", (-100,)) or (None,))[0]
+    targets = torch.tensor([[1, 4, 2 if ignore is None else ignore], [0, 2, 3]])
+    extras = {}
+    if getattr(spec, "needs_teacher", False):
+        extras["teacher_probs"] = torch.randn(2, 3, 5, generator=g, dtype=torch.float64).softmax(-1)
+    return LossCase(logits, targets, -100 if ignore is None else ignore, spec.defaults(), extras)
+
+
+def _shape_problem(spec, out, case) -> str | None:
+    B, T = case.targets.shape
+    if not isinstance(out, torch.Tensor):
+        return f"returns {type(out).__name__}, expected a tensor"
+    if getattr(spec, "reduction", "none") != "none":
+        if out.dim():
+            return (f"--reduction {spec.reduction}: expected a scalar, got shape "
+                    f"{tuple(out.shape)}: it looks per-token; drop --reduction")
+    elif out.shape != (B, T):
+        if out.numel() == 1:
+            return "looks mean-reduced: return per-token values, or pass --reduction mean"
+        if out.shape == (B * T,):
+            return (f"returns shape {tuple(out.shape)} for targets ({B}, {T}): looks flattened: "
+                    f"return (B, T), or pass --flat if it takes (N, V) logits")
+        return f"returns shape {tuple(out.shape)}, expected per-token values ({B}, {T})"
+    if not out.is_floating_point():
+        return f"returns {out.dtype}, expected a float tensor"
+    return None
+
+
+def _flat_hint(spec, case) -> str:
+    """When a loss raises on (B, T, V) input, whether it works with --flat toggled."""
+    adapter = spec.fn
+    if not isinstance(adapter, Adapter):
+        return ""
+    other = adapter.variant(flat=not adapter.opts.flat)
     try:
-        module = import_target(where)
-    except PluginError as exc:
-        raise CheckTargetError(str(exc)) from None
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise CheckTargetError(f"{where} has no function {attr!r}")
-    if not callable(fn):
-        raise CheckTargetError(f"{where}:{attr} is not callable")
-    return fn
+        (other.raw if adapter.opts.reduction != "none" else other)(
+            case.logits, case.targets, ignore_index=case.ignore_index, **case.hparams,
+            **case.extras)
+    except Exception:
+        return ""
+    return ("; it runs on (N, V) logits and (N,) targets: pass --flat" if other.opts.flat
+            else "; it runs on (B, T, V) logits: drop --flat")
 
 
-def _spec_for_function(fn: Callable, label: str) -> LossSpec:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        raise CheckTargetError(f"{label}: cannot read its signature") from None
-    positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    has_var_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    if len(positional) < 2 or ("ignore_index" not in params and not has_var_kw):
-        raise CheckTargetError(f"{label}: expected signature fn(logits, targets, *, ignore_index=-100, ...)")
-    required = [p.name for p in positional[2:] if p.default is p.empty]
-    required += [p.name for p in params.values() if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
-    if required:
-        raise CheckTargetError(f"{label}: arguments {required} have no default")
-    return LossSpec(name=label, fn=fn, description="user function", reference="",
-                    origin=getattr(fn, "__module__", "?"))
+def diagnose(spec: LossSpec) -> Diagnosis | None:
+    """Call the loss once on a plain input (2x3 positions, 5 classes, float64). An exception
+    or a return value that would fail every property stops the run with one message
+    instead of a cascade of failures."""
+    case, files = _plain_case(spec), _user_files(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its warnings are reported by the properties
+        try:
+            out = case.call(returned(spec))
+        except Exception as exc:
+            return Diagnosis(f"{raised_line(exc, files)} on a plain input (logits (2, 3, 5), "
+                             f"targets (2, 3)){_flat_hint(spec, case)}",
+                             user_traceback(exc, files))
+        problem = _shape_problem(spec, out, case)
+        if problem:
+            return Diagnosis(problem)
+        if isinstance(spec.fn, Adapter):  # --like NAME: does it take NAME's whole ranges?
+            for name, hp in spec.hparams.items():
+                for value in sorted({hp.low, hp.high} - {hp.default}):
+                    try:
+                        case.call(returned(spec), **{name: value})
+                    except Exception as exc:
+                        return Diagnosis(
+                            f"{raised_line(exc, files)} at {name}={value:g}, in the range "
+                            f"[{hp.low:g}, {hp.high:g}] of {spec.description.split()[-1]}: hold "
+                            f"it with --set {name}=VALUE", user_traceback(exc, files))
+    return None
 
 
-def resolve_targets(target: str) -> list[LossSpec]:
-    """'all', a registered name, 'path/file.py:function' or 'module:function'."""
-    if target == "all":
-        return list_losses()
-    if ":" in target:
-        return [_spec_for_function(_load_function(target), target)]
-    try:
-        return [get_loss(target)]
-    except KeyError as exc:
-        raise CheckTargetError(str(exc)) from None
+def same_error(a: PropertyResult, b: PropertyResult) -> bool:
+    return bool(a.error) and a.error.splitlines()[-1:] == b.error.splitlines()[-1:] \
+        and a.message == b.message

@@ -51,6 +51,15 @@ class LossCase:
     def keep(self) -> torch.Tensor:
         return self.targets != self.ignore_index
 
+    def row(self, b: int) -> "LossCase":
+        """Row ``b`` of this case as a batch of one."""
+        return replace(self, logits=self.logits[b:b + 1], targets=self.targets[b:b + 1],
+                       extras={k: v[b:b + 1] for k, v in self.extras.items()}, aux={})
+
+    def to(self, device) -> "LossCase":
+        return replace(self, logits=self.logits.to(device), targets=self.targets.to(device),
+                       extras={k: v.to(device) for k, v in self.extras.items()})
+
     def permuted(self, perm: torch.Tensor) -> "LossCase":
         """The same case with batch rows reordered."""
         return replace(self, logits=self.logits[perm], targets=self.targets[perm],
@@ -72,9 +81,10 @@ class LossCase:
 
 
 @st.composite
-def shapes(draw, *, max_batch=MAX_BATCH, max_time=MAX_TIME, max_vocab=MAX_VOCAB):
+def shapes(draw, *, max_batch=MAX_BATCH, max_time=MAX_TIME, max_vocab=MAX_VOCAB, min_batch=1):
     """(B, T, V) with V >= 2 (a softmax over one class is degenerate)."""
-    return (draw(st.integers(1, max_batch), label="B"), draw(st.integers(1, max_time), label="T"),
+    return (draw(st.integers(min_batch, max(min_batch, max_batch)), label="B"),
+            draw(st.integers(1, max_time), label="T"),
             draw(st.integers(2, max_vocab), label="V"))
 
 
@@ -85,10 +95,11 @@ def logit_arrays(shape, *, magnitude: float, dtype=np.float64):
     return arrays(dtype, shape, elements=elements)
 
 
-def targets_for(shape_bt, vocab: int, ignore_index: int):
-    """Target ids in [0, V) or ``ignore_index``."""
+def targets_for(shape_bt, vocab: int, ignore_index: int | None):
+    """Target ids in [0, V), or ``ignore_index`` (None: every position kept)."""
+    ids = st.integers(0, vocab - 1)
     return arrays(np.int64, shape_bt,
-                  elements=st.one_of(st.integers(0, vocab - 1), st.just(ignore_index)))
+                  elements=ids if ignore_index is None else st.one_of(ids, st.just(ignore_index)))
 
 
 def distributions(shape):
@@ -113,20 +124,33 @@ def hparam_values(spec: LossSpec, *, use_defaults: bool = False):
 
 @st.composite
 def loss_cases(draw, spec: LossSpec, *, magnitude: float = 20.0, dtype=np.float64,
-               max_batch=MAX_BATCH, max_time=MAX_TIME, max_vocab=MAX_VOCAB,
-               draw_hparams: bool = True, ignore_indices=IGNORE_INDICES) -> LossCase:
-    """A full input for ``spec``: shape, logits, targets (some ignored), hparams, extras."""
-    B, T, V = draw(shapes(max_batch=max_batch, max_time=max_time, max_vocab=max_vocab))
+               max_batch=MAX_BATCH, max_time=MAX_TIME, max_vocab=MAX_VOCAB, min_batch=1,
+               draw_hparams: bool = True, ignore_indices=None) -> LossCase:
+    """A full input for ``spec``: shape, logits, targets (some ignored), hparams, extras.
+
+    A spec from :mod:`.adapters` narrows the draw to what its function can take:
+    ``ignore_indices`` (empty: it cannot ignore, every position is kept), a teacher
+    on every case (``needs_teacher``) and, for a mean-reduced function, at least one
+    kept position (a mean over no token is 0/0, undefined rather than wrong).
+    """
+    if ignore_indices is None:
+        ignore_indices = getattr(spec, "ignore_indices", IGNORE_INDICES)
+    B, T, V = draw(shapes(max_batch=max_batch, max_time=max_time, max_vocab=max_vocab,
+                          min_batch=min_batch))
     logits = draw(logit_arrays((B, T, V), magnitude=magnitude, dtype=dtype), label="logits")
-    ignore_index = draw(st.sampled_from(ignore_indices), label="ignore_index")
+    ignore_index = (draw(st.sampled_from(ignore_indices), label="ignore_index")
+                    if ignore_indices else None)
     targets = draw(targets_for((B, T), V, ignore_index), label="targets")
+    if getattr(spec, "reduction", "none") == "mean" and (targets == ignore_index).all():
+        targets[0, 0] = draw(st.integers(0, V - 1).filter(lambda c: c != ignore_index), label="kept")
     hparams = draw(hparam_values(spec, use_defaults=not draw_hparams), label="hparams")
     extras = {}
-    if "teacher_probs" in spec.extra_inputs and draw(st.booleans(), label="with teacher"):
+    if "teacher_probs" in spec.extra_inputs and (getattr(spec, "needs_teacher", False)
+                                                 or draw(st.booleans(), label="with teacher")):
         teacher = draw(distributions((B, T, V)), label="teacher_probs")
         extras["teacher_probs"] = torch.from_numpy(teacher).to(torch.from_numpy(logits).dtype)
-    return LossCase(torch.from_numpy(logits), torch.from_numpy(targets), ignore_index,
-                    hparams, extras)
+    return LossCase(torch.from_numpy(logits), torch.from_numpy(targets),
+                    -100 if ignore_index is None else ignore_index, hparams, extras)
 
 
 def batch_permutations(batch: int):

@@ -55,8 +55,10 @@ class Executor(Protocol):
 
 
 def make_executor(kind: str, *, job: Job, workers: int = 1, scheduler: str | None = None,
-                  show_progress: bool = False, label: str = "runs") -> Executor:
+                  show_progress: bool | str = False, label: str = "runs") -> Executor:
     """The executor called ``kind`` ("local" or "dask"); each uses the options it needs.
+    ``show_progress``: True a bar, "lines" plain progress lines, False none (see
+    executors.progress).
 
     Raises ExecutorUnavailable when ``kind`` needs a package that is not installed.
     """

@@ -37,7 +37,7 @@ def require_distributed() -> None:
 
 
 class DaskExecutor:
-    def __init__(self, job: Job, *, scheduler: str | None, show_progress: bool = False,
+    def __init__(self, job: Job, *, scheduler: str | None, show_progress: bool | str = False,
                  label: str = "runs"):
         require_distributed()
         # the workers' working directory is not ours
@@ -47,7 +47,8 @@ class DaskExecutor:
 
     def run(self, pending: list[RunConfig]) -> dict[str, str]:
         from distributed import Client, as_completed
-        from tqdm import tqdm
+
+        from lossbench.executors.progress import SweepBar
 
         statuses: dict[str, str] = {}
         signals = 0
@@ -65,22 +66,27 @@ class DaskExecutor:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise ExecutorUnavailable(f"cannot connect to the Dask scheduler at "
                                       f"{self.scheduler}: {type(exc).__name__}: {first}") from None
-        with client, interrupts(on_signal), \
-                tqdm(total=len(pending), unit="run", desc=f"{self.label} (dask)",
-                     disable=not self.show_progress) as bar:
+        # no step progress comes back from the cluster: the bar moves as runs finish
+        bar = SweepBar(pending, f"{self.label} (dask)", self.show_progress, self.job.out)
+        with client, interrupts(on_signal):
             # pure=False: a rerun of the same config after a crash must execute, not be deduplicated
             futures = {client.submit(_task, r.to_dict(), self.job, pure=False,
                                      key=f"lossbench-{run_id}-{sweep}"): run_id
                        for run_id, r in ((r.run_id(), r) for r in pending)}
             completed = as_completed(futures)
-            while not completed.is_empty():
-                if signals:  # the tasks see they were cancelled and checkpoint
-                    client.cancel(list(futures))
-                    raise SweepInterrupted(statuses)
-                for future in completed.next_batch(block=False):
-                    statuses[futures[future]] = _status(futures[future], future)
-                    bar.update(1)
-                time.sleep(0.1)
+            try:
+                while not completed.is_empty():
+                    if signals:  # the tasks see they were cancelled and checkpoint
+                        client.cancel(list(futures))
+                        raise SweepInterrupted(statuses)
+                    for future in completed.next_batch(block=False):
+                        run_id = futures[future]
+                        statuses[run_id] = _status(run_id, future)
+                        bar.finish(run_id, statuses[run_id])
+                    bar.refresh()
+                    time.sleep(0.1)
+            finally:
+                bar.close()
         return statuses
 
 

@@ -16,14 +16,14 @@ from lossbench.executors.signals import interrupts
 
 
 class LocalExecutor:
-    def __init__(self, job: Job, *, workers: int = 1, show_progress: bool = False,
+    def __init__(self, job: Job, *, workers: int = 1, show_progress: bool | str = False,
                  label: str = "runs"):
         self.job, self.workers = job, max(1, workers)
         self.show_progress, self.label = show_progress, label
 
     def run(self, pending: list[RunConfig]) -> dict[str, str]:
         tasks = [(r.run_id(), r.to_dict()) for r in pending]  # ids hash the config: once
-        bar = SweepBar(pending, self.label, self.show_progress)
+        bar = SweepBar(pending, self.label, self.show_progress, self.job.out)
         try:
             if self.workers == 1:  # in-process: simplest to debug, same numbers
                 return self._inline(tasks, bar)
@@ -49,7 +49,7 @@ class LocalExecutor:
                     break
                 statuses[run_id] = execute_run(config, self.job, bar.sink(),
                                                lambda: signals > 0)[1]
-                bar.finish(run_id)
+                bar.finish(run_id, statuses[run_id])
         if signals:
             raise SweepInterrupted(statuses)
         return statuses

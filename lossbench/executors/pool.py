@@ -99,7 +99,7 @@ class Pool:
         elif message[0] == "result":
             _, run_id, status = message
             self.statuses[run_id] = status
-            self.bar.finish(run_id)
+            self.bar.finish(run_id, status)
             w.run_id = None
 
     def _lost(self, w: _Worker) -> None:
@@ -114,7 +114,7 @@ class Pool:
             record_lost_run(self.job.out, w.run_id,
                             f"worker process died (exit code {w.process.exitcode})")
             self.statuses[w.run_id] = "failed"
-            self.bar.finish(w.run_id)
+            self.bar.finish(w.run_id, "failed")
 
     def shutdown(self) -> None:
         """Stop all workers. Busy ones (after a signal, or an error here) are told to

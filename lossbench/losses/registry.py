@@ -37,9 +37,11 @@ GENERIC_PROPERTIES = (
     "output_contract",  # (B, T) float, 0 at ignored positions
     "finite_at_extremes",  # finite value and gradient for |logits| up to 1e4 in fp32
     "ignored_tokens_inert",  # logits at ignored positions change neither value nor gradient
-    "batch_permutation_equivariant",  # rows do not interact
+    "batch_permutation_equivariant",  # reordering rows reorders the loss
+    "row_independent",  # a row's loss is the same in the batch and alone
+    "token_local",  # a position's loss depends on its own logits only
     "gradient_matches_finite_differences",  # float64 gradcheck
-    "bf16_autocast",  # bf16 logits under autocast give the fp32 result, in fp32
+    "bf16_autocast",  # bf16 logits under CUDA's autocast policy give the fp32 result
 )
 # Properties a loss opts into (or gets automatically, see register_loss).
 OPTIONAL_PROPERTIES = (

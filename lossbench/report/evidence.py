@@ -1,6 +1,6 @@
-"""Everything a report states, computed once from a results directory: the score table
-and the tables read from it. Renderers (HTML/Markdown, LaTeX, the CLI summary) only word
-and lay out what is here."""
+"""Everything a report states, computed once from one experiment of a results directory:
+the score table and the tables read from it. Renderers (HTML/Markdown, LaTeX, the CLI
+summary) only word and lay out what is here."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from lossbench.paths import safe_name
 from lossbench.report.metrics import BY_COLUMN, PRIMARY_COLUMNS, Metric, default_primary, metric
 from lossbench.report.scores import ScoreTable, build_scores
 from lossbench.report.tables import comparisons, label_table, rank_table, ranked
-from lossbench.results import finished_results, load, suite_meta
+from lossbench.experiments import resolve_experiment
+from lossbench.results import read_experiment
 
 
 class ReportRequestError(ValueError):
@@ -31,8 +32,12 @@ class Evidence:
     comparisons: pd.DataFrame  # tables.comparisons on the primary metric
     ranks: pd.DataFrame
     curves: pd.DataFrame  # the final runs' curves
-    all_runs: pd.DataFrame  # score rows of every run in the store (tuning runs too)
+    all_runs: pd.DataFrame  # score rows of every run of the experiment (tuning runs too)
     results: list[dict] = field(default_factory=list)  # the final runs' result.json
+    experiment: str = ""  # its id (lossbench.experiments); "" for a hand-made directory
+    # the experiment's final runs with no result yet (running, or not started): a report
+    # of a sweep in progress shows the finished ones and says how many are missing
+    unfinished: list[str] = field(default_factory=list)
 
     @property
     def baseline(self) -> str:
@@ -55,19 +60,22 @@ def shown_columns(runs: pd.DataFrame) -> list[str]:
 
 def gather(results_dir: str | Path, *, metric_column: str | None = None,
            only: list[str] | None = None, problems: list[str] | None = None,
-           with_results: bool = True) -> Evidence:
-    """Read the store once and compute every table of the report. ``metric_column``: the
-    primary metric (a score-table column, e.g. final_val_ce; default whole-split val CE);
-    ``only``: labels to keep (the baseline is always kept, as everything is measured
+           with_results: bool = True, experiment: str | None = None) -> Evidence:
+    """Read one experiment of the store (``experiment``: its id or a unique start of it;
+    default the latest) once and compute every table of the report. ``metric_column``:
+    the primary metric (a score-table column, e.g. final_val_ce; default whole-split val
+    CE); ``only``: labels to keep (the baseline is always kept, as everything is measured
     against it). Unknown names raise ReportRequestError."""
     results_dir = Path(results_dir)
-    meta = suite_meta(results_dir)
+    meta = resolve_experiment(results_dir, experiment)
     name = safe_name(meta.get("name"), what="suite.json name")
-    all_summary, all_curves = load(results_dir)
+    all_summary, all_curves, all_results = read_experiment(results_dir, meta,
+                                                           problems=problems)
     final_ids = meta.get("run_ids")
     keep = all_summary.run_id.isin(set(final_ids)) if final_ids else all_summary.run_id.notna()
     summary = all_summary[keep].reset_index(drop=True)
     curves = all_curves[all_curves.run_id.isin(set(summary.run_id))].reset_index(drop=True)
+    unfinished = [r for r in final_ids or [] if r not in set(all_summary.run_id)]
     baseline = meta.get("baseline", "cross_entropy")
     scores = build_scores(summary, curves, baseline, meta.get("target_val_ce"))
     if only:
@@ -87,10 +95,10 @@ def gather(results_dir: str | Path, *, metric_column: str | None = None,
     primary = metric(column)
     table = ranked(label_table(scores, columns), column)
     keep_ids = set(scores.runs.run_id)
-    results = ([r for r in finished_results(results_dir, problems)
-                if r["summary"].get("run_id") in keep_ids] if with_results else [])
+    results = ([r for r in all_results if r["summary"].get("run_id") in keep_ids]
+               if with_results else [])
     all_runs = (build_scores(all_summary, all_curves, baseline, scores.target).runs
                 if "tune" in meta else scores.runs)  # the tuning table reads the same rules
     return Evidence(name, meta, scores, primary, columns, table, comparisons(scores, column),
                     rank_table(scores, column), curves[curves.run_id.isin(keep_ids)],
-                    all_runs, results)
+                    all_runs, results, str(meta.get("id", "")), unfinished)

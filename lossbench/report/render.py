@@ -23,6 +23,17 @@ def default_out(root: str | Path, name: str) -> Path:
     return contained(root, out, what="report folder")
 
 
+def experiment_out(results_dir: str | Path, ev: Evidence) -> Path:
+    """Where an experiment's report goes by default: ``DIR/reports/<experiment id>`` inside
+    the results directory, so two experiments' reports never overwrite each other (refused
+    unless it stays inside DIR). Results without an experiment id: ``reports/<name>-<date>``."""
+    if not ev.experiment:
+        return default_out("reports", ev.name)
+    root = Path(results_dir) / "reports"
+    return contained(results_dir, root / safe_name(ev.experiment, what="experiment id"),
+                     what="report folder")
+
+
 def _floor(ev: Evidence) -> float | None:
     """The data's entropy rate (synthetic sources): val CE minus excess CE of finished runs."""
     runs = ev.scores.runs
@@ -33,15 +44,18 @@ def _floor(ev: Evidence) -> float | None:
 
 def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
                  problems: list[str] | None = None, *, metric: str | None = None,
-                 only: list[str] | None = None, latex: bool = False) -> Path:
+                 only: list[str] | None = None, latex: bool = False,
+                 experiment: str | None = None) -> Path:
     """Render the report of a results directory; returns the report folder. ``metric``:
     the primary metric (default whole-split val CE); ``only``: the labels to show (the
     baseline always stays). ``latex``: write only tables.tex (the verdict and statistics
-    as booktabs tables). Runs left out (a malformed result.json, an unsafe folder) are
+    as booktabs tables). ``experiment``: which experiment of the directory (default the
+    latest). Runs left out (a malformed result.json, an unsafe folder) are
     named in the report and appended to ``problems``."""
     problems = [] if problems is None else problems
-    ev = gather(results_dir, metric_column=metric, only=only, problems=problems)
-    out = Path(out_dir) if out_dir else default_out("reports", ev.name)
+    ev = gather(results_dir, metric_column=metric, only=only, problems=problems,
+                experiment=experiment)
+    out = Path(out_dir) if out_dir else experiment_out(results_dir, ev)
     if latex:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "tables.tex", latex_tables(ev))
@@ -51,6 +65,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
                         ("ranks", ev.ranks), ("scores", ev.scores.runs)):
         doc.csv(name, table)
     sections.verdict(doc, ev)
+    if ev.unfinished:
+        doc.text(f"{len(ev.unfinished)} of this experiment's runs are still running or not "
+                 f"started: this report shows the {len(ev.scores.runs)} finished.")
     sections.results(doc, ev)
     sections.statistics(doc, ev)
     if "tune" in ev.meta:

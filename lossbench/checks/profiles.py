@@ -1,0 +1,9 @@
+"""The hypothesis profiles of the property checks: "dev" for quick local feedback, "ci" for
+more examples, derandomized so CI is reproducible (HYPOTHESIS_PROFILE=ci)."""
+
+from hypothesis import HealthCheck, settings
+
+_COMMON = dict(deadline=None, print_blob=False, report_multiple_bugs=False,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", max_examples=40, **_COMMON)
+settings.register_profile("ci", max_examples=150, derandomize=True, **_COMMON)

@@ -1,0 +1,28 @@
+"""What the `lossbench` commands share: the bad-input error and plain tables."""
+
+from __future__ import annotations
+
+import click
+
+
+class InputError(click.ClickException):
+    """Bad user input: one line, exit code 2."""
+
+    exit_code = 2
+
+
+def print_table(header, rows) -> None:
+    """Plain aligned columns; the last column is not padded (it may be long)."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for i, row in enumerate([header, *rows]):
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths)] + [str(row[-1])]
+        click.echo("  ".join(cells).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def os_error_line(exc: OSError) -> str:
+    """'PATH: cause' for a filesystem error (the message of one that names no path)."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
