@@ -157,6 +157,8 @@ def run_cmd(suite_path, out, report_out, seeds, dry_run, workers, executor, sche
     except OSError as exc:  # read-only, disk full, a file in the way: say which and why
         raise click.ClickException(os_error_line(exc)) from None
     report_dir = write_report(out, report_out, outcome.experiment) if not no_report else None
+    if report_dir is not None and log:
+        _attach_report(log, out, outcome.experiment, report_dir)
     counts = {s: list(outcome.statuses.values()).count(s) for s in ("done", "diverged", "failed")}
     click.echo(f"{suite.name}: {len(outcome.statuses)} runs ({outcome.skipped} already finished) "
                f"in {outcome.wall_s:.1f} s: {counts['done']} done, {counts['diverged']} diverged, "
@@ -170,6 +172,16 @@ def run_cmd(suite_path, out, report_out, seeds, dry_run, workers, executor, sche
     if report_dir is not None:
         click.echo(f"\nreport: {report_dir}/index.html (and report.md)")
     sys.exit(outcome.exit_code)
+
+
+def _attach_report(log, out, experiment, report_dir) -> None:
+    """The report as each final run's tracker artifact, where the tracker keeps files."""
+    from lossbench.experiments import resolve_experiment
+    from lossbench.trackers import attach_report
+
+    run_ids = resolve_experiment(out, experiment).get("run_ids", [])
+    for problem in attach_report(log, out, run_ids, report_dir):
+        click.echo(f"warning: {problem}", err=True)
 
 
 def _seeds_override(value: str) -> str:

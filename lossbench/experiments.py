@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from lossbench.atomic import atomic_write_json, sweep_temp_files
 from lossbench.locks import file_lock
 from lossbench.paths import contained, name_problem, safe_name
-from lossbench.results import TABLES_LOCK, StoreError, suite_meta
+from lossbench.results import TABLES_LOCK, StoreError, read_json_object, suite_meta
 
 if TYPE_CHECKING:
     from lossbench.config import RunConfig
@@ -140,12 +140,7 @@ def run_ids_of(meta: dict[str, Any], final_only: bool = False) -> list[str] | No
 
 def _read_record(path: Path) -> dict[str, Any]:
     """One experiments/<id>.json, checked: a JSON object whose id is its file's name."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise StoreError(f"{path}: expected a JSON object")
+    meta = read_json_object(path)
     if meta.get("id") != path.stem or name_problem(meta.get("id")):
         raise StoreError(f"{path}: its id {meta.get('id')!r} is not its file's name")
     return meta

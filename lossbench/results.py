@@ -287,8 +287,11 @@ def suite_meta(out: str | Path) -> dict[str, Any]:
     """suite.json: the suite as resolved, its final run ids and, if tuned, the tuning.
     ``{}`` when absent; StoreError when it is not a JSON object (it may come from anyone)."""
     path = Path(out) / "suite.json"
-    if not path.exists():
-        return {}
+    return read_json_object(path) if path.exists() else {}
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A store file that must hold a JSON object; StoreError naming it when it does not."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -192,6 +192,28 @@ def test_tracker_logs_equal_curves_csv(name, tmp_path, isolated, baseline):
     CHECK[name](out, run_id, config, expected, tags)
 
 
+def test_run_attaches_the_report_to_mlflow_runs(tmp_path, isolated):
+    """`lossbench run --log mlflow`: the report folder becomes each final run's artifacts."""
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from lossbench.cli import cli
+
+    available("mlflow")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(suite_file(tmp_path)), "--out", str(out),
+                                      "--workers", "1", "--log", "mlflow"])
+    assert result.exit_code == 0, result.output
+    (folder,) = (out / "runs").iterdir()
+    state = json.loads((folder / "tracker-mlflow.json").read_text())
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    attached = {a.path for a in client.list_artifacts(state["run_id"], "report")}
+    assert {"report/index.html", "report/report.md", "report/headline.csv"} <= attached
+    (report,) = (out / "reports").iterdir()
+    local = Path(client.download_artifacts(state["run_id"], "report/index.html", str(tmp_path)))
+    assert local.read_bytes() == (report / "index.html").read_bytes()
+
+
 def check_tensorboard(out, run_id, config, expected, tags):
     (log_dir,) = (out / "tensorboard").iterdir()
     assert log_dir.name == f"ce_base-seed0-{run_id}"

@@ -4,8 +4,9 @@ One tracker run per lossbench run, named ``<label>-seed<seed>`` (label: the conf
 else its loss) and tagged with the suite, the experiment and the run id; the resolved config
 is logged as hyperparameters, flattened (``train.lr``). Every step logs the step record's
 metrics (train_loss, train_ce, grad_norm, lr, clipped, tokens, wall_s) and every evaluation
-its numeric metrics, under the same names and steps as ``curves.csv``. The report's HTML is
-written after all runs, so it is not attached to any tracker run.
+its numeric metrics, under the same names and steps as ``curves.csv``. The report is
+written after all runs; `lossbench run` then attaches its folder to every final run's
+tracker run where the tracker keeps files (:func:`attach_report`: MLflow's artifacts).
 
 Each tracker is an optional extra (``pip install 'lossbench[tensorboard]'``, ``[mlflow]``,
 ``[wandb]``), imported only when asked for; a missing one is a one-line error naming the pip
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.atomic import atomic_write_json
+from lossbench.config import display_name
 from lossbench.observers import Observer
 from lossbench.records import STEP_METRICS
 
@@ -59,6 +61,26 @@ def make_trackers(names, *, config: dict[str, Any], run_id: str, folder: Path,
             for name in names]
 
 
+def attach_report(names, results_dir: str | Path, run_ids, report_dir: str | Path) -> list[str]:
+    """Attach the report folder to the tracker run of each of ``run_ids``, for the trackers
+    that keep files (a module-level ``attach_report(state, report_dir)``: MLflow; TensorBoard
+    has no files beside its events, and a finished offline W&B run cannot be reopened).
+    Returns one line per tracker run it could not reach: the report exists either way."""
+    problems = []
+    for name in names:
+        attach = getattr(_module(name), "attach_report", None)
+        for run_id in run_ids if attach else ():
+            state = read_state(Path(results_dir) / "runs" / run_id, name)
+            if state is None:
+                continue
+            try:
+                attach(state, Path(report_dir))
+            except Exception as exc:  # noqa: BLE001  a tracker's own error, reported, not fatal
+                problems.append(f"{name}: run {run_id}: report not attached: "
+                                f"{type(exc).__name__}: {exc}")
+    return problems
+
+
 def unavailable(name: str, exc: ImportError) -> TrackerUnavailable:
     """The one-line error for a tracker package that cannot be imported."""
     missing = getattr(exc, "name", None)
@@ -87,7 +109,7 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_name(config: dict[str, Any]) -> str:
     """``<label>-seed<seed>``: the label, else the loss name (as reports name a run)."""
-    return f"{config.get('label') or config['loss']}-seed{config.get('seed')}"
+    return f"{display_name(config.get('label', ''), config['loss'])}-seed{config.get('seed')}"
 
 
 def step_values(record: dict[str, Any]) -> dict[str, float]:

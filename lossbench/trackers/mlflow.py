@@ -10,8 +10,10 @@ creates the database (MLflow's migrations, ~10 s once); concurrent workers wait 
 
 Logged: params = the flattened config (``train.lr``); tags = suite, experiment, run id (and
 ``status`` = done | diverged at the end); metrics under curves.csv's names and steps,
-buffered and sent in batches (every evaluation, every 10 s, and at the end). The report's
-HTML is not attached (it is written after all runs).
+buffered and sent in batches (every evaluation, every 10 s, and at the end). After the
+sweep, `lossbench run` attaches the report folder as artifacts under ``report/``
+(:func:`attach_report`; with the default store they lie in ``./mlruns``, where ``mlflow ui``
+serves them).
 
 Resume: the MLflow run id is kept in ``tracker-mlflow.json`` in the run folder; a resumed
 run reopens that MLflow run (status RUNNING again) and logs from its checkpoint on, so the
@@ -143,6 +145,13 @@ class Tracker(TrackerBase):
     def on_eval(self, step, metrics):
         super().on_eval(step, metrics)
         self.sink.flush()  # evaluations are the checkpoints a watcher looks for
+
+
+def attach_report(state: dict, report_dir: Path) -> None:
+    """Log the report folder (index.html, report.md, figures, CSVs) as the finished MLflow
+    run's artifacts under ``report/``."""
+    client = _client(state["tracking_uri"])
+    client.log_artifacts(state["run_id"], str(report_dir), artifact_path="report")
 
 
 def _exists(client, run_id) -> bool:

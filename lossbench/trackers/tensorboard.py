@@ -3,7 +3,7 @@
 View with ``tensorboard --logdir <results dir>/tensorboard``. Scalars have the names of
 curves.csv (train_loss, val_ce, ...), stored as float32 as TensorBoard does; the flattened
 config is in the HParams tab, the tags (suite, experiment, run id) in the Text tab. The
-report's HTML is not attached (it is written after all runs).
+report is not attached: TensorBoard keeps nothing but its event files.
 
 The writer is torch's own ``torch.utils.tensorboard.SummaryWriter``: torch is already a
 dependency, and the ``tensorboard`` package it needs is the one that views the logs anyway,

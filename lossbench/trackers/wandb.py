@@ -10,9 +10,9 @@ group: the experiment tag, when there is one.
 
 Logged: config = the flattened config (``train.lr``); tags = ``suite:<name>``,
 ``experiment:<name>``, ``run_id:<id>``; history under curves.csv's names, with curves.csv's
-step as W&B's step; summary ``status`` = done | diverged. The report's HTML is not attached
-(it is written after all runs). The run is finished when the lossbench run ends, raises or
-is interrupted (exit code 1), and W&B's service process is shut down with it, unless
+step as W&B's step; summary ``status`` = done | diverged. The report is not attached (it
+is written after all runs, and a finished offline run cannot be reopened). The run is
+finished when the lossbench run ends, raises or is interrupted (exit code 1), and W&B's service process is shut down with it, unless
 another W&B run is active in the process.
 
 Resume: the W&B run id is kept in ``tracker-wandb.json`` in the run folder and a resumed
