@@ -214,6 +214,19 @@ def test_run_attaches_the_report_to_mlflow_runs(tmp_path, isolated):
     assert local.read_bytes() == (report / "index.html").read_bytes()
 
 
+def test_pool_workers_leave_no_wandb_temporary_folders(tmp_path, isolated, monkeypatch):
+    """Workers end with os._exit; with a tracker they first run the exit handlers, in which
+    W&B removes the temporary folders it made."""
+    available("wandb")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the spawned workers' tempfile.gettempdir()
+    outcome = run_suite(load_suite(suite_file(tmp_path)), tmp_path / "out", workers=2,
+                        log=("wandb",))
+    assert set(outcome.statuses.values()) == {"done"}
+    assert [p.name for p in temp.iterdir() if "wandb" in p.name] == []
+
+
 def check_tensorboard(out, run_id, config, expected, tags):
     (log_dir,) = (out / "tensorboard").iterdir()
     assert log_dir.name == f"ce_base-seed0-{run_id}"

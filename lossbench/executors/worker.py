@@ -12,6 +12,7 @@ killer, a CI timeout) exits within a second.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -25,7 +26,8 @@ PROGRESS_EVERY_S = 0.25  # progress messages per worker: at most 4 a second
 
 def main(conn, stop_flag, job, parent_pid: int) -> None:
     """The process target. Exits with os._exit: tearing down an interpreter that holds torch
-    takes seconds on a loaded machine, and every file the runs wrote is closed already."""
+    takes seconds on a loaded machine, and every file the runs wrote is closed already. With
+    trackers, the exit handlers run first: W&B removes its temporary folders in them."""
     code = 0
     try:
         _serve(conn, stop_flag, job, parent_pid)
@@ -33,6 +35,8 @@ def main(conn, stop_flag, job, parent_pid: int) -> None:
         traceback.print_exc()
         code = 1
     finally:
+        if job.log:
+            atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
