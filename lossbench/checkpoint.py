@@ -21,6 +21,17 @@ def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(Path(folder) / CHECKPOINT, buffer.getvalue())
 
 
+WEIGHTS = "model.pt"
+
+
+def save_weights(folder: str | Path, state_dict: dict[str, Any]) -> None:
+    """A finished run's weights, as a plain state dict of CPU tensors (``init_from`` reads
+    it with ``weights_only=True``)."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
+    atomic_write_bytes(Path(folder) / WEIGHTS, buffer.getvalue())
+
+
 class RejectedCheckpoint(Exception):
     """A checkpoint that did not load as plain data; it was renamed, not deleted."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lossbench.data.corpora import DataConfig
-from lossbench.validation import check, fields_ok, ranged
+from lossbench.validation import check, derived, fields_ok, ranged
 
 if TYPE_CHECKING:
     from lossbench.model import GPTConfig
@@ -37,9 +37,21 @@ class ModelConfig:
     dropout: float = ranged(0.0, 0.0, 1.0, high_open=True)  # 0 keeps runs deterministic
     bias: bool = False  # bias in Linears and LayerNorms: off, nanoGPT's shakespeare_char config
     tie_weights: bool = True  # LM head shares the token-embedding matrix
+    # "gpt" (the built-in GPT above) | "hf" (a transformers causal LM from hf_config or
+    # hf_path; pip install 'lossbench[hf]') | "python:package.module:factory" (lossbench.models)
+    arch: str = "gpt"
+    hf_config: dict[str, Any] = field(default_factory=dict)  # e.g. {model_type = "llama", ...}
+    hf_path: str | None = None  # a local folder with a transformers config.json
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # python factory's keywords
+    init_from: str | None = None  # start every run from these weights (fine-tuning)
+    init_hash: str | None = derived(None)  # sha256 of init_from, filled in when resolved
 
     def __post_init__(self):
+        from lossbench.validation import arch_problem
+
         cross = []
+        if (text := arch_problem(self.arch, self.hf_config, self.hf_path)) is not None:
+            cross.append(("arch", text))
         if fields_ok(self, "n_embd", "n_head") and self.n_embd % self.n_head:
             cross.append(("n_embd", f"n_embd ({self.n_embd}) must be divisible by "
                                     f"n_head ({self.n_head})"))
@@ -69,6 +81,7 @@ class TrainConfig:
     grad_clip: float = ranged(1.0, 0.0)  # max global grad norm; 0 disables
     threads: int = ranged(1, 1, 256)  # intra-op threads of this run: float results depend on it
     checkpoint_every: int = ranged(250, 0)  # steps; 0 disables (only used with a checkpoint dir)
+    save_weights: bool = False  # keep the final weights as runs/<id>/model.pt (for init_from)
 
     def __post_init__(self):
         check(self)
@@ -129,6 +142,16 @@ class FinetuneConfig:
         check(self)
 
 
+# fields added after results existed, left out of the run id while at their default
+_ADDED_AT_DEFAULT = (
+    ("data", "content_hash", None), ("data", "tokenizer_path", None),
+    ("data", "tokenizer_hash", None), ("data", "text_field", "text"), ("data", "split", "train"),
+    ("model", "arch", "gpt"), ("model", "hf_config", {}), ("model", "hf_path", None),
+    ("model", "model_kwargs", {}), ("model", "init_from", None), ("model", "init_hash", None),
+    ("train", "save_weights", False),
+)
+
+
 def parse_seeds(value: Any) -> list[int] | None:
     """Seeds as a suite writes them: a non-empty list of non-negative integers, or n for
     0..n-1. None when ``value`` is neither."""
@@ -177,8 +200,9 @@ class RunConfig:
         """Stable id: loss name plus a hash of the whole resolved config (device
         included: CPU and CUDA runs give different numbers)."""
         d = self.to_dict()
-        if d["data"]["content_hash"] is None:
-            # added after the first results: absent, the markov ids of older results still hold
-            del d["data"]["content_hash"]
+        for section, key, default in _ADDED_AT_DEFAULT:
+            if d[section].get(key, default) == default:
+                # added after the first results: absent, the ids of older results still hold
+                d[section].pop(key, None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return f"{self.loss}-{hashlib.sha256(blob).hexdigest()[:12]}"

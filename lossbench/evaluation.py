@@ -249,8 +249,8 @@ def full_split_ce(model, val: torch.Tensor, block_size: int, *, max_windows: int
     n = min((len(val) - 1) // block_size, max_windows)
     if n < 1:
         return math.nan, 0
-    x = val[:n * block_size].view(n, block_size)  # (n, T)
-    y = val[1:n * block_size + 1].view(n, block_size)  # (n, T)
+    x = val[:n * block_size].long().view(n, block_size)  # (n, T)
+    y = val[1:n * block_size + 1].long().view(n, block_size)  # (n, T)
     was_training = model.training
     model.eval()
     total = 0.0

@@ -230,7 +230,7 @@ def build_model(config: GPTConfig, seed: int) -> GPT:
 
 
 @torch.no_grad()
-def greedy_generate(model: GPT, prefix: torch.Tensor, n_new: int) -> torch.Tensor:
+def greedy_generate(model: nn.Module, prefix: torch.Tensor, n_new: int) -> torch.Tensor:
     """Greedy (arg-max) continuation of ``prefix`` (B, P) -> new tokens (B, n_new).
 
     Uses no randomness (and no RNG state); runs in eval mode so dropout is off,
@@ -246,8 +246,10 @@ def greedy_generate(model: GPT, prefix: torch.Tensor, n_new: int) -> torch.Tenso
     model.eval()
     try:
         idx = prefix
-        block_size = model.config.block_size
-        if prefix.size(1) + n_new <= block_size and n_new > 0:
+        # other architectures (lossbench.models.CausalLM) carry block_size and no cache
+        gpt = isinstance(model, GPT)
+        block_size = model.config.block_size if gpt else model.block_size
+        if gpt and prefix.size(1) + n_new <= block_size and n_new > 0:
             # everything fits in the context: a key/value cache makes each new token
             # one single-position forward instead of a forward over the whole context
             cache = [[None, None] for _ in model.transformer.h]

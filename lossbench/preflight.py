@@ -8,7 +8,9 @@ adds the file name and reports them all at once.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+from pathlib import Path
 
 from lossbench.config import ModelConfig, RunConfig, TrainConfig
 from lossbench.data.corpora import CorpusFacts, DataConfig, corpus_facts
@@ -18,7 +20,8 @@ from lossbench.validation import (machine_memory, memory_need, memory_problem,
                                   value_problem)
 
 # the [data] key that decides how many tokens a corpus has
-_SIZE_KEY = {"markov": "markov_tokens", "text": "path", "stdlib": "stdlib_max_bytes"}
+_SIZE_KEY = {"markov": "markov_tokens", "text": "path", "stdlib": "stdlib_max_bytes",
+             "tokens": "path", "hf": "path"}
 
 
 def resolve_corpus(data: DataConfig, model: ModelConfig, train: TrainConfig, *, device: str,
@@ -27,12 +30,24 @@ def resolve_corpus(data: DataConfig, model: ModelConfig, train: TrainConfig, *, 
     change with the files' contents), and the problems of the corpus with this model:
     unreadable files, splits too short for one window, tables or sizes that do not fit."""
     key = _SIZE_KEY[data.corpus]
+    if data.tokenizer == "hf":
+        try:
+            raw = Path(data.tokenizer_path).expanduser().read_bytes()
+        except OSError as exc:
+            return data, [f"[data] tokenizer_path: cannot read {data.tokenizer_path}: "
+                          f"{exc.strerror or exc}"]
+        data = dataclasses.replace(data, tokenizer_hash=hashlib.sha256(raw).hexdigest())
     try:
         facts = corpus_facts(data)
-    except FileNotFoundError:
-        return data, [f"[data] path: no such file or folder: {data.path}"]
+    except ImportError as exc:  # an optional extra: the message names the pip command
+        return data, [f"[data] {data.corpus}: {exc}"]
+    except FileNotFoundError as exc:
+        return data, [f"[data] path: no such file or folder: {data.path}"
+                      if data.corpus in ("text", "hf") else f"[data] path: {exc}"]
     except (ValueError, OSError) as exc:  # empty, binary, not UTF-8, unreadable
         return data, [f"[data] {key}: {exc}"]
+    except Exception as exc:  # a tokenizer file or dataset its library cannot read
+        return data, [f"[data] {key}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"]
     problems = _split_problems(facts, model.block_size, key)
     if needs_ngram and facts.vocab_size ** data.ngram_order > NGRAM_MAX_ENTRIES:
         problems.append(f"[data] ngram_order: an order-{data.ngram_order} n-gram teacher over "
@@ -42,6 +57,51 @@ def resolve_corpus(data: DataConfig, model: ModelConfig, train: TrainConfig, *, 
     if facts.content_hash is not None:
         data = dataclasses.replace(data, content_hash=facts.content_hash)
     return data, problems
+
+
+def device_problem(device) -> str | None:
+    """Why a suite cannot run on ``device``: "cpu", "cuda" (checked by the command line when
+    it starts) or "mps" (Apple GPUs, where torch sees one)."""
+    if device not in ("cpu", "cuda", "mps"):
+        return f"expected \"cpu\", \"cuda\" or \"mps\", got {device!r}"
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            return "\"mps\": torch sees no Apple GPU (MPS) on this machine"
+    return None
+
+
+def resolve_model(model: ModelConfig) -> tuple[ModelConfig, list[str]]:
+    """``model`` with init_from's hash filled in (the run ids then change with the weights),
+    and what would stop it from being built: a missing extra, a config transformers cannot
+    read, a factory that does not import, weights that are not there."""
+    problems = []
+    try:
+        if model.arch == "hf":
+            from lossbench.models.hf import hf_config
+
+            hf_config(model, 256)  # the corpus's vocabulary replaces this one at run time
+        elif model.arch.startswith("python:"):
+            from lossbench.models import _factory
+
+            _factory(model.arch)
+    except ImportError as exc:
+        problems.append(f"[model] arch: {str(exc).splitlines()[0]}")
+    except Exception as exc:  # an unknown model_type, a bad key, a factory that is missing
+        what = "hf_path" if model.hf_path else "hf_config" if model.arch == "hf" else "arch"
+        problems.append(f"[model] {what}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    if model.init_from:
+        from lossbench.models.weights import weights_hash
+
+        try:
+            model = dataclasses.replace(model, init_hash=weights_hash(model.init_from))
+        except OSError as exc:  # weight_files names init_from and what it looked for
+            problems.append(f"[model] {exc}" if str(exc).startswith("init_from")
+                            else f"[model] init_from: {exc}")
+        except (ValueError, KeyError) as exc:  # a shard index that is not one
+            problems.append(f"[model] init_from: {model.init_from}: unreadable ({exc})")
+    return model, problems
 
 
 def _split_problems(facts: CorpusFacts, block_size: int, key: str) -> list[str]:

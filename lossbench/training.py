@@ -22,15 +22,17 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.checkpoint import (RejectedCheckpoint, load_checkpoint, reject_checkpoint,
-                                  save_checkpoint)
+                                  save_checkpoint, save_weights)
 from lossbench.config import RunConfig, TrainConfig
 from lossbench.data.batches import eval_starts, get_batch, step_seed, train_batch_starts
 from lossbench.data.corpora import Corpus, DataConfig, load_corpus
 from lossbench.data.teachers import build_teacher
+from lossbench.data.tokens import read_windows
 from lossbench.evaluation import EvalSet, NonFiniteLogits, evaluate, full_split_ce
 from lossbench.gradients import GradientProbe
 from lossbench.losses import get_loss, mean_over_tokens
-from lossbench.model import GPT, build_model, greedy_generate, mixed_precision
+from lossbench import models
+from lossbench.model import build_model, greedy_generate, mixed_precision
 from lossbench.observers import Fanout, Observer, RunStart
 from lossbench.records import STEP_FIELDS
 
@@ -59,7 +61,7 @@ class RunResult:
     train_time_s: float = 0.0  # optimizer steps only
     eval_time_s: float = 0.0  # evaluations and gradient probes
     flops_per_token: int = 0
-    model: GPT | None = field(default=None, repr=False)  # the trained model (not serialized)
+    model: torch.nn.Module | None = field(default=None, repr=False)  # trained (not serialized)
     hparams: dict[str, Any] = field(default_factory=dict)  # effective: defaults + overrides
     notes: list[str] = field(default_factory=list)  # e.g. a checkpoint that was refused
 
@@ -95,7 +97,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (nanoGPT): not on biases or norms."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -124,7 +126,7 @@ def build_eval_set(corpus: Corpus, block_size: int, cfg) -> EvalSet:
     history = None
     if cfg.rep_stream:
         at = starts[:, None] - (cfg.rep_context - 1) + torch.arange(cfg.rep_context - 1)  # (N, H)
-        history = torch.where(at >= 0, corpus.val[at.clamp(min=0)], -1)
+        history = torch.where(at >= 0, corpus.val[at.clamp(min=0)].long(), -1)
     return EvalSet(x, y, x[:n_prefix, :min(cfg.rep_prefix_len, block_size)].clone(), history)
 
 
@@ -142,12 +144,16 @@ class _Run:
             "teacher_probs" in get_loss(config.finetune.loss).extra_inputs
         self.teacher = _cached_teacher(config.data) if needs_teacher else None
         m = config.model
-        gpt = m.to_gpt(self.corpus.vocab_size)
         self.device = config.device
-        self.model = build_model(gpt, config.seed).to(self.device)
+        # any arch: initial weights from the seed alone (or init_from's, for every seed)
+        self.model = (build_model(m.to_gpt(self.corpus.vocab_size), config.seed)
+                      if m.arch == "gpt" and not m.init_from
+                      else models.build(m, self.corpus.vocab_size, config.seed)).to(self.device)
         self.optimizer = make_optimizer(self.model, config.train)
         self.eval_set = build_eval_set(self.corpus, m.block_size, config.eval)
-        self.train_data = self.corpus.train.to(self.device)
+        # a memory-mapped token folder stays on the host: batches are gathered there
+        self.train_data = self.corpus.train.to(self.device) \
+            if self.corpus.train.dtype == torch.long else self.corpus.train
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.probe = GradientProbe(self.model)
         self.tokens = 0
@@ -158,7 +164,11 @@ class _Run:
         index = step * t.grad_accum + micro  # batch order is a function of (seed, index) only
         starts = train_batch_starts(len(self.corpus.train), self.cfg.model.block_size,
                                     t.batch_size, self.cfg.seed, index)
-        x, y = get_batch(self.train_data, starts.to(self.device), self.cfg.model.block_size)
+        if self.corpus.train_file is not None:  # a token file: positioned reads, no map
+            x, y = read_windows(*self.corpus.train_file, starts, self.cfg.model.block_size)
+        else:
+            x, y = get_batch(self.train_data, starts, self.cfg.model.block_size)
+        x, y = x.to(self.device), y.to(self.device)
         extras = {}
         if self.teacher is not None:
             extras["teacher_probs"] = self.teacher.probs(self.corpus.train, starts,
@@ -202,6 +212,8 @@ def _seed_dropout(seed: int, device: str) -> None:
     if device.startswith("cuda"):
         with torch.cuda.device(torch.device(device)):
             torch.cuda.manual_seed(seed)
+    elif device == "mps":
+        torch.mps.manual_seed(seed)
 
 
 def _optimizer_step(run: "_Run", step: int, lr: float, *, probe: bool,
@@ -303,8 +315,11 @@ def _train(config: RunConfig, ckpt_dir: Path | None, observer: Observer,
            should_stop=None) -> RunResult:
     def fresh() -> tuple[_Run, RunResult]:
         run = _Run(config)
-        return run, RunResult(config, flops_per_token=run.model.flops_per_token(),
-                              hparams={**run.spec.defaults(), **config.hparams})
+        result = RunResult(config, flops_per_token=run.model.flops_per_token(),
+                           hparams={**run.spec.defaults(), **config.hparams})
+        if models.flops_note(run.model):  # the report's MFU is then an estimate: say so
+            result.notes.append(models.flops_note(run.model))
+        return run, result
 
     run, result = fresh()
     start = 0
@@ -348,6 +363,8 @@ def _train(config: RunConfig, ckpt_dir: Path | None, observer: Observer,
 
     def finish(status: str, diverged_step: int | None = None) -> RunResult:
         result.status, result.diverged_step, result.model = status, diverged_step, run.model
+        if ckpt_dir is not None and cfg.save_weights and status == "done":  # for init_from
+            save_weights(ckpt_dir, run.model.state_dict())
         observer.on_end(result)
         return result
 

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -144,6 +145,29 @@ def fields_ok(obj: Any, *names: str) -> bool:
     """Are these fields of ``obj`` valid on their own? (Cross-field rules compare only
     values that are; otherwise ``None < 3`` would raise a TypeError of its own.)"""
     return all(value_problem(type(obj), n, getattr(obj, n)) is None for n in names)
+
+
+ARCHS = ("gpt", "hf", "python:package.module:factory")
+
+
+def arch_problem(arch: str, hf_config: dict, hf_path: str | None) -> str | None:
+    """Why [model] arch (with its hf_config / hf_path) cannot name a model; None if it can.
+    The spelling only: whether a factory imports or a path exists is checked by preflight."""
+    if not isinstance(arch, str):
+        return f"arch: expected a string, got {arch!r}"
+    if arch.startswith("python:"):
+        if not re.fullmatch(r"python:[A-Za-z_][\w.]*:[A-Za-z_]\w*", arch):
+            return f"arch: expected \"python:package.module:factory\", got {arch!r}"
+        return None
+    if arch not in ("gpt", "hf"):
+        return f"arch: unknown value {arch!r}; expected one of {ARCHS}"
+    if arch == "hf" and bool(hf_config) == bool(hf_path):
+        return "arch: \"hf\" needs exactly one of hf_config (a table) or hf_path (a folder)"
+    if arch != "hf" and (hf_config or hf_path):
+        return f"arch: hf_config / hf_path apply to arch = \"hf\", not {arch!r}"
+    if hf_config and not isinstance(hf_config.get("model_type"), str):
+        return "hf_config: needs model_type, e.g. model_type = \"llama\""
+    return None
 
 
 # ---- memory -------------------------------------------------------------------------

@@ -197,8 +197,11 @@ def _legacy_hash(run) -> str:
     import hashlib
     import json
 
+    from lossbench.config import _ADDED_AT_DEFAULT
+
     d = run.to_dict()
-    del d["data"]["content_hash"]
+    for section, key, _ in _ADDED_AT_DEFAULT:  # fields added later, absent from old ids
+        d[section].pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

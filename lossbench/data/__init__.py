@@ -9,11 +9,11 @@ from .batches import eval_starts, get_batch, step_seed, train_batch_starts
 from .corpora import Corpus, DataConfig, load_corpus, split_tokens
 from .markov import MarkovSource
 from .teachers import NGramTeacher, OracleTeacher, Teacher, build_teacher
-from .tokenizers import ByteTokenizer, CharTokenizer, get_tokenizer, tokenizer_from_dict
+from .tokenizers import ByteTokenizer, CharTokenizer, get_tokenizer
 
 __all__ = [
     "ByteTokenizer", "CharTokenizer", "Corpus", "DataConfig", "MarkovSource",
     "NGramTeacher", "OracleTeacher", "Teacher", "build_teacher", "eval_starts",
     "get_batch", "get_tokenizer", "load_corpus", "split_tokens", "step_seed",
-    "tokenizer_from_dict", "train_batch_starts",
+    "train_batch_starts",
 ]

@@ -54,7 +54,8 @@ def get_batch(data: torch.Tensor, starts: torch.Tensor,
         raise ValueError(f"window starts must lie in [0, {data.numel() - block_size - 1}] "
                          f"for {data.numel()} tokens and block_size {block_size}")
     offsets = torch.arange(block_size + 1, device=data.device)  # (T+1,)
-    windows = data[starts[:, None] + offsets]  # (B, T+1)
+    # (B, T+1); int64 whatever the storage (token folders map uint16/uint32 files)
+    windows = data[starts[:, None] + offsets].long()
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # (B, T), (B, T)
 
 

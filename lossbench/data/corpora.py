@@ -28,9 +28,11 @@ from lossbench.validation import (MARKOV_BYTES_PER_TOKEN, TEXT_BYTES_PER_TOKEN, 
                                   derived, fields_ok, ranged)
 
 from .markov import ALPHABET, MAX_TABLE_ENTRIES, MarkovSource
-from .tokenizers import BPE_MIN_VOCAB, TOKENIZER_NAMES, get_tokenizer
+from .tokenizers import (BPE_MIN_VOCAB, TOKENIZER_NAMES, ByteTokenizer, CharTokenizer,
+                         HFTokenizer, IdTokenizer, get_tokenizer)
+from .tokens import inspect_folder, open_split
 
-CORPORA = ("markov", "text", "stdlib")
+CORPORA = ("markov", "text", "stdlib", "tokens", "hf")
 TEACHERS = ("ngram", "oracle", "smoothed")
 # stdlib directories left out: installed packages and test suites (tests hold
 # deliberately broken encodings and huge data files; the cap would be spent there)
@@ -44,10 +46,19 @@ MARKOV_MAX_TOKENS = 200_000_000
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = ranged("markov", choices=CORPORA)  # "markov" (generated) | "text" | "stdlib"
-    path: str | None = None  # UTF-8 file or folder (read recursively), for "text"
-    # "char" | "byte" | "bpe"; markov symbols are their own tokens
+    # "markov" (generated) | "text" | "stdlib" | "tokens" (a nanoGPT-style folder of ids,
+    # lossbench.data.tokens) | "hf" (a local Hugging Face dataset, lossbench.data.hf_datasets)
+    corpus: str = ranged("markov", choices=CORPORA)
+    # "text": UTF-8 file or folder (read recursively); "tokens": the folder of train.bin,
+    # val.bin, meta.json/meta.pkl; "hf": a save_to_disk folder, or .jsonl/.json/.csv/
+    # .parquet/.txt files (a file or a folder of them)
+    path: str | None = None
+    # "char" | "byte" | "bpe" | "hf" (tokenizer_path); markov symbols are their own tokens;
+    # "tokens": "char" means meta.pkl's characters if it has them, else ids are shown as ids
     tokenizer: str = ranged("char", choices=TOKENIZER_NAMES)
+    tokenizer_path: str | None = None  # "hf": a Hugging Face tokenizer.json
+    text_field: str = "text"  # "hf" corpus: the column holding the text
+    split: str = "train"  # "hf" corpus: the split of a DatasetDict (or of the files)
     # "bpe" only: vocabulary size (256 byte tokens + up to bpe_vocab - 256 merges,
     # learned on the training text; fewer if it runs out of pairs); >= 257.
     # The bpe extra: pip install "lossbench[bpe]"
@@ -71,9 +82,21 @@ class DataConfig:
     # run id changes with the contents; load_corpus refuses other bytes. None: unchecked
     # (markov corpora are a pure function of the fields above)
     content_hash: str | None = derived(None)
+    tokenizer_hash: str | None = derived(None)  # sha256 of tokenizer_path's bytes, likewise
 
     def __post_init__(self):
         cross = []
+        if self.corpus in ("tokens", "hf") and not self.path:
+            cross.append(("path", f"path: corpus={self.corpus!r} needs a path"))
+        if (self.tokenizer == "hf") != bool(self.tokenizer_path):
+            cross.append(("tokenizer_path", "tokenizer_path: set it, to a tokenizer.json, "
+                                            "exactly when tokenizer = \"hf\""))
+        if self.corpus == "hf" and self.tokenizer not in ("hf", "byte"):
+            cross.append(("tokenizer", "tokenizer: corpus=\"hf\" is tokenized with "
+                                       "tokenizer = \"hf\" (tokenizer_path) or \"byte\""))
+        if self.corpus == "tokens" and self.tokenizer == "bpe":
+            cross.append(("tokenizer", "tokenizer: a token folder is already tokenized; "
+                                       "\"bpe\" learns its merges from text"))
         if self.teacher == "oracle" and self.corpus != "markov":
             cross.append(("teacher", f"teacher: 'oracle' needs corpus='markov' (the only corpus "
                                      f"with a known distribution), got corpus={self.corpus!r}"))
@@ -90,14 +113,16 @@ class DataConfig:
 
 @dataclass
 class Corpus:
-    train: torch.Tensor  # (N_train,) int64
-    val: torch.Tensor  # (N_val,) int64
+    train: torch.Tensor  # (N_train,) int64; uint16/uint32 over a memory map for token folders
+    val: torch.Tensor  # (N_val,) likewise
     vocab_size: int
     tokenizer: Any  # has .decode(ids) -> str
     entropy_rate: float | None  # nats/token; markov only (the best achievable val loss)
     content_hash: str  # sha256 of the raw corpus bytes / generated tokens (int64 LE)
     description: str  # one line, for reports
     source: MarkovSource | None = None  # the generating chain (markov only)
+    # token folders: (train.bin, dtype), read per batch (tokens.read_windows), not via the map
+    train_file: tuple[Path, str] | None = None
 
 
 def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +139,8 @@ def load_corpus(config: DataConfig) -> Corpus:
     """Build the corpus ``config`` describes (nothing is cached on disk)."""
     if config.corpus == "markov":
         return _markov_corpus(config)
+    if config.corpus in ("tokens", "hf"):
+        return _token_corpus(config)
     if config.corpus == "text":
         raw, what = _read_text_path(config.path)
     else:
@@ -142,6 +169,9 @@ def corpus_facts(config: DataConfig) -> CorpusFacts:
         n_train = int(n * (1.0 - config.val_fraction))
         return CorpusFacts(None, config.markov_vocab, n_train, n - n_train,
                            n * MARKOV_BYTES_PER_TOKEN)
+    if config.corpus in ("tokens", "hf"):  # memory-mapped: nothing is built in memory
+        folder, digest = _token_folder(config)
+        return CorpusFacts(digest, folder.vocab_size, folder.n_train, folder.n_val, 0)
     raw, what = _read_text_path(config.path) if config.corpus == "text" else \
         _read_stdlib(config.stdlib_max_bytes)
     if not raw:
@@ -152,7 +182,11 @@ def corpus_facts(config: DataConfig) -> CorpusFacts:
         n_train = len(text[:int(len(text) * (1.0 - config.val_fraction))].encode("utf-8"))
         return CorpusFacts(digest, config.bpe_vocab, n_train, len(raw) - n_train,
                            len(raw) * TEXT_BYTES_PER_TOKEN, upper_bound=True)
-    n, vocab = (len(text), len(set(text))) if config.tokenizer == "char" else (len(raw), 256)
+    if config.tokenizer == "hf":  # no bound to count by: tokenize
+        tokenizer = load_tokenizer(config, None)
+        n, vocab = len(tokenizer.encode(text)), tokenizer.vocab_size
+    else:
+        n, vocab = (len(text), len(set(text))) if config.tokenizer == "char" else (len(raw), 256)
     n_train = int(n * (1.0 - config.val_fraction))
     return CorpusFacts(digest, vocab, n_train, n - n_train, n * TEXT_BYTES_PER_TOKEN)
 
@@ -171,6 +205,54 @@ def _markov_corpus(config: DataConfig) -> Corpus:
     return Corpus(train=train, val=val, vocab_size=source.vocab_size,
                   tokenizer=source.tokenizer, entropy_rate=h, content_hash=digest,
                   description=desc, source=source)
+
+
+def _token_folder(config: DataConfig):
+    """The corpus's token folder (an "hf" dataset is tokenized into the cache once) and the
+    content hash the run id records: the folder's files, or the dataset's."""
+    if config.corpus == "tokens":
+        folder = inspect_folder(config.path)
+        return folder, folder.content_hash
+    from .hf_datasets import tokenized_folder
+
+    return tokenized_folder(config, load_tokenizer(config, None))
+
+
+def load_tokenizer(config: DataConfig, folder) -> Any:
+    """The tokenizer of a token corpus: tokenizer_path's file (checked against the hash the
+    suite resolved), bytes, meta.pkl's characters, or the ids themselves."""
+    if config.tokenizer == "hf":
+        raw = Path(config.tokenizer_path).expanduser().read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        if config.tokenizer_hash is not None and digest != config.tokenizer_hash:
+            raise ValueError(f"{config.tokenizer_path}: tokenizer changed since the suite was "
+                             f"resolved: load the suite again")
+        return HFTokenizer.from_file(config.tokenizer_path)
+    if config.tokenizer == "byte":
+        return ByteTokenizer()
+    itos = getattr(folder, "itos", None)
+    if isinstance(itos, dict) and sorted(itos) == list(range(folder.vocab_size)) and all(
+            isinstance(c, str) and len(c) == 1 for c in itos.values()):
+        return CharTokenizer([itos[i] for i in range(folder.vocab_size)])
+    return IdTokenizer(folder.vocab_size)
+
+
+def _token_corpus(config: DataConfig) -> Corpus:
+    folder, digest = _token_folder(config)
+    _verify(digest, config, f"token folder {folder.folder}")
+    tokenizer = load_tokenizer(config, folder)
+    if tokenizer.vocab_size > folder.vocab_size:
+        raise ValueError(f"{config.tokenizer_path or config.tokenizer}: the tokenizer has "
+                         f"{tokenizer.vocab_size} tokens, the corpus only vocab_size "
+                         f"{folder.vocab_size}")
+    train = open_split(folder.folder, "train", folder.dtype)  # (N_train,) memory-mapped
+    val = open_split(folder.folder, "val", folder.dtype)  # (N_val,)
+    desc = (f"{config.corpus} {Path(config.path).name} V={folder.vocab_size} "
+            f"{folder.n_train + folder.n_val} tokens ({folder.dtype}, memory-mapped), "
+            f"tokenizer {tokenizer.name}, sha256 {digest[:12]}")
+    return Corpus(train=train, val=val, vocab_size=folder.vocab_size, tokenizer=tokenizer,
+                  entropy_rate=None, content_hash=digest, description=desc,
+                  train_file=(folder.folder / "train.bin", folder.dtype))
 
 
 def _verify(digest: str, config: DataConfig, what: str) -> None:
@@ -196,8 +278,9 @@ def _text_corpus(raw: bytes, what: str, config: DataConfig) -> Corpus:
         tokenizer = get_tokenizer("bpe", text[:cut], bpe_vocab=config.bpe_vocab)
         train_ids, val_ids = tokenizer.encode(text[:cut]), tokenizer.encode(text[cut:])
         train, val = torch.from_numpy(train_ids), torch.from_numpy(val_ids)
-    else:
-        tokenizer = get_tokenizer(config.tokenizer, text)  # char: vocabulary of the whole text
+    else:  # char: vocabulary of the whole text; hf: the file's
+        tokenizer = (load_tokenizer(config, None) if config.tokenizer == "hf"
+                     else get_tokenizer(config.tokenizer, text))
         tokens = tokenizer.encode(text)  # (N,)
         train, val = split_tokens(tokens, config.val_fraction)
     desc = (f"{what}, {config.tokenizer} V={tokenizer.vocab_size} "

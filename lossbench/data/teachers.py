@@ -62,7 +62,7 @@ class Teacher:
         p = starts[:, None] + torch.arange(block_size, device=data.device)  # (B, T)
         hist = p[..., None] - torch.arange(self.context_len, device=data.device)  # (B, T, m)
         valid = hist >= 0  # digits before the start of the split do not exist
-        digits = data[hist.clamp(min=0)] * valid  # (B, T, m)
+        digits = data[hist.clamp(min=0)].long() * valid  # (B, T, m); token folders: uint16/32
         ctx = (digits * powers).sum(dim=-1)  # (B, T)
         h = (p + 1).clamp(max=self.context_len)  # (B, T) history length
         return self._offsets.to(data.device)[h] + ctx  # (B, T)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-TOKENIZER_NAMES = ("char", "byte", "bpe")
+TOKENIZER_NAMES = ("char", "byte", "bpe", "hf")
 BPE_MIN_VOCAB = 257  # the 256 byte tokens plus at least one merge
 
 
@@ -93,9 +93,6 @@ class CharTokenizer:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "chars": self.chars}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CharTokenizer":
-        return cls(d["chars"])
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
@@ -118,21 +115,19 @@ class ByteTokenizer:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ByteTokenizer":
-        return cls()
 
     def __repr__(self) -> str:
         return "ByteTokenizer(vocab_size=256)"
 
 
-def _import_tokenizers():
+def _import_tokenizers(extra: str = "bpe"):
     """The optional ``tokenizers`` package, or an ImportError saying how to get it."""
     try:
         import tokenizers
     except ImportError as e:
-        raise ImportError('tokenizer "bpe" needs the optional dependency: '
-                          'pip install "lossbench[bpe]"') from e
+        command = 'pip install "lossbench[bpe]"' if extra == "bpe" else \
+            "pip install 'lossbench[hf]'"
+        raise ImportError(f'tokenizer "{extra}" needs the optional dependency: {command}') from e
     return tokenizers
 
 
@@ -194,12 +189,57 @@ class BpeTokenizer:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "tokenizer_json": self._tok.to_str()}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BpeTokenizer":
-        return cls(_import_tokenizers().Tokenizer.from_str(d["tokenizer_json"]))
 
     def __repr__(self) -> str:
         return f"BpeTokenizer(vocab_size={self.vocab_size})"
+
+
+class HFTokenizer(BpeTokenizer):
+    """Any pretrained Hugging Face ``tokenizers`` file (tokenizer.json): GPT-2, Llama, ...
+    The vocabulary size is the file's, added tokens included; special tokens are neither
+    added when encoding nor dropped when decoding (a sample shows what the model wrote)."""
+
+    name = "hf"
+
+    @classmethod
+    def from_file(cls, path: str) -> "HFTokenizer":
+        return cls(_import_tokenizers("hf").Tokenizer.from_file(str(path)))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def eos_id(self) -> int | None:
+        """The id of the end-of-text token, when the file has one of the usual names."""
+        for name in ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>"):
+            if (i := self._tok.token_to_id(name)) is not None:
+                return i
+        return None
+
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer(vocab_size={self.vocab_size})"
+
+
+class IdTokenizer:
+    """A token corpus without a tokenizer: samples show the ids themselves."""
+
+    name = "ids"
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        return " ".join(map(str, _as_id_array(ids, self.vocab_size).tolist()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "vocab_size": self.vocab_size}
+
+    def __repr__(self) -> str:
+        return f"IdTokenizer(vocab_size={self.vocab_size})"
 
 
 def get_tokenizer(name: str, text: str,
@@ -213,16 +253,3 @@ def get_tokenizer(name: str, text: str,
     if name == "bpe":
         return BpeTokenizer.fit(text, bpe_vocab)
     raise ValueError(f"unknown tokenizer {name!r}; expected one of {TOKENIZER_NAMES}")
-
-
-def tokenizer_from_dict(d: dict[str, Any]) -> CharTokenizer | ByteTokenizer | BpeTokenizer:
-    """Inverse of ``to_dict`` for any tokenizer (dispatch on d["name"])."""
-    name = d.get("name")
-    if name == "char":
-        return CharTokenizer.from_dict(d)
-    if name == "byte":
-        return ByteTokenizer.from_dict(d)
-    if name == "bpe":
-        return BpeTokenizer.from_dict(d)
-    raise ValueError(f"unknown tokenizer {name!r} in saved dict; expected one of "
-                     f"{TOKENIZER_NAMES}")

@@ -254,3 +254,83 @@ def unlikelihood_ce(logits: torch.Tensor, safe_targets: torch.Tensor, mask: torc
         (1.9617, 1.9617)
     """
     return _Unlikelihood.apply(logits, safe_targets, mask.detach(), ids, float(alpha))
+
+
+class _Brier(torch.autograd.Function):
+    """sum_c p_c^2 - 2 p_y + 1, p = softmax(z): dL/dz_j = 2 p_j (p_j - s + p_y) - 2 p_y [j = y],
+    s = sum_c p_c^2. Holds p; the gradient is one more (B, T, V), filled in row blocks."""
+
+    @staticmethod
+    def forward(ctx, logits, safe):
+        p = logits.softmax(dim=-1)  # (B, T, V)
+        s = _rowdot(p, p)  # (B, T)
+        p_y = p.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        ctx.save_for_backward(p, s, p_y, safe)
+        return s - 2.0 * p_y + 1.0
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, s, p_y, safe = ctx.saved_tensors
+        g2 = 2.0 * grad  # (B, T)
+        shift = (p_y - s).unsqueeze(-1)  # (B, T, 1)
+        out = torch.empty_like(p)
+        fo, fp, fs = out.view(-1, p.shape[-1]), p.view(-1, p.shape[-1]), shift.view(-1, 1)
+        for rows in _row_blocks(*fo.shape):  # out = p * (p + shift), no full-size temporary
+            torch.add(fp[rows], fs[rows], out=fo[rows]).mul_(fp[rows])
+        out.mul_(g2.unsqueeze(-1))
+        out.scatter_add_(-1, safe.unsqueeze(-1), (-g2 * p_y).unsqueeze(-1))
+        return out, None
+
+
+def brier(logits: torch.Tensor, safe_targets: torch.Tensor) -> torch.Tensor:
+    """The Brier score sum_c (p_c - [c = y])^2 of softmax(logits): (B, T, V) -> (B, T), with
+    two (B, T, V) tensors in all (autograd through softmax holds four). Targets must be
+    valid indices.
+
+    Examples:
+        >>> import torch
+        >>> round(brier(torch.zeros(1, 1, 4), torch.tensor([[0]])).item(), 4)
+        0.75
+    """
+    return _Brier.apply(logits, safe_targets)
+
+
+class _ZLossCE(torch.autograd.Function):
+    """log Z - z_y + c (log Z)^2: dL/dz = softmax(z) (1 + 2 c log Z) - onehot(y). Keeps no
+    (B, T, V) tensor of its own: log Z is computed, and the gradient filled, in row blocks."""
+
+    @staticmethod
+    def forward(ctx, logits, safe, coefficient):
+        flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
+        log_z = torch.empty(flat.shape[0], dtype=logits.dtype, device=logits.device)
+        for rows in _row_blocks(*flat.shape):
+            log_z[rows] = torch.logsumexp(flat[rows], dim=-1)
+        log_z = log_z.view(logits.shape[:-1])  # (B, T)
+        z_y = logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(logits, log_z, safe)
+        ctx.coefficient = coefficient
+        return log_z - z_y + coefficient * log_z.square()
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, log_z, safe = ctx.saved_tensors
+        scale = (grad * (1.0 + 2.0 * ctx.coefficient * log_z)).reshape(-1, 1)  # (N, 1)
+        out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)  # contiguous
+        fo, fz = out.view(-1, logits.shape[-1]), logits.reshape(-1, logits.shape[-1])
+        fl = log_z.reshape(-1, 1)
+        for rows in _row_blocks(*fo.shape):
+            torch.sub(fz[rows], fl[rows], out=fo[rows]).exp_().mul_(scale[rows])
+        out.scatter_add_(-1, safe.unsqueeze(-1), -grad.unsqueeze(-1))
+        return out, None, None
+
+
+def z_loss_ce(logits: torch.Tensor, safe_targets: torch.Tensor, coefficient: float) -> torch.Tensor:
+    """Cross-entropy plus c (log Z)^2 (PaLM's z-loss): (B, T, V) -> (B, T), with the gradient
+    its only (B, T, V) tensor. Targets must be valid indices.
+
+    Examples:
+        >>> import math, torch
+        >>> round(z_loss_ce(torch.zeros(1, 1, 4), torch.tensor([[0]]), 0.5).item(), 4)
+        2.3472
+    """
+    return _ZLossCE.apply(logits, safe_targets, float(coefficient))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import finish, gather_target, log1m_softmax_at, prepare
-from ._fused import entropy_regularized_ce
+from ._fused import entropy_regularized_ce, z_loss_ce
 from .registry import HParam, register_loss
 
 _SOFTMAX_PROPS = ("shift_invariant",)
@@ -257,9 +257,8 @@ def z_loss(logits, targets, *, ignore_index=-100, coefficient=1e-4):
         2.3472
     """
     logits, safe, keep = prepare(logits, targets, ignore_index)
-    log_z = torch.logsumexp(logits, dim=-1)
-    nll = log_z - gather_target(logits, safe)
-    return finish(nll + coefficient * log_z.square(), keep)
+    # closed-form backward: the gradient is its only (B, T, V) tensor (large vocabularies)
+    return finish(z_loss_ce(logits, safe, coefficient), keep)
 
 
 def _confidence_reference(logits, targets, *, ignore_index=-100, beta=0.1):

@@ -1,0 +1,218 @@
+"""Bring your own model: arch = "gpt" | "hf" | "python:...", and init_from. For each arch the
+guarantees of tests/test_training.py: two losses start bit-identical and see the same
+batches, a rerun is identical, a killed run resumes to the same result."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lossbench import models
+from lossbench.config import ModelConfig
+from lossbench.results import load
+from lossbench.runner import run_suite
+from lossbench.suites import SuiteError, load_suite
+from lossbench.training import train_run
+from test_own_data import suite_file
+from test_training import TINY, Recorder, _records, _same_weights, tiny
+
+LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
+FACTORY = "python:tests.fixtures.archs:tiny_mlp"
+
+
+def arch(name: str) -> ModelConfig:
+    if name == "hf":
+        pytest.importorskip("transformers")
+        return dataclasses.replace(TINY.model, arch="hf", hf_config=LLAMA)
+    if name == "python":
+        return dataclasses.replace(TINY.model, arch=FACTORY, model_kwargs={"width": 8})
+    return TINY.model
+
+
+ARCHS = ["gpt", "hf", "python"]
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSBENCH_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_two_losses_start_bit_identical_and_see_the_same_batches(name):
+    model = arch(name)
+    ce, mse = Recorder(), Recorder()
+    a = train_run(tiny(loss="cross_entropy", model=model), observers=[ce])
+    b = train_run(tiny(loss="mse", model=model), observers=[mse])
+    assert ce.init.keys() == mse.init.keys() and all(torch.equal(ce.init[k], mse.init[k])
+                                                      for k in ce.init)
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(ce.batches, mse.batches))
+    assert all(torch.equal(x, y) for x, y in zip(ce.rng, mse.rng))
+    assert a.steps["train_loss"] != b.steps["train_loss"]
+    other = Recorder()
+    train_run(tiny(loss="cross_entropy", model=model, seed=1), observers=[other])
+    assert any(not torch.equal(ce.init[k], other.init[k]) for k in ce.init)  # the seed decides
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_rerun_is_identical_and_resume_equals_uninterrupted(name, tmp_path):
+    config = tiny(model=arch(name), loss="kl")
+    a, b = train_run(config), train_run(config)
+    assert _records(a) == _records(b) and _same_weights(a.model, b.model)
+
+    class Killed(Exception):
+        pass
+
+    class KillAt10(Recorder):
+        def on_step(self, record):
+            if record["step"] == 10:
+                raise Killed
+
+    with pytest.raises(Killed):
+        train_run(config, checkpoint_dir=tmp_path, observers=[KillAt10()])
+    resumed = train_run(config, checkpoint_dir=tmp_path)
+    assert _records(resumed) == _records(a) and _same_weights(resumed.model, a.model)
+
+
+def test_flops_per_token_formula_or_a_stated_estimate():
+    gpt = models.build(arch("gpt"), 8, 0)
+    hf = models.build(arch("hf"), 8, 0)
+    py = models.build(arch("python"), 8, 0)
+    # llama: 6 N + 12 L H Q T, N without the (untied) input embedding
+    n = sum(p.numel() for p in hf.parameters()) - 8 * 32
+    assert hf.flops_per_token() == 6 * n + 12 * 2 * 32 * 16 and models.flops_note(hf) == ""
+    assert py.flops_per_token() == 6 * (sum(p.numel() for p in py.parameters()) - 8 * 8)
+    assert "estimated" in models.flops_note(py) and models.flops_note(gpt) == ""
+    result = train_run(tiny(model=arch("python")))
+    assert "estimated as 6 x parameters" in result.summary()["notes"]
+
+
+def test_suite_arch_problems_are_one_line_each(tmp_path):
+    bad = [({"arch": "python:tests.fixtures.archs:no_such"}, "[model] arch: AttributeError"),
+           ({"arch": "hf", "hf_config": {"model_type": "no-such-model"}}, "[model] hf_config:"),
+           ({"arch": "llama"}, "[model] arch: unknown value 'llama'"),
+           ({"init_from": str(tmp_path / "nothing")}, "[model] init_from: no such file or folder")]
+    for model, fragment in bad:
+        with pytest.raises(SuiteError) as info:
+            load_suite(suite_file(tmp_path, {"markov_tokens": 5000}, model))
+        assert len(info.value.errors) == 1 and fragment in info.value.errors[0], info.value.errors
+
+
+def test_finetuning_suite_starts_every_loss_from_the_saved_checkpoint(tmp_path):
+    """Pretrain with save_weights, then fine-tune two losses from its model.pt: both start
+    from exactly the pretrained weights (step-0 val_ce equal to the pretrained run's
+    final one, whatever the seed), and the weights' hash is in the run id."""
+    pre = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, save_weights=True))
+    pretrained = train_run(pre, checkpoint_dir=tmp_path / "pre")
+    weights = tmp_path / "pre" / "model.pt"
+    model = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "init_from": str(weights)}
+    data = {"markov_tokens": 20000, "markov_vocab": 8}
+    suite = load_suite(suite_file(tmp_path, data, model, name="finetune"))
+    assert run_suite(suite, tmp_path / "out", workers=1).exit_code == 0
+    summary, curves = load(tmp_path / "out")
+    start = curves[(curves.metric == "val_ce") & (curves.step == 0)].value
+    assert len(start) == 2 and (start == pretrained.evals[-1]["val_ce"]).all()
+    torch.save({k: v * 1.01 for k, v in torch.load(weights, weights_only=True).items()}, weights)
+    moved = load_suite(suite_file(tmp_path, data, model, name="finetune"))
+    assert moved.runs[0].run_id() != suite.runs[0].run_id()
+
+
+def test_hf_checkpoint_folder_loads_into_arch_hf(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("safetensors")
+    from lossbench.models.hf import hf_config
+
+    source = transformers.AutoModelForCausalLM.from_config(hf_config(arch("hf"), 8))
+    source.save_pretrained(tmp_path / "hf")  # config.json + model.safetensors
+    m = dataclasses.replace(TINY.model, arch="hf", hf_path=str(tmp_path / "hf"),
+                            init_from=str(tmp_path / "hf"))
+    built = models.build(m, 8, seed=5)
+    assert all(torch.equal(p, source.state_dict()[k]) for k, p in built.net.state_dict().items())
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "llama"
+    result = train_run(tiny(model=m))
+    assert result.status == "done"
+
+
+def test_init_from_loads_weights_only(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    torch.save({"model": {"x": Boom()}}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+        models.build(dataclasses.replace(TINY.model, init_from=str(tmp_path / "evil.pt")), 8, 0)
+    torch.save({"lm_head.weight": torch.zeros(3, 16)}, tmp_path / "small.pt")
+    with pytest.raises(ValueError, match="no weights for"):
+        models.build(dataclasses.replace(TINY.model, init_from=str(tmp_path / "small.pt")), 8, 0)
+
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples" / "own").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate(path, tmp_path, monkeypatch):
+    """Each example of the README's "your own data and model" section loads, given files."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("datasets")
+    from lossbench.data.tokens import write_token_folder
+    from test_own_data import TEXT, token_ids, train_tokenizer
+
+    monkeypatch.chdir(Path(__file__).parent.parent)  # the factory imports from the root
+    text = path.read_text()
+    overrides = []
+    if 'corpus = "tokens"' in text:
+        ids = token_ids(vocab=65)
+        write_token_folder(tmp_path / "tok", ids[:5000], ids[5000:], 65)
+        overrides.append(f'data.path="{tmp_path / "tok"}"')
+    if 'corpus = "hf"' in text:
+        import datasets
+
+        datasets.Dataset.from_dict({"text": TEXT.split(".")}).save_to_disk(str(tmp_path / "ds"))
+        train_tokenizer(tmp_path / "tokenizer.json")
+        overrides += [f'data.path="{tmp_path / "ds"}"',
+                      f'data.tokenizer_path="{tmp_path / "tokenizer.json"}"', "model.block_size=16"]
+    if "init_from" in text:
+        shape = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64)
+        torch.save(models.build(shape, 16, 0).state_dict(), tmp_path / "model.pt")
+        overrides.append(f'model.init_from="{tmp_path / "model.pt"}"')
+    suite = load_suite(path, overrides)
+    assert suite.runs
+    if "init_from" in text:  # the checkpoint fits the example's model
+        models.build(suite.runs[0].model, 16, 0)
+
+
+def test_device_mps_is_accepted_where_torch_has_it(tmp_path):
+    path = suite_file(tmp_path, {"markov_tokens": 5000})
+    if torch.backends.mps.is_available():
+        assert load_suite(path, ['device="mps"']).runs[0].device == "mps"
+    else:
+        with pytest.raises(SuiteError) as info:
+            load_suite(path, ['device="mps"'])
+        assert info.value.errors == [f"{path}: device: \"mps\": torch sees no Apple GPU (MPS) "
+                                     f"on this machine"]
+    with pytest.raises(SuiteError, match="expected \"cpu\", \"cuda\" or \"mps\", got 'tpu'"):
+        load_suite(path, ['device="tpu"'])
+
+
+@pytest.mark.parametrize("name", ["mse", "z_loss"])
+def test_chunked_brier_and_z_loss_equal_the_registered_losses(name):
+    """The closed-form, row-blocked versions in losses/_fused.py (two and one (B, T, V)
+    tensors instead of four) give the registered losses' values and gradients."""
+    from lossbench.losses import get_loss
+    from lossbench.losses._fused import brier, z_loss_ce
+
+    g = torch.Generator().manual_seed(0)
+    z = (3 * torch.randn(3, 40, 9000, generator=g, dtype=torch.float64)).requires_grad_(True)
+    y = torch.randint(0, 9000, (3, 40), generator=g)
+    y[0, :3] = -100
+    keep, safe = y != -100, y.clamp(min=0)
+    hp = {"coefficient": 0.01} if name == "z_loss" else {}
+    ours = brier(z, safe) if name == "mse" else z_loss_ce(z, safe, 0.01)
+    ours = torch.where(keep, ours, torch.zeros_like(ours))
+    ref = get_loss(name).fn(z, y, **hp)
+    w = torch.randn(3, 40, generator=g, dtype=torch.float64)
+    (g_ref,), (g_ours,) = (torch.autograd.grad((v * w).sum(), z) for v in (ref, ours))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-12)
