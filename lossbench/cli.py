@@ -15,7 +15,7 @@ import click
 
 from lossbench import __version__
 from lossbench.cli_common import InputError, os_error_line, print_table
-from lossbench.cli_report import print_suite_summary, write_report
+from lossbench.cli_report import contradicted_claims, print_suite_summary, write_report
 from lossbench.cli_watch import print_plan, require_results_dir, runs_cmd, status_cmd, store_errors
 from lossbench.executors import ExecutorUnavailable
 
@@ -76,12 +76,14 @@ def losses_cmd(plugins, as_json):
               help="Worker processes (local executor).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
 @click.option("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+@click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None,
               help="Override the suite's device.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a suite value, e.g. --set train.steps=100 (repeatable).")
 @_plugin_option
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
+@click.option("--fail-on-claims", is_flag=True,
+              help="Exit 3 when a claim of the suite is contradicted (when no run failed).")
 @click.option("--log", "trackers", multiple=True, metavar="TRACKER",
               help="Also log every run to tensorboard, mlflow or wandb (repeatable; adds to "
                    "the suite's [log] trackers).")
@@ -91,7 +93,7 @@ def losses_cmd(plugins, as_json):
               metavar="N", help="Stop retrying a run that failed the same way N times in a row "
                                 "(0: always retry).")
 def run_cmd(suite_path, out, report_out, seeds, dry_run, workers, executor, scheduler, device,
-            overrides, plugins, no_report, trackers, no_retry, give_up_after):
+            overrides, plugins, no_report, trackers, no_retry, give_up_after, fail_on_claims):
     """Sweep a suite: losses x hyperparameter grids x seeds over identical runs.
 
     Rerunning the same command skips finished runs, resumes unfinished ones from
@@ -99,7 +101,8 @@ def run_cmd(suite_path, out, report_out, seeds, dry_run, workers, executor, sche
     experiment of the results directory (`lossbench runs DIR`); its tables, report and
     load() never mix in another's runs. Exit 0 when every run is done or diverged, 1
     when any failed or the results directory cannot be written, 2 for bad input, 130
-    when interrupted.
+    when interrupted; with --fail-on-claims, 3 when every run finished but a claim of the
+    suite is contradicted.
     """
     _load_plugins(plugins)
     from lossbench.runner import auto_workers, run_suite
@@ -171,6 +174,8 @@ def run_cmd(suite_path, out, report_out, seeds, dry_run, workers, executor, sche
     print_suite_summary(out, outcome.experiment)
     if report_dir is not None:
         click.echo(f"\nreport: {report_dir}/index.html (and report.md)")
+    if fail_on_claims and outcome.exit_code == 0 and contradicted_claims(out, outcome.experiment):
+        sys.exit(3)
     sys.exit(outcome.exit_code)
 
 
@@ -222,12 +227,15 @@ def _labels(value: str | None) -> list[str] | None:
               show_default=True,
               help="html: index.html, report.md and CSVs; latex: tables.tex, the verdict and "
                    "statistics as booktabs tables (printed too).")
-def report_cmd(results_dir, out, experiment, metric, only, fmt):
+@click.option("--claim", "claims", multiple=True, metavar='"A < B on METRIC"',
+              help="Test a claim too, e.g. \"unlikelihood < cross_entropy on seq_rep_4\" "
+                   "(<, >, =; optionally 'by M' or 'within M'; repeatable).")
+def report_cmd(results_dir, out, experiment, metric, only, fmt, claims):
     """Write the comparison report of an experiment of a results directory (a sweep in
     progress: of its finished runs)."""
     require_results_dir(results_dir)
     report_dir = write_report(results_dir, out, experiment, metric=metric, only=_labels(only),
-                         latex=fmt == "latex")
+                         latex=fmt == "latex", claims=list(claims))
     if fmt == "latex":
         click.echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
         click.echo(f"% written to {report_dir / 'tables.tex'}", err=True)
@@ -240,15 +248,20 @@ def report_cmd(results_dir, out, experiment, metric, only, fmt):
 @click.option("--out", "out", default=None, metavar="REPORT_DIR",
               help="Report folder [default: reports/compare-<date>].")
 def compare_cmd(results_dirs, out):
-    """Compare losses across suites (each results DIR is a workload): steps-to-target
-    ratios, performance profiles, a profile score, and ranks with a Friedman test."""
-    from lossbench.report.compare import build_comparison
-
-    if len(results_dirs) < 2:
-        raise InputError("DIR: compare needs at least two results directories")
+    """Compare losses across suites (each results DIR is a workload, each size of a scale
+    ladder too): steps-to-target ratios, performance profiles, a profile score, and ranks
+    with a Friedman test."""
     from lossbench.paths import UnsafePathError
-    from lossbench.results import StoreError
+    from lossbench.report.compare import build_comparison
+    from lossbench.results import StoreError, suite_meta
 
+    try:  # one directory is enough when it is a scale ladder (lossbench.scale)
+        ladder = len(results_dirs) == 1 and suite_meta(results_dirs[0]).get("scale")
+    except (StoreError, OSError):
+        ladder = False  # require_results_dir names the problem below
+    if len(results_dirs) < 2 and not ladder:
+        raise InputError("DIR: compare needs at least two results directories (or one "
+                         "scale ladder: each of its sizes is a workload)")
     for d in results_dirs:
         require_results_dir(d)
     try:

@@ -54,6 +54,20 @@ def write_report(results_dir, out, experiment=None, **options):
     return report_dir
 
 
+def contradicted_claims(out, experiment: str | None = None) -> list[str]:
+    """The statements of the experiment's contradicted claims, each also printed on stderr
+    (`lossbench run --fail-on-claims` exits 3 when there is one)."""
+    from lossbench.report.evidence import gather
+
+    ev = gather(out, with_results=False, experiment=experiment)
+    bad = [r.claim for r in ev.claims if r.verdict == "contradicted"]
+    for claim in bad:
+        same = claim.name == claim.statement()
+        click.echo(f"lossbench: claim contradicted: {claim.name}"
+                   + ("" if same else f" ({claim.statement()})"), err=True)
+    return [c.statement() for c in bad]
+
+
 def print_suite_summary(out, experiment: str | None = None) -> None:
     """The verdict's table in plain text, read from the same score table as the report."""
     from lossbench.report.document import fmt
@@ -80,5 +94,15 @@ def print_suite_summary(out, experiment: str | None = None) -> None:
                      "baseline" if r.label == ev.baseline else signed(deltas.get(r.label,
                                                                                  float("nan")))))
     click.echo("")
+    if ev.scale is not None and ev.scale.sizes:
+        click.echo(f"at the largest size of the scale ladder, {ev.scale.sizes[-1]} "
+                   f"(every size: the report's Scale section)")
     print_table(("loss", "seeds", f"mean {ev.primary.header}", "spread",
                   f"Δ vs {ev.baseline}"), rows)
+    if ev.claims:
+        from lossbench.report.claims import effect_text
+
+        click.echo("")
+        print_table(("claim", "stated", "Δ = a − b", "verdict"),
+                    [(r.claim.name, r.claim.statement(), effect_text(r), r.verdict)
+                     for r in ev.claims])

@@ -119,9 +119,14 @@ def status_cmd(results_dir, experiment):
              f"{'-' if s.step is None else s.step}/{'?' if s.total is None else s.total}",
              _fmt(s.val_ce), duration(s.eta_s) if s.eta_s is not None else "")
             for s in states]
+    header = ("loss", "seed", "state", "step", "val CE", "ETA")
+    sizes = (meta.get("scale") or {}).get("runs")  # a scale ladder: which size each run is
+    if isinstance(sizes, dict):
+        header = ("size",) + header
+        rows = [(str(sizes.get(s.run_id, "")),) + row for s, row in zip(states, rows)]
     click.echo(f"experiment {meta.get('id', '?')} ({meta.get('name', '?')}), "
                f"last run {_when(meta.get('updated'))} UTC\n")
-    print_table(("loss", "seed", "state", "step", "val CE", "ETA"), rows)
+    print_table(header, rows)
     _, eta = overall(states)
     left = f"; about {duration(eta)} left at the current pace" if eta is not None else ""
     click.echo(f"\n{len(states)} runs: {status_counts(states)}{left}")

@@ -207,6 +207,9 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
     if show_progress is None:
         show_progress = True if sys.stderr.isatty() else "lines"
     meta, first, identity = new_meta(suite)
+    meta["claims"] = [c.to_dict() for c in suite.claims]  # not in the key: the report's
+    if suite.scale is not None:  # the ladder, and which size each final run is
+        meta["scale"] = suite.scale.record(suite.runs if suite.tune is None else [])
     meta = open_experiment(out, meta, identity)
     start = time.perf_counter()
     statuses: dict[str, str] = {}
@@ -239,6 +242,9 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
         meta["choices"] = {c.label: {"setting": c.setting, "score": c.score, "notes": list(c.notes)}
                            for c in choices.values()}
         final = final_runs(suite.entries, suite.seeds, choices)
+        if suite.scale is not None:  # tuned at the smallest size, run at every size
+            final = suite.scale.expand(final)
+            meta["scale"] = suite.scale.record(final)
         meta.update(final_runs_of(final))
         save_experiment(out, meta)
     execute(final, "runs")

@@ -12,6 +12,7 @@
     [eval]   eval_every = 50            # EvalConfig fields
     [finetune] steps = 0                # FinetuneConfig fields
     [tune]   grid = { lr = { log_grid = [1e-4, 1e-2, 5] } }   # optional, see lossbench.tuning
+    [scale]  params = [5e4, 2e5, 8e5]   # optional: every run at every size, see lossbench.scale
     target_val_ce = 1.5                 # optional; steps-to-target's target in reports
 
 A list value in a loss table is a grid. Everything is validated before any run
@@ -30,19 +31,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lossbench.claims import Claim, parse_claims
 from lossbench.config import (EvalConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig,
                               parse_seeds)
 from lossbench.data.corpora import DataConfig
 from lossbench.losses import get_loss, list_losses
 from lossbench.paths import name_problem
-from lossbench.preflight import resolve_corpus, tune_problems
+from lossbench.preflight import device_problem, resolve_corpus, resolve_model, tune_problems
+from lossbench.scale import ScaleSpec, at_size, parse_scale
 from lossbench.tuning import TuneSpec, parse_tune
 from lossbench.validation import ConfigError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "finetune": FinetuneConfig}
 TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "target_val_ce",
-             "tune", "log", *SECTIONS}
+             "claims",
+             "tune", "log", "scale", *SECTIONS}
 
 class SuiteError(ValueError):
     """Everything wrong with a suite, one line per problem."""
@@ -64,6 +68,8 @@ class Suite:
     tune: TuneSpec | None = None  # per-loss tuning before the runs (then `runs` are not final)
     target_val_ce: float | None = None  # steps-to-target's target; None: baseline x 1.05
     log: tuple[str, ...] = ()  # experiment trackers ([log] trackers = [...]); not in run ids
+    scale: ScaleSpec | None = None  # a ladder of model sizes: `runs` holds every size
+    claims: tuple[Claim, ...] = ()  # [[claims]]: effects the report tests (lossbench.claims)
 
 
 def _closest(word: str, options) -> str:
@@ -258,8 +264,8 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         errors.append(f"{where}: seeds: expected a non-empty list of non-negative integers")
         seeds = [0]
     device = doc.get("device", "cpu")
-    if device not in ("cpu", "cuda"):
-        errors.append(f"{where}: device: expected \"cpu\" or \"cuda\", got {device!r}")
+    if problem := device_problem(device):
+        errors.append(f"{where}: device: {problem}")
     sections, valid = {}, {}
     for name_ in SECTIONS:
         sections[name_], valid[name_] = _section(doc, name_, where, errors)
@@ -274,6 +280,9 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
             sections["data"], sections["model"], sections["train"], device=device,
             needs_ngram=_needs_ngram(sections["data"], sections["finetune"], entries))
         errors += [f"{where}: {m}" for m in problems]
+    if valid["model"]:
+        sections["model"], problems = resolve_model(sections["model"])
+        errors += [f"{where}: {m}" for m in problems]
     baseline = doc.get("baseline", "cross_entropy")
     names = {x.get("label") or n for n, _, x in entries}
     if entries and baseline not in names:
@@ -283,6 +292,7 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if target is not None and not (number and math.isfinite(target) and target > 0):
         errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
     log = _parse_log(doc.get("log", {}), where, errors)
+    claims = parse_claims(doc["claims"], where, sorted(names), errors) if "claims" in doc else ()
     tune = None
     if "tune" in doc:
         tune = parse_tune(doc["tune"], where, errors, suite_steps=sections["train"].steps,
@@ -293,6 +303,9 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
                               f"drop one of them")
         if tune and valid["train"]:
             errors += [f"{where}: {m}" for m in tune_problems(tune, sections["train"])]
+    scale = None
+    if "scale" in doc and valid["data"] and valid["model"] and valid["train"]:
+        scale = _parse_scale(doc["scale"], where, errors, sections, device)
     if errors:
         raise SuiteError(errors)
     contenders = tuple(RunConfig(loss=loss, hparams=hp, seed=seeds[0], device=device,
@@ -303,6 +316,30 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raise SuiteError([f"{where}: with [tune], every losses entry needs its own label "
                           f"(repeated: {repeated})"])
     runs = tuple(dataclasses.replace(c, seed=seed) for c in contenders for seed in seeds)
+    if scale is not None:  # every size; entries stay the contenders at the smallest size
+        runs = tuple(scale.expand(runs))
+        contenders = tuple(at_size(c, scale.sizes[0]) for c in contenders)
     return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
                  baseline=baseline, runs=runs, entries=contenders, tune=tune,
-                 target_val_ce=None if target is None else float(target), log=log)
+                 target_val_ce=None if target is None else float(target), log=log,
+                 claims=claims, scale=scale)
+
+
+def _parse_scale(table: Any, where: str, errors: list[str], sections: dict,
+                 device: str) -> ScaleSpec | None:
+    """The ladder at the corpus's vocabulary; the largest size must fit the machine too."""
+    from lossbench.data.corpora import corpus_facts
+
+    try:
+        vocab = corpus_facts(sections["data"]).vocab_size
+    except (ValueError, OSError, ImportError):
+        return None  # the corpus's own problem (a missing extra too) is already listed
+    scale = parse_scale(table, where, errors, model=sections["model"],
+                        train=sections["train"], vocab=vocab)
+    if scale is not None:
+        top = at_size(RunConfig(model=sections["model"], train=sections["train"]),
+                      scale.sizes[-1])
+        _, problems = resolve_corpus(sections["data"], top.model, top.train, device=device,
+                                     needs_ngram=False)
+        errors += [f"{where}: [scale] size {scale.sizes[-1].label}: {m}" for m in problems]
+    return scale

@@ -1,4 +1,5 @@
-"""`lossbench compare DIR [DIR ...]`: performance profiles of the losses across suites."""
+"""`lossbench compare DIR [DIR ...]`: performance profiles of the losses across suites.
+Each size of a scale ladder (a suite with [scale]) is a workload of its own."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from lossbench.report.profiles import (TAU_MAX, ProfileBootstrap, bootstrap_prof
                                        identical_profiles, label_times, profile, profile_score,
                                        rank_across_workloads, ratios)
 from lossbench.report.render import default_out
-from lossbench.report.scores import build_scores
+from lossbench.report.scores import build_scale_scores, build_scores
 from lossbench.report.stats import MIN_SEEDS_FOR_CI
 from lossbench.results import load, suite_meta
 from lossbench.report.protocol import NOT_TUNED, protocol_of
@@ -32,6 +33,26 @@ def _workload_names(dirs: list[Path]) -> list[str]:
     return [f"{n} ({d.name})" if names.count(n) > 1 else n for n, d in zip(names, dirs)]
 
 
+def _scored(names: list[str], dirs: list[Path]):
+    """(workload, directory, meta, summary, score table) per workload: a directory, or
+    each size of a scale ladder ("<suite> @ <size>"), scored by `lossbench report`'s rules
+    (same target rule, same steps-to-target; a ladder's sizes each by their own target)."""
+    for name, d in zip(names, dirs):
+        meta = suite_meta(d)
+        summary, curves = load(d, final_only=True)
+        baseline = meta.get("baseline", "cross_entropy")
+        if not meta.get("scale"):
+            yield name, d, meta, summary, build_scores(summary, curves, baseline,
+                                                       meta.get("target_val_ce"))
+            continue
+        ladder = build_scale_scores(summary, curves, baseline, meta.get("target_val_ce"),
+                                    meta["scale"])
+        for size in ladder.sizes:
+            table = ladder.at_size(size)
+            yield (f"{name} @ {size}", d, meta,
+                   summary[summary.run_id.isin(set(table.runs.run_id))], table)
+
+
 def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:
     """Write the cross-suite report (HTML, Markdown, CSV); returns its folder."""
     dirs = [Path(d) for d in results_dirs]
@@ -40,13 +61,8 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
                    out_dir or default_out("reports", "compare"))
     steps, finals, workloads, per_seed = {}, {}, [], []
     baselines: set[str] = set()
-    for name, d in zip(names, dirs):
-        meta = suite_meta(d)
+    for name, d, meta, summary, table in _scored(names, dirs):
         baselines.add(meta.get("baseline", "cross_entropy"))
-        summary, curves = load(d, final_only=True)
-        # the score table of `lossbench report`: same target rule, same steps-to-target
-        table = build_scores(summary, curves, meta.get("baseline", "cross_entropy"),
-                             meta.get("target_val_ce"))
         times = label_times(table).set_index("label")
         steps[name], finals[name] = times.steps_to_target, times.final_val_ce
         per_seed.append(table.runs[["label", "seed", "steps_to_target"]].assign(workload=name))
@@ -77,7 +93,8 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
     doc.csv("ranks", rank.ranks.rename_axis("label").reset_index())
 
     doc.section("Workloads")
-    doc.text("Each results directory is a workload. Only its final runs count (not tuning runs). "
+    doc.text("Each results directory is a workload (each size of a scale ladder is one: "
+             "\"<suite> @ <size>\"). Only its final runs count (not tuning runs). "
              "A loss missing from a workload counts as never reaching its target there. The "
              "target is the suite's target_val_ce, else the baseline's mean final val CE × "
              "1.05 when every baseline seed finished (the rule of `lossbench report`).")

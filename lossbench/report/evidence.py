@@ -11,7 +11,7 @@ import pandas as pd
 
 from lossbench.paths import safe_name
 from lossbench.report.metrics import BY_COLUMN, PRIMARY_COLUMNS, Metric, default_primary, metric
-from lossbench.report.scores import ScoreTable, build_scores
+from lossbench.report.scores import ScoreTable, build_scale_scores, build_scores
 from lossbench.report.tables import comparisons, label_table, rank_table, ranked
 from lossbench.experiments import resolve_experiment
 from lossbench.results import read_experiment
@@ -38,6 +38,9 @@ class Evidence:
     # the experiment's final runs with no result yet (running, or not started): a report
     # of a sweep in progress shows the finished ones and says how many are missing
     unfinished: list[str] = field(default_factory=list)
+    claims: list = field(default_factory=list)  # report.claims.ClaimResult: [[claims]], --claim
+    # a scale ladder's every size (scores.build_scale_scores); then `scores` is its largest
+    scale: ScoreTable | None = None
 
     @property
     def baseline(self) -> str:
@@ -58,9 +61,21 @@ def shown_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in BY_COLUMN if c in runs and runs[c].notna().any()]
 
 
+def _claims(meta: dict, texts: list[str] | None, scores: ScoreTable) -> list:
+    """The suite's claims and ``texts`` (--claim) tested on ``scores`` (report.claims)."""
+    from lossbench.claims import ClaimError
+    from lossbench.report.claims import evaluate_claims, stated_claims
+
+    try:
+        return evaluate_claims(stated_claims(meta, texts, scores), scores)
+    except ClaimError as exc:
+        raise ReportRequestError("; ".join(exc.errors)) from None
+
+
 def gather(results_dir: str | Path, *, metric_column: str | None = None,
            only: list[str] | None = None, problems: list[str] | None = None,
-           with_results: bool = True, experiment: str | None = None) -> Evidence:
+           with_results: bool = True, experiment: str | None = None,
+           claims: list[str] | None = None) -> Evidence:
     """Read one experiment of the store (``experiment``: its id or a unique start of it;
     default the latest) once and compute every table of the report. ``metric_column``:
     the primary metric (a score-table column, e.g. final_val_ce; default whole-split val
@@ -78,12 +93,19 @@ def gather(results_dir: str | Path, *, metric_column: str | None = None,
     unfinished = [r for r in final_ids or [] if r not in set(all_summary.run_id)]
     baseline = meta.get("baseline", "cross_entropy")
     scores = build_scores(summary, curves, baseline, meta.get("target_val_ce"))
+    scale = None
+    if meta.get("scale"):  # a ladder: every section but Scale reads its largest size
+        scale = build_scale_scores(summary, curves, baseline, meta.get("target_val_ce"),
+                                   meta["scale"])
+        scores = scale.at_size(scale.sizes[-1]) if scale.sizes else scores
+    claim_results = _claims(meta, claims, scores)  # on every label, whatever --only keeps
     if only:
         unknown = [label for label in only if label not in scores.labels]
         if unknown:
             raise ReportRequestError(f"--only: no runs labelled {', '.join(unknown)} in "
                                      f"{results_dir} (labels: {', '.join(scores.labels)})")
         scores = scores.only(list(dict.fromkeys([*only, baseline])))
+        scale = scale.only(list(dict.fromkeys([*only, baseline]))) if scale else None
     columns = shown_columns(scores.runs)
     column = metric_column or default_primary(scores.runs.columns)
     if metric_column is not None and column not in columns:
@@ -101,4 +123,5 @@ def gather(results_dir: str | Path, *, metric_column: str | None = None,
                 if "tune" in meta else scores.runs)  # the tuning table reads the same rules
     return Evidence(name, meta, scores, primary, columns, table, comparisons(scores, column),
                     rank_table(scores, column), curves[curves.run_id.isin(keep_ids)],
-                    all_runs, results, str(meta.get("id", "")), unfinished)
+                    all_runs, results, str(meta.get("id", "")), unfinished, claim_results,
+                    scale=scale)

@@ -78,6 +78,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("final_unigram_entropy", "unigram entropy", "nats/token", None,
            "Entropy of the evaluated targets' frequencies: the CE of the best constant "
            "prediction, the yardstick of the degenerate flag."),
+    Metric("final_mean_abs_log_z", "mean |log Z|", "nats", None,
+           "Mean over evaluated positions of |logsumexp of the logits|: how far the logits "
+           "are from being log-probabilities themselves (0: normalized). What z-loss "
+           "penalizes; no direction is better in general.",
+           "Chowdhery et al. (PaLM), JMLR 2023"),
     Metric("steps_to_target", "steps to target", "steps", True,
            "First evaluated step whose val CE is at or below the target; ∞ when any seed "
            "never gets there, diverges or fails.", "AlgoPerf (Dahl et al., 2023)"),

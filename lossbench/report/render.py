@@ -8,7 +8,8 @@ from pathlib import Path
 
 from lossbench.atomic import atomic_write_text
 from lossbench.paths import contained, safe_name
-from lossbench.report import details, sections
+from lossbench.report import details, scale, sections
+from lossbench.report.claims import claims_table, section as claims_section
 from lossbench.report.document import Document
 from lossbench.report.evidence import Evidence, gather
 from lossbench.report.figures import build_figures
@@ -45,7 +46,7 @@ def _floor(ev: Evidence) -> float | None:
 def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
                  problems: list[str] | None = None, *, metric: str | None = None,
                  only: list[str] | None = None, latex: bool = False,
-                 experiment: str | None = None) -> Path:
+                 experiment: str | None = None, claims: list[str] | None = None) -> Path:
     """Render the report of a results directory; returns the report folder. ``metric``:
     the primary metric (default whole-split val CE); ``only``: the labels to show (the
     baseline always stays). ``latex``: write only tables.tex (the verdict and statistics
@@ -54,7 +55,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     named in the report and appended to ``problems``."""
     problems = [] if problems is None else problems
     ev = gather(results_dir, metric_column=metric, only=only, problems=problems,
-                experiment=experiment)
+                experiment=experiment, claims=claims)
     out = Path(out_dir) if out_dir else experiment_out(results_dir, ev)
     if latex:
         out.mkdir(parents=True, exist_ok=True)
@@ -65,11 +66,18 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
                         ("ranks", ev.ranks), ("scores", ev.scores.runs)):
         doc.csv(name, table)
     sections.verdict(doc, ev)
+    if ev.scale is not None and ev.scale.sizes:
+        doc.text(scale.scope_note(ev.scale))
+    if ev.claims:  # beside the verdict: what the suite said it expected, tested
+        doc.csv("claims", claims_table(ev.claims))
+        claims_section(doc, ev.claims)
     if ev.unfinished:
         doc.text(f"{len(ev.unfinished)} of this experiment's runs are still running or not "
                  f"started: this report shows the {len(ev.scores.runs)} finished.")
     sections.results(doc, ev)
     sections.statistics(doc, ev)
+    if ev.scale is not None and ev.scale.sizes:
+        scale.section(doc, ev)
     if "tune" in ev.meta:
         details.tuning(doc, ev.meta, ev.all_runs)
     doc.section("Figures")

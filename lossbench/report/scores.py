@@ -80,6 +80,21 @@ class ScoreTable:
         return ScoreTable(self.runs[self.runs.label.isin(labels)].reset_index(drop=True),
                           self.baseline, self.target, self.target_rule)
 
+    @property
+    def sizes(self) -> list[str]:
+        """A scale ladder's size labels, smallest first ([] for one size)."""
+        if "size" not in self.runs:
+            return []
+        order = self.runs.groupby("size", sort=False).n_params.first().sort_values()
+        return list(order.index)
+
+    def at_size(self, size: str) -> "ScoreTable":
+        """The runs of one size of a ladder, with that size's own steps-to-target target."""
+        runs = self.runs[self.runs["size"] == size].reset_index(drop=True)
+        target = float(runs.target.iloc[0]) if len(runs) else math.nan
+        rule = str(runs.target_rule.iloc[0]) if len(runs) else self.target_rule
+        return ScoreTable(runs, self.baseline, target, rule)
+
 
 def build_scores(summary: pd.DataFrame, curves: pd.DataFrame, baseline: str,
                  suite_target: float | None = None) -> ScoreTable:
@@ -110,3 +125,31 @@ def build_scores(summary: pd.DataFrame, curves: pd.DataFrame, baseline: str,
     runs["late_drop"] = [late_drop(s, v) if status == FINISHED else math.nan
                          for (s, v), status in zip(curve, runs.status)]
     return ScoreTable(runs.reset_index(drop=True), baseline, target, rule)
+
+
+def build_scale_scores(summary: pd.DataFrame, curves: pd.DataFrame, baseline: str,
+                       suite_target: float | None, scale: dict) -> ScoreTable:
+    """The score table of a scale ladder: every size's runs, each size scored on its own
+    (its own target: the baseline of a 50k model is no target for a 2M one), with the
+    columns a ladder adds: ``size`` (its label), ``n_params`` (``GPT.num_params``, the N of
+    the FLOPs formula), ``train_flops`` (FLOPs per token x training tokens) and the
+    size's ``target`` and ``target_rule``. ``scale``: the experiment record's ladder
+    (lossbench.scale.ScaleSpec.record). The table's own target is NaN: there is one per
+    size (``at_size``)."""
+    sizes = {s["label"]: s for s in scale.get("sizes", [])}
+    of_run = scale.get("runs", {})
+    parts = []
+    for label, size in sizes.items():
+        rows = summary[summary.run_id.map(of_run) == label]
+        if not len(rows):
+            continue
+        part = build_scores(rows, curves, baseline, suite_target)
+        parts.append(part.runs.assign(size=label, n_params=float(size["n_params"]),
+                                      target=part.target, target_rule=part.target_rule))
+    runs = pd.concat(parts, ignore_index=True) if parts else summary.iloc[:0].assign(
+        size="", n_params=math.nan, target=math.nan, target_rule="")
+    if "flops_per_token" in runs and "tokens" in runs:
+        runs["train_flops"] = runs.flops_per_token.astype(float) * runs.tokens.astype(float)
+    else:
+        runs["train_flops"] = math.nan
+    return ScoreTable(runs, baseline, math.nan, "one target per size")
