@@ -1,10 +1,16 @@
 """Tiny suites for end-to-end tests (seconds per run on one core), and result comparisons."""
 
+import dataclasses
+import json
 import textwrap
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from lossbench.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.data.corpora import DataConfig
+from lossbench.observers import Observer
 from lossbench.results import load
 
 TINY_SECTIONS = {
@@ -79,3 +85,89 @@ def wait_for(condition, timeout: float, what: str, proc=None, poll_s: float = 0.
 
 
 FIXTURES = Path(__file__).parent / "fixtures"  # plugin files for the tests
+
+
+# ---- single runs: a tiny config, what a run saw, and comparisons ----------------------
+
+TINY_DATA = DataConfig(corpus="markov", markov_tokens=20_000, markov_vocab=8)
+TINY = RunConfig(
+    data=TINY_DATA,
+    model=ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16),
+    train=TrainConfig(steps=12, batch_size=4, warmup_steps=2, checkpoint_every=4),
+    eval=EvalConfig(eval_every=4, val_windows=8, rep_prefixes=2, rep_prefix_len=4,
+                    rep_continuation=8, samples=1),
+)
+
+
+def tiny(**changes) -> RunConfig:
+    return dataclasses.replace(TINY, **changes)
+
+
+def records_text(result) -> str:
+    """Everything a run recorded except timings, as text (so NaN == NaN)."""
+    steps = {k: v for k, v in result.steps.items() if k != "wall_s"}
+    return json.dumps([steps, result.evals], sort_keys=True)
+
+
+def same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class Recorder(Observer):
+    """What a run saw: its initial weights, its batches, the RNG state that drew each
+    forward's dropout masks, its evaluation tokens, and the records it reported."""
+
+    def __init__(self):
+        self.batches, self.rng, self.steps, self.evals = [], [], [], []
+
+    def on_start(self, start):
+        self.init = {k: v.clone() for k, v in start.model.state_dict().items()}
+        self.eval_x = start.eval_set.x.clone()
+
+    def on_batch(self, step, micro, x, y):
+        self.batches.append((x.clone(), y.clone()))
+        self.rng.append(torch.random.get_rng_state().clone())
+
+    def on_step(self, record):
+        self.steps.append(dict(record))
+
+    def on_eval(self, step, metrics):
+        self.evals.append(step)
+
+
+# ---- suites of your own data and model -------------------------------------------------
+
+def suite_file(tmp_path, data: dict, model: dict | None = None, losses='["cross_entropy", "mse"]',
+               name="own"):
+    def table(d):
+        return "\n".join(f"{k} = {json.dumps(v) if not isinstance(v, dict) else _inline(v)}"
+                         for k, v in d.items())
+
+    model = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, **(model or {})}
+    text = textwrap.dedent(f"""\
+        name = "{name}"
+        seeds = [0]
+        losses = {losses}
+        [data]
+        {table(data)}
+        [model]
+        {table(model)}
+        [train]
+        steps = 6
+        batch_size = 4
+        warmup_steps = 2
+        [eval]
+        eval_every = 3
+        val_windows = 8
+        rep_prefixes = 2
+        rep_prefix_len = 4
+        rep_continuation = 8
+        """)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def _inline(d: dict) -> str:
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) + " }"

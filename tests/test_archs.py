@@ -4,6 +4,8 @@ batches, a rerun is identical, a killed run resumes to the same result."""
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,7 @@ from lossbench.results import load
 from lossbench.runner import run_suite
 from lossbench.suites import SuiteError, load_suite
 from lossbench.training import train_run
-from test_own_data import suite_file
-from test_training import TINY, Recorder, _records, _same_weights, tiny
+from helpers import TINY, Recorder, records_text, same_weights, suite_file, tiny
 
 LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
@@ -60,7 +61,7 @@ def test_two_losses_start_bit_identical_and_see_the_same_batches(name):
 def test_rerun_is_identical_and_resume_equals_uninterrupted(name, tmp_path):
     config = tiny(model=arch(name), loss="kl")
     a, b = train_run(config), train_run(config)
-    assert _records(a) == _records(b) and _same_weights(a.model, b.model)
+    assert records_text(a) == records_text(b) and same_weights(a.model, b.model)
 
     class Killed(Exception):
         pass
@@ -73,7 +74,7 @@ def test_rerun_is_identical_and_resume_equals_uninterrupted(name, tmp_path):
     with pytest.raises(Killed):
         train_run(config, checkpoint_dir=tmp_path, observers=[KillAt10()])
     resumed = train_run(config, checkpoint_dir=tmp_path)
-    assert _records(resumed) == _records(a) and _same_weights(resumed.model, a.model)
+    assert records_text(resumed) == records_text(a) and same_weights(resumed.model, a.model)
 
 
 def test_flops_per_token_formula_or_a_stated_estimate():
@@ -216,3 +217,17 @@ def test_chunked_brier_and_z_loss_equal_the_registered_losses(name):
     (g_ref,), (g_ours,) = (torch.autograd.grad((v * w).sum(), z) for v in (ref, ours))
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-12)
+
+
+def test_a_factory_in_the_working_directory_imports_from_the_lossbench_script(tmp_path):
+    """The `lossbench` script does not put the working directory on sys.path (python -P
+    imitates it); a factory module in the project the user runs from must still import."""
+    (tmp_path / "my_models.py").write_text((Path(__file__).parent / "fixtures" / "archs.py")
+                                           .read_text())
+    suite = suite_file(tmp_path, {"corpus": "markov", "markov_tokens": 20000, "markov_vocab": 8},
+                       {"arch": "python:my_models:tiny_mlp"})
+    proc = subprocess.run([sys.executable, "-P", "-m", "lossbench", "run", str(suite),
+                           "--out", str(tmp_path / "out"), "--workers", "2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert {r["status"] for r in load(tmp_path / "out")[0].to_dict("records")} == {"done"}

@@ -8,7 +8,6 @@ import os
 import pickle
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from lossbench.results import load
 from lossbench.runner import run_suite
 from lossbench.suites import SuiteError, load_suite
 from lossbench.training import train_run
-from test_training import Recorder, _records, _same_weights
+from helpers import Recorder, records_text, same_weights, suite_file
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -177,41 +176,6 @@ def saved_dataset(tmp_path):
     return tmp_path / "ds", docs
 
 
-def suite_file(tmp_path, data: dict, model: dict | None = None, losses='["cross_entropy", "mse"]',
-               name="own"):
-    def table(d):
-        return "\n".join(f"{k} = {json.dumps(v) if not isinstance(v, dict) else _inline(v)}"
-                         for k, v in d.items())
-
-    model = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, **(model or {})}
-    text = textwrap.dedent(f"""\
-        name = "{name}"
-        seeds = [0]
-        losses = {losses}
-        [data]
-        {table(data)}
-        [model]
-        {table(model)}
-        [train]
-        steps = 6
-        batch_size = 4
-        warmup_steps = 2
-        [eval]
-        eval_every = 3
-        val_windows = 8
-        rep_prefixes = 2
-        rep_prefix_len = 4
-        rep_continuation = 8
-        """)
-    path = tmp_path / f"{name}.toml"
-    path.write_text(text)
-    return path
-
-
-def _inline(d: dict) -> str:
-    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) + " }"
-
-
 def test_hf_dataset_suite_runs_end_to_end_tokenized_once(tmp_path, saved_dataset, monkeypatch):
     from lossbench.data import hf_datasets
 
@@ -235,7 +199,7 @@ def test_hf_dataset_suite_runs_end_to_end_tokenized_once(tmp_path, saved_dataset
     summary, _ = load(tmp_path / "out")
     assert len(summary) == 2 and summary.final_val_ce.notna().all()
     a, b = train_run(suite.runs[0]), train_run(suite.runs[0])  # deterministic, like any corpus
-    assert _records(a) == _records(b) and _same_weights(a.model, b.model)
+    assert records_text(a) == records_text(b) and same_weights(a.model, b.model)
     # the same dataset as JSON-lines files: the same texts, the same tokens
     (tmp_path / "jsonl").mkdir()
     (tmp_path / "jsonl" / "part.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
@@ -269,7 +233,7 @@ def test_token_folder_run_is_deterministic_and_resumes(token_folder, tmp_path):
     folder, _ = token_folder
     config = run_config(resolved(DataConfig(corpus="tokens", path=str(folder))))
     a, b = train_run(config), train_run(config)
-    assert _records(a) == _records(b) and _same_weights(a.model, b.model)
+    assert records_text(a) == records_text(b) and same_weights(a.model, b.model)
 
     class Killed(Exception):
         pass
@@ -282,7 +246,7 @@ def test_token_folder_run_is_deterministic_and_resumes(token_folder, tmp_path):
     with pytest.raises(Killed):
         train_run(config, checkpoint_dir=tmp_path / "ck", observers=[KillAt5()])
     resumed = train_run(config, checkpoint_dir=tmp_path / "ck")
-    assert _records(resumed) == _records(a) and _same_weights(resumed.model, a.model)
+    assert records_text(resumed) == records_text(a) and same_weights(resumed.model, a.model)
 
 
 def test_training_batches_do_not_grow_the_resident_set(tmp_path):

@@ -1,42 +1,19 @@
 """Identical runs: same init, same batches, same dropout masks, same eval tokens; only the loss differs."""
 
 import dataclasses
-import json
 import math
 import time
 
 import pytest
 import torch
 
-from lossbench.config import EvalConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig
-from lossbench.data.corpora import DataConfig
+from lossbench.config import FinetuneConfig, TrainConfig
 from lossbench.losses import register_loss, unregister_loss
 from lossbench.observers import Observer
 from lossbench.training import build_eval_set, cached_corpus, lr_at, train_run
 
-TINY_DATA = DataConfig(corpus="markov", markov_tokens=20_000, markov_vocab=8)
-TINY = RunConfig(
-    data=TINY_DATA,
-    model=ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16),
-    train=TrainConfig(steps=12, batch_size=4, warmup_steps=2, checkpoint_every=4),
-    eval=EvalConfig(eval_every=4, val_windows=8, rep_prefixes=2, rep_prefix_len=4,
-                    rep_continuation=8, samples=1),
-)
+from helpers import TINY, TINY_DATA, Recorder, records_text, same_weights, tiny
 
-
-def tiny(**changes) -> RunConfig:
-    return dataclasses.replace(TINY, **changes)
-
-
-def _records(result) -> str:
-    """Everything a run recorded except timings, as text (so NaN == NaN)."""
-    steps = {k: v for k, v in result.steps.items() if k != "wall_s"}
-    return json.dumps([steps, result.evals], sort_keys=True)
-
-
-def _same_weights(a, b) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_train_run_returns_step_and_eval_records():
@@ -74,28 +51,6 @@ def test_gradient_probe_time_counts_as_instrumentation(monkeypatch):
     assert result.train_time_s == pytest.approx(sum(result.steps["wall_s"]))
 
 
-class Recorder(Observer):
-    """What a run saw: its initial weights, its batches, the RNG state that drew each
-    forward's dropout masks, its evaluation tokens, and the records it reported."""
-
-    def __init__(self):
-        self.batches, self.rng, self.steps, self.evals = [], [], [], []
-
-    def on_start(self, start):
-        self.init = {k: v.clone() for k, v in start.model.state_dict().items()}
-        self.eval_x = start.eval_set.x.clone()
-
-    def on_batch(self, step, micro, x, y):
-        self.batches.append((x.clone(), y.clone()))
-        self.rng.append(torch.random.get_rng_state().clone())
-
-    def on_step(self, record):
-        self.steps.append(dict(record))
-
-    def on_eval(self, step, metrics):
-        self.evals.append(step)
-
-
 def test_runs_with_different_losses_see_identical_weights_batches_and_masks():
     dropout_model = dataclasses.replace(TINY.model, dropout=0.2)
     ce, mse = Recorder(), Recorder()
@@ -115,7 +70,7 @@ def test_observers_see_every_record_and_change_nothing():
     config = tiny(model=dataclasses.replace(TINY.model, dropout=0.1))
     seen = Recorder()
     watched, plain = train_run(config, observers=[seen]), train_run(config)
-    assert _records(watched) == _records(plain) and _same_weights(watched.model, plain.model)
+    assert records_text(watched) == records_text(plain) and same_weights(watched.model, plain.model)
     assert [r["train_loss"] for r in seen.steps] == plain.steps["train_loss"]
     assert [r["step"] for r in seen.steps] == plain.steps["step"]
     assert seen.evals == [e["step"] for e in plain.evals]
@@ -129,8 +84,8 @@ def test_eval_tokens_are_fixed_per_corpus():
 
 def test_deterministic_rerun_is_identical():
     a, b = train_run(tiny(seed=3)), train_run(tiny(seed=3))
-    assert _records(a) == _records(b)
-    assert _same_weights(a.model, b.model)
+    assert records_text(a) == records_text(b)
+    assert same_weights(a.model, b.model)
     c = train_run(tiny(seed=4))
     assert c.steps["train_loss"] != a.steps["train_loss"]
 
@@ -152,8 +107,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, loss):
         train_run(config, checkpoint_dir=tmp_path, observers=[KillAt10()])
     assert (tmp_path / "checkpoint.pt").exists()  # saved at step 8
     resumed = train_run(config, checkpoint_dir=tmp_path)
-    assert _records(resumed) == _records(reference)
-    assert _same_weights(resumed.model, reference.model)
+    assert records_text(resumed) == records_text(reference)
+    assert same_weights(resumed.model, reference.model)
 
 
 def test_non_finite_loss_is_a_diverged_result():

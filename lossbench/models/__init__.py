@@ -18,7 +18,9 @@ FLOPs per token (PaLM's formula where the config names layers, width and heads; 
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 
 import torch
 import torch.nn as nn
@@ -99,8 +101,12 @@ class CausalLM(nn.Module):
 
 def _factory(arch: str):
     """The callable ``python:package.module:factory`` names (ImportError/AttributeError
-    with the name when it cannot be found)."""
+    with the name when it cannot be found). The module is found as ``python -m`` finds
+    one: the working directory first, so a factory in your project imports when lossbench
+    runs from its root (the ``lossbench`` script itself does not put it on the path)."""
     module, name = arch[len("python:"):].split(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     fn = getattr(importlib.import_module(module), name)
     if not callable(fn):
         raise TypeError(f"{module}.{name} is not callable")
