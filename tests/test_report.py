@@ -46,6 +46,12 @@ def test_report_renders_with_failed_and_diverged_runs(tmp_path):
     assert r"\toprule" in latex.stdout and r"\bottomrule" in latex.stdout
     rows = [line for line in latex.stdout.splitlines() if line.endswith(r"\\")]
     assert {r.split(" & ")[0] for r in rows} == {"loss", "mse", r"cross\_entropy"}  # + baseline
+    claimed = report("--format", "latex", "--claim", "mse = cross_entropy on val_ce within 0.5")
+    assert claimed.returncode == 0, claimed.stderr
+    (claim,) = [line for line in claimed.stdout.splitlines() if "approx" in line]
+    stated = r"mse $\approx$ cross\_entropy on val\_ce within $\pm$0.5"
+    assert claim.startswith(f"{stated} & {stated} & "), claim  # unnamed: named by its statement
+    assert "-claims}" in claimed.stdout and "-claims}" not in latex.stdout
     for bad, named in ((["--metric", "nope"], "--metric: nope"), (["--only", "ghost"], "--only: "),
                        (["--only", ","], "--only: ")):
         proc = report(*bad)

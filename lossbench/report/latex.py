@@ -15,7 +15,7 @@ from lossbench.report.verdict import mean_with_spread, signed, spread_text
 
 # Characters the report's own wording uses that pdfLaTeX's default fonts lack.
 _SYMBOLS = {"∞": r"$\infty$", "…": r"\dots{}", "–": "--", "−": "-", "Δ": r"$\Delta$",
-            "≈": r"$\approx$"}
+            "≈": r"$\approx$", "±": r"$\pm$", "≤": r"$\le$", "≥": r"$\ge$"}
 
 
 def tex(text: object) -> str:
@@ -65,10 +65,25 @@ def statistics_table(ev: Evidence) -> str:
     return _tabular(header, rows, caption, f"tab:{_key(ev.name)}-statistics")
 
 
+def claims_table(ev: Evidence) -> str:
+    """The suite's claims as the report's Claims section states them."""
+    from lossbench.report.claims import effect_text
+
+    header = ["claim", "stated", r"$\Delta = a - b$", "seeds", "$p$ (Holm)", "verdict"]
+    rows = [[tex(r.claim.name), tex(r.claim.statement()), tex(effect_text(r)), str(r.n_pairs),
+             tex(fmt(r.p_holm, 3)), tex(r.verdict)] for r in ev.claims]
+    caption = (f"{tex(ev.name)}: claims stated before the runs, $\\Delta$ paired by seed "
+               f"(unfinished runs scored against the claim); one-sided paired $t$-test, or "
+               f"TOST for equality, Holm-corrected across the claims.")
+    return _tabular(header, rows, caption, f"tab:{_key(ev.name)}-claims")
+
+
 def _key(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name)
 
 
 def latex_tables(ev: Evidence) -> str:
-    return ("% lossbench: the verdict and statistics tables; needs \\usepackage{booktabs}\n"
-            + headline_table(ev) + "\n\n" + statistics_table(ev) + "\n")
+    claims = "\n\n" + claims_table(ev) if ev.claims else ""
+    return ("% lossbench: the verdict, claims and statistics tables; needs "
+            "\\usepackage{booktabs}\n"
+            + headline_table(ev) + claims + "\n\n" + statistics_table(ev) + "\n")
