@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from helpers import tiny_toml
-from lossbench.claims import Claim, ClaimError, parse_claim_text, parse_claims
-from lossbench.report.claims import claims_table, evaluate_claims
+from lossbench.claims import Claim, ClaimError, check_claim, parse_claim_text, parse_claims
+from lossbench.report.claims import _verdict_text, claims_table, evaluate_claims
 from lossbench.report.scores import ScoreTable
 from lossbench.report.stats import holm
 from lossbench.suites import SuiteError, load_suite
@@ -295,3 +295,57 @@ def test_replication_suites_validate(path, tmp_path):
 
 def test_replication_suites_exist():
     assert {p.stem for p in REPLICATE} >= {"shakespeare", "markov", "overfit"}
+
+
+def test_rounding_noise_is_no_spread():
+    """Differences equal up to their last bits are 'every seed the same' (the sign test's
+    1/2^n), not a t of 1e15 with p = 1e-60: rounding must not turn an inconclusive claim
+    into a supported one."""
+    d = [-0.1, -0.1000000000000001, -0.09999999999999998, -0.1, -0.1]
+    runs = table({"a": [1.0 + x for x in d], "b": [1.0] * 5})
+    r, _ = evaluate_claims([claim("lower")] * 2, runs)
+    assert r.p == 0.5 ** 5 and r.verdict == "inconclusive"
+    assert r.seeds_needed == 6  # 2 claims: 1/2^6 < 0.05 / 2 < 1/2^5
+    assert "6 seeds would decide" in _verdict_text(r)
+
+
+def test_seeds_needed_is_unknown_at_the_margin_and_named_when_no_value():
+    # mean difference exactly at the margin: no effect to detect, not "2 seeds"
+    (r,) = evaluate_claims([claim("lower")], table({"a": [1.5, 0.5, 1.25, 0.75], "b": [1.0] * 4}))
+    assert r.verdict == "inconclusive" and r.seeds_needed == 0
+    # a finished run without the metric: no test, and the row says why
+    (r,) = evaluate_claims([claim("lower")], table({"a": [0.5, 0.6, math.nan, 0.55, 0.52],
+                                                    "b": [1.0, 1.1, 1.05, 0.98, 1.02]}))
+    assert math.isnan(r.p) and r.verdict == "inconclusive" and "have no m" in r.note
+    (r,) = evaluate_claims([claim("lower")], table({"a": [math.nan] * 3, "b": [math.nan] * 3}))
+    assert r.verdict == "inconclusive" and "no seed has a finite m" in r.note
+
+
+def test_an_error_naming_untrusted_labels_stays_one_line():
+    """Labels and metric columns read from a results folder may hold line breaks: the error
+    that lists them must still be one line."""
+    labels = ["cross\nentropy", "unlikelihood"]
+    claim, errors = check_claim({**GOOD, "a": "cross", "b": "unlikelihood"}, "w", labels,
+                                ["final_seq\rrep", "final_val_ce"])
+    assert claim is None and errors
+    assert all("\n" not in e and "\r" not in e for e in errors), errors
+    assert "cross\\nentropy" in errors[0]
+
+
+def test_seeds_needed_counts_only_the_claims_holm_tests():
+    """A claim with no test is not in Holm's family, so it does not raise the seeds another
+    claim needs: 4 agreeing seeds (p = 1/16) alone need 5 (1/32 < 0.05), not 6."""
+    runs = table({"a": [0.0] * 4, "b": [1.0] * 4})
+    r, untestable = evaluate_claims([claim("lower"), claim("lower", metric="final_none")], runs)
+    assert math.isnan(untestable.p) and r.p_holm == r.p == 1 / 16
+    assert r.verdict == "inconclusive" and r.seeds_needed == 5
+
+
+def test_holm_step_down_by_hand():
+    """Two claims with different p's, adjusted by hand (not by the function under test):
+    the smaller p is doubled, the larger kept but never below the first (monotone)."""
+    strong, weak = claim("lower"), Claim("w", "a", "b", "final_m", "lower", 0.095)
+    r1, r2 = evaluate_claims([strong, weak], table({"a": shifted(-0.1), "b": BASE}))
+    assert r1.p < r2.p < 0.5
+    assert r1.p_holm == pytest.approx(2 * r1.p)
+    assert r2.p_holm == pytest.approx(max(2 * r1.p, r2.p))

@@ -188,3 +188,68 @@ def test_report_refuses_the_exponent_below_four_sizes(tmp_path):
     _fits(doc, three, n_sizes=3, n_seeds=3)
     text = (doc.write() / "report.md").read_text()
     assert "No exponent is reported: 3 sizes were measured" in text and "| ce |" not in text
+
+
+def _scale_text(tmp_path, draw) -> str:
+    from lossbench.report.document import Document
+
+    doc = Document("t", tmp_path)
+    doc.section("Scale")
+    draw(doc)
+    return (doc.write() / "report.md").read_text()
+
+
+@pytest.mark.parametrize("at_large, verb", [
+    ({"a": 1.1, "b": 2.1, "c": 3.1, "d": 4.1}, "predicts"),
+    ({"a": 2.0, "b": 1.0, "c": 3.0, "d": 4.0}, "partly predicts"),
+    ({"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}, "does not predict"),
+])
+def test_the_agreement_sentence_says_what_tau_shows(tmp_path, at_large, verb):
+    """'predicts' only for the same order: a reversed ranking (τ = −1) must not read as one
+    that predicts the other."""
+    from lossbench.report.scale import _agreement
+
+    means = {"small": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}, "large": at_large}
+    text = _scale_text(tmp_path, lambda doc: _agreement(doc, means, ["small", "large"]))
+    assert f"The ranking at small params {verb} the ranking at large: τ = " in text
+    tied = {"small": {"a": 1.0, "b": 1.0}, "large": {"a": 1.0, "b": 2.0}}
+    text = _scale_text(tmp_path, lambda doc: _agreement(doc, tied, ["small", "large"]))
+    assert "cannot be compared" in text and "predict" not in text
+
+
+def test_no_crossover_sentence_without_two_fitted_curves(tmp_path):
+    """Three sizes: no curve is fitted, so 'no two fitted curves cross' would state a
+    finding about curves that do not exist."""
+    from lossbench.report.scale import _crossovers
+
+    three = fit_ladder(N[:3], {"ce": TRUTH(N[:3])[:, None] + np.zeros((3, 3)),
+                               "ls": TRUTH(N[:3])[:, None] + 0.1 + np.zeros((3, 3))}, n_boot=10)
+    text = _scale_text(tmp_path, lambda doc: _crossovers(doc, [], three))
+    assert "No two fitted curves cross" not in text and "no loss has a fitted curve" in text
+
+
+def test_far_requests_name_the_truly_closest_shape_and_big_counts_read_as_G():
+    _, errors = ladder({"params": [1e40]})
+    assert len(errors) == 1 and "closest: 96 layers x 1024 wide" in errors[0], errors
+    from lossbench.scale.ladder import size_label
+    assert [size_label(n) for n in (856, 53_500, 1.55e6, 2.5e9)] == ["856", "53.5k", "1.55M",
+                                                                     "2.5G"]
+
+
+def test_explicit_sizes_bad_shapes_are_one_line(monkeypatch):
+    _, errors = ladder({"sizes": [{"n_layer": 2, "n_embd": 60}]})
+    assert len(errors) == 1 and "not a multiple of head_size (8): give n_head" in errors[0]
+    _, errors = ladder({"sizes": [{"n_layer": 10 ** 7, "n_embd": 64}]})  # would hang counting
+    assert len(errors) == 1 and "at most 96 layers" in errors[0]
+
+
+def test_the_models_own_count_is_checked_against_the_request(monkeypatch):
+    """The shape search counts with a polynomial read off six models; the ladder's count is
+    the model's own, and it too must be within 10% of the request."""
+    import lossbench.scale.ladder as L
+
+    real = L._count_polynomial
+    monkeypatch.setattr(L, "_count_polynomial",
+                        lambda model, vocab: (lambda n_l, c: 0.5 * real(model, vocab)(n_l, c)))
+    _, errors = ladder({"params": [3e5]})
+    assert len(errors) == 1 and "not 3e+05 within 10%" in errors[0], errors

@@ -23,7 +23,7 @@ from lossbench.losses.registry import LossSpec
 # Small shapes: properties are about the math, and shrinking works best on few elements.
 MAX_BATCH, MAX_TIME, MAX_VOCAB = 3, 6, 8
 IGNORE_INDICES = (-100, -1, 0)  # 0: an in-vocabulary padding id must be honoured too
-EXTREME = 1e4  # the stability bound for fp32 logits
+EXTREME = 1e4  # the stability bound the checks promise for fp32 logits (README)
 
 
 def _tensor_repr(t: torch.Tensor) -> str:

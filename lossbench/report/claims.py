@@ -17,10 +17,14 @@ d_s = a_s - b_s (b a constant: a_s - b).
   (its smallest one-sided p is 1/2^n); the t-test assumes roughly normal differences,
   which the section says.
 - **Holm** across the claims of the report, separately for the claim and for its
-  opposite. Verdict: supported (the claim's Holm p < 0.05), contradicted (the opposite's:
+  opposite: each kind of verdict, "supported" and
+  "contradicted", keeps its family-wise error under alpha, so a wrong verdict of either
+  kind has a chance of at most 2 alpha (one Holm family over both would halve each
+  side's level). Verdict: supported (the claim's Holm p < 0.05), contradicted (the opposite's:
   a significantly on the other side of the margin, or for equal, outside it), otherwise
   inconclusive, with the seeds a paired t-test would need at the observed effect
-  (stats.paired_t_seeds at the Bonferroni level alpha / claims, one-sided).
+  (stats.paired_t_seeds at Holm's first-step level, alpha / the claims with a test,
+  one-sided; every seed's difference the same: the sign test's n, 1/2^n below that level).
 - **The effect** is the mean of d with the project's interval rule (stats.interval): the
   seeds' range below 5 seeds, a 95% bootstrap CI from 5.
 """
@@ -79,7 +83,9 @@ def _scored(claim: Claim, scores: ScoreTable) -> tuple[list[float], int, str]:
         note = f"{max(len(a), len(b)) - len(seeds)} seed(s) ran on one side only: not paired"
     seen = [v for s in seeds for v, ok in (a[s], b[s]) if ok and math.isfinite(v)]
     if not seen:
-        return [float("nan")] * len(seeds), sum(not (a[s][1] and b[s][1]) for s in seeds), note
+        why = f"no seed has a finite {claim.short_metric} on either side: no test"
+        return ([float("nan")] * len(seeds), sum(not (a[s][1] and b[s][1]) for s in seeds),
+                "; ".join(filter(None, [note, why])) if seeds else note)
     lo, hi = min(seen), max(seen)
     top = hi  # a finished run's inf: steps to target never reached: at least its last step
     if claim.metric == "steps_to_target" and "steps" in runs:
@@ -106,15 +112,28 @@ def _scored(claim: Claim, scores: ScoreTable) -> tuple[list[float], int, str]:
             else:
                 vb = hi if abs(hi - va) >= abs(lo - va) else lo
         diffs.append(va - vb)
+    missing = sum(not math.isfinite(x) for x in diffs)
+    if missing:  # a finished run without this metric: no test, and the section says why
+        note = "; ".join(filter(None, [note, f"{missing} finished seed(s) have no "
+                                             f"{claim.short_metric}: no test"]))
     return diffs, against, note
+
+
+def _no_spread(d: np.ndarray, at: float = 0.0) -> bool:
+    """Every seed's difference the same, up to floating-point rounding: a - b computed from
+    values near 2.0 differs in its last bits (a spread of 1e-17 around -0.1), which would
+    give a t of 1e15 and p = 1e-60 where exactly equal differences give no t at all."""
+    scale = max(float(np.abs(d).max()), abs(at))
+    return float(np.ptp(d)) <= 1e-9 * scale
 
 
 def _t(d: np.ndarray, at: float, alternative: str) -> float:
     """One-sided one-sample t-test p of d against ``at``. With no spread (every seed the
-    same, e.g. steps to target) there is no t: the exact sign test's p, 1/2^n when every
-    seed is beyond ``at``, else 1."""
-    if np.all(d == d[0]):
-        beyond = d[0] < at if alternative == "less" else d[0] > at
+    same, e.g. steps to target, or the same up to rounding) there is no t: the exact sign
+    test's p, 1/2^n when every seed is beyond ``at``, else 1."""
+    if _no_spread(d, at):
+        mean = float(d.mean())
+        beyond = mean < at if alternative == "less" else mean > at
         return 0.5 ** len(d) if beyond else 1.0
     return float(sps.ttest_1samp(d, at, alternative=alternative).pvalue)
 
@@ -134,17 +153,25 @@ def _tests(claim: Claim, d: np.ndarray) -> tuple[float, float]:
 
 
 def _seeds_needed(claim: Claim, d: np.ndarray, alpha: float) -> int:
-    """Seeds a one-sided paired t-test at ``alpha`` would need to decide at the observed
-    effect (toward the claim or against it); 0 when unknown."""
-    if len(d) < 2 or not np.all(np.isfinite(d)) or d.std(ddof=1) == 0:
+    """Seeds a one-sided paired test at ``alpha`` would need to decide at the observed
+    effect (toward the claim or against it); 0 when unknown (no effect beyond the margin
+    either way). Every seed the same: the sign test's, the fewest n with 1/2^n < alpha
+    (2/2^n for 'outside an equality margin', a two-sided test)."""
+    if len(d) < 2 or not np.all(np.isfinite(d)):
         return 0
-    mean, sd, m = float(d.mean()), float(d.std(ddof=1)), claim.margin
+    mean, m = float(d.mean()), claim.margin
     if claim.direction == "equal":
-        distance = m - abs(mean) if abs(mean) < m else abs(mean) - m
+        distance = m - abs(mean)
     else:
         distance = mean + m if claim.direction == "lower" else mean - m
+    if distance == 0:
+        return 0
+    if _no_spread(d, m):
+        two_sided = claim.direction == "equal" and distance < 0
+        return math.floor(math.log2((2 if two_sided else 1) / alpha)) + 1
     # one-sided at alpha = two-sided at 2 alpha
-    return max(2, paired_t_seeds(abs(distance) / sd, alpha=min(1.0, 2 * alpha)))
+    needed = paired_t_seeds(abs(distance) / float(d.std(ddof=1)), alpha=min(1.0, 2 * alpha))
+    return max(2, needed) if needed else 0
 
 
 def evaluate_claims(claims, scores: ScoreTable) -> list[ClaimResult]:
@@ -159,7 +186,9 @@ def evaluate_claims(claims, scores: ScoreTable) -> list[ClaimResult]:
         raw.append(ClaimResult(claim, len(d), against, tuple(diffs), interval(d), p, p_against,
                                note=note))
     p_holm, against_holm = holm([r.p for r in raw]), holm([r.p_against for r in raw])
-    alpha_each = ALPHA / max(1, len(raw))
+    # Holm's family is the claims with a test (a NaN p is left out of it): the seeds needed
+    # are for its first step, alpha / that many
+    alpha_each = ALPHA / max(1, sum(math.isfinite(r.p) for r in raw))
     out = []
     for r, ph, pa in zip(raw, p_holm, against_holm):
         verdict = ("supported" if ph < ALPHA else "contradicted" if pa < ALPHA
@@ -223,10 +252,11 @@ def section(doc: Document, results: list[ClaimResult]) -> None:
              f"equal: TOST (|Δ| ≤ margin). A t-test assumes roughly normal Δ; it is used "
              f"because with Holm across the claims and 5–8 seeds the exact Wilcoxon test of "
              f"the Statistics section could not reach 0.05. p is Holm-corrected across the "
-             f"claims; contradicted: the opposite is significant (its p is shown). Every "
-             f"seed equal: the exact sign test's 1/2^n. A run that diverged or failed is "
-             f"scored at the worst value seen, against the claim, never dropped; a target "
-             f"never reached, at the run's last step.")
+             f"claims, and so is the opposite's (a wrong verdict of either kind: at most "
+             f"2 × 0.05); contradicted: the opposite is significant (its p is shown). Every "
+             f"seed's Δ equal (up to rounding): the exact sign test's 1/2^n. A run that "
+             f"diverged or failed is scored at the worst value seen, against the claim, never "
+             f"dropped; a target never reached, at the run's last step.")
     rows = []
     for r in results:
         seeds = f"{r.n_pairs}" + (f" ({r.against} against: not finished)" if r.against else "")
@@ -240,7 +270,7 @@ def section(doc: Document, results: list[ClaimResult]) -> None:
 def stated_claims(meta: dict, texts, scores: ScoreTable) -> list[Claim]:
     """The experiment's [[claims]] (validated when the suite was loaded) then the command
     line's ``--claim`` texts, checked against these runs' labels and metrics (ClaimError)."""
-    from lossbench.claims import ClaimError, check_claim, parse_claim_text
+    from lossbench.claims import ClaimError, _names, check_claim, parse_claim_text
     from lossbench.report.metrics import BY_COLUMN
 
     columns = [c for c in scores.runs.columns if c.startswith("final_") or c in BY_COLUMN]
@@ -250,7 +280,8 @@ def stated_claims(meta: dict, texts, scores: ScoreTable) -> list[Claim]:
                                 if isinstance(r, dict) and isinstance(r.get("label"), str))]
     out, errors = [], []
     for i, raw in enumerate(meta.get("claims") or []):
-        claim, problems = check_claim(raw, f"experiment {meta.get('id', '')}: claims[{i}]",
+        claim, problems = check_claim(raw, f"experiment {_names([meta.get('id', '')])}: "
+                                           f"claims[{i}]",
                                       dict.fromkeys(labels), [*BY_COLUMN, *columns])
         out += [claim] if claim else []
         errors += problems

@@ -180,6 +180,11 @@ def _fits(doc: Document, fits: dict[str, Fit], n_sizes: int, n_seeds: int) -> No
 
 
 def _crossovers(doc: Document, found, fits: dict[str, Fit]) -> None:
+    fitted = sum(f.law is not None for f in fits.values())
+    if fitted < 2:
+        doc.text(f"No crossovers: {'only one loss has' if fitted else 'no loss has'} a fitted "
+                 f"curve, and a crossing needs two.")
+        return
     if not found:
         doc.text("No two fitted curves cross between a hundredth of the smallest size and a "
                  "hundred times the largest.")
@@ -201,12 +206,26 @@ def _crossovers(doc: Document, found, fits: dict[str, Fit]) -> None:
                for c in found])
 
 
+def _predicts(tau: float) -> str:
+    """The verb the sentence can honestly use: τ = 1 is the same order, 0 < τ < 1 part of
+    it, τ <= 0 none of it (τ = −1 is the order reversed)."""
+    if tau >= 1 - 1e-12:
+        return "predicts"
+    return "partly predicts" if tau > 0 else "does not predict"
+
+
 def _agreement(doc: Document, means, sizes: list[str]) -> None:
     if len(sizes) < 2:
         return
     first = rank_agreement(means, sizes[0], sizes[-1])
-    text = (f"The ranking at {sizes[0]} params predicts the ranking at {sizes[-1]}: "
-            f"τ = {fmt(first.tau, 3)} (Kendall, p = {fmt(first.p_value, 3)}, {first.n} losses")
+    if math.isfinite(first.tau):
+        text = (f"The ranking at {sizes[0]} params {_predicts(first.tau)} the ranking at "
+                f"{sizes[-1]}")
+    else:
+        text = (f"The rankings at {sizes[0]} and {sizes[-1]} params cannot be compared (fewer "
+                f"than two losses, or every loss tied at one of the sizes)")
+    text += (f": τ = {fmt(first.tau, 3)} (Kendall, p = {fmt(first.p_value, 3)}, "
+             f"{first.n} losses")
     if first.n > 1 and first.min_p > 0.05:
         text += f"; with {first.n} losses no τ can reach p < 0.05, the smallest p is " \
                 f"{fmt(first.min_p, 2)}"

@@ -37,6 +37,7 @@ from lossbench.config import ModelConfig, RunConfig, TrainConfig
 
 WITHIN = 0.10  # a requested parameter count is met within 10%
 MAX_HEADS, MAX_LAYERS = 128, 96
+MAX_WIDTH = 16384  # an explicit size past these is a typo (and would take minutes to count)
 SCALE_KEYS = {"params", "sizes", "head_size", "aspect", "steps", "tokens_per_param"}
 MIN_SIZES_FOR_FIT = 4  # E, A and alpha from fewer sizes leave nothing to check the fit with
 
@@ -109,8 +110,8 @@ def shape_for(params: float, model: ModelConfig, vocab: int, *, head_size: int,
     n = count(L, C)
     err = np.abs(n / params - 1.0)
     ok = err <= WITHIN
-    if not ok.any():
-        i = np.unravel_index(np.argmin(err), err.shape)
+    if not ok.any():  # the closest on a log scale: |n / params - 1| is 1.0 for every n << params
+        i = np.unravel_index(np.argmin(np.abs(np.log(np.maximum(n, 1.0) / params))), err.shape)
         return (f"no shape with n_embd a multiple of head_size={head_size} has {params:.3g} "
                 f"parameters within {WITHIN:.0%} (closest: {int(L[i])} layers x {int(C[i])} "
                 f"wide, {int(round(n[i])):,})")
@@ -130,7 +131,9 @@ def budget_steps(n_params: int, train: TrainConfig, block_size: int, *,
 
 
 def size_label(n: float) -> str:
-    """'1.55M', '53.5k', '856': a parameter count as reports name a size."""
+    """'1.55M', '53.5k', '856', '2.5G': a parameter count as reports name a size."""
+    if n >= 1e9:
+        return f"{n / 1e9:.3g}G"
     if n >= 1e6:
         return f"{n / 1e6:.3g}M"
     return f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.3g}"
@@ -194,7 +197,15 @@ def parse_scale(table: Any, where: str, errors: list[str], *, model: ModelConfig
                 errors.append(f"{w} sizes[{i}]: expected {{ n_layer = .., n_embd = .. }} "
                               f"(n_head optional) as positive integers")
                 continue
+            if s["n_layer"] > MAX_LAYERS or s["n_embd"] > MAX_WIDTH:
+                errors.append(f"{w} sizes[{i}]: at most {MAX_LAYERS} layers and {MAX_WIDTH} "
+                              f"wide (got {s['n_layer']} x {s['n_embd']})")
+                continue
             n_head = s.get("n_head", max(1, s["n_embd"] // head_size))
+            if "n_head" not in s and s["n_embd"] % n_head:  # the default did not divide it
+                errors.append(f"{w} sizes[{i}]: n_embd ({s['n_embd']}) is not a multiple of "
+                              f"head_size ({head_size}): give n_head")
+                continue
             if not _positive(n_head, integer=True) or s["n_embd"] % n_head:
                 errors.append(f"{w} sizes[{i}]: n_embd ({s['n_embd']}) must be divisible by "
                               f"n_head ({n_head})")
@@ -206,9 +217,15 @@ def parse_scale(table: Any, where: str, errors: list[str], *, model: ModelConfig
     for n_layer, n_head, n_embd, wanted in shapes:
         m = dataclasses.replace(model, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
         n = count_params(m, vocab)
+        if wanted is not None and abs(n / wanted - 1.0) > WITHIN:  # the search's count was off
+            errors.append(f"{w} params: {n_layer} layers x {n_embd} wide has {n:,} parameters, "
+                          f"not {wanted:.3g} within {WITHIN:.0%}")
+            continue
         out.append(Size("", n_layer, n_head, n_embd, n,
                         budget_steps(n, train, model.block_size, steps=steps,
                                      tokens_per_param=ratio), wanted))
+    if len(errors) > n0:
+        return None
     out.sort(key=lambda s: s.n_params)
     labels = [size_label(s.n_params) for s in out]
     out = [dataclasses.replace(s, label=lab if labels.count(lab) == 1
