@@ -84,7 +84,7 @@ def metric_column(name: str, columns) -> str | None:
     return None
 
 
-def _names(options) -> str:
+def printable_names(options) -> str:
     """Names joined for an error line; a label read from a results folder may hold a line
     break or a control character, which would split the one-line error (shown escaped)."""
     return ", ".join(o if str(o).isprintable() else repr(o)[1:-1] for o in map(str, options))
@@ -92,7 +92,7 @@ def _names(options) -> str:
 
 def _closest(word: str, options) -> str:
     close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
-    return f" (did you mean {_names(close)}?)" if close else ""
+    return f" (did you mean {printable_names(close)}?)" if close else ""
 
 
 def _number(value) -> bool:
@@ -111,11 +111,11 @@ def check_claim(raw: dict, where: str, labels, columns=BY_COLUMN) -> tuple[Claim
     a, b = raw.get("a"), raw.get("b")
     if "a" in raw and not (isinstance(a, str) and a in labels):
         errors.append(f"{where}: a: {a!r} is not a label of the suite{_closest(str(a), labels)}"
-                      f" (labels: {_names(labels)})")
+                      f" (labels: {printable_names(labels)})")
     if "b" in raw and not (_number(b) or (isinstance(b, str) and b in labels)):
         errors.append(f"{where}: b: {b!r} is neither a label of the suite "
                       f"{_closest(str(b), labels)}nor a finite number (labels: "
-                      f"{_names(labels)})")
+                      f"{printable_names(labels)})")
     if isinstance(a, str) and a == b:
         errors.append(f"{where}: a and b are the same label {a!r}: nothing to compare")
     metric = raw.get("metric")
@@ -123,7 +123,7 @@ def check_claim(raw: dict, where: str, labels, columns=BY_COLUMN) -> tuple[Claim
     if "metric" in raw and column is None:
         known = sorted(c.removeprefix("final_") for c in columns)
         errors.append(f"{where}: metric: {metric!r} is not a final metric"
-                      f"{_closest(str(metric), known)} (metrics: {_names(known)})")
+                      f"{_closest(str(metric), known)} (metrics: {printable_names(known)})")
     direction = raw.get("direction")
     if "direction" in raw and direction not in DIRECTIONS:
         errors.append(f"{where}: direction: expected one of {', '.join(DIRECTIONS)}, got "

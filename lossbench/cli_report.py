@@ -57,14 +57,15 @@ def write_report(results_dir, out, experiment=None, **options):
 def contradicted_claims(out, experiment: str | None = None) -> list[str]:
     """The statements of the experiment's contradicted claims, each also printed on stderr
     (`lossbench run --fail-on-claims` exits 3 when there is one)."""
+    from lossbench.claims import printable_names
     from lossbench.report.evidence import gather
 
     ev = gather(out, with_results=False, experiment=experiment)
     bad = [r.claim for r in ev.claims if r.verdict == "contradicted"]
-    for claim in bad:
+    for claim in bad:  # names and labels come from the results folder: shown escaped
         same = claim.name == claim.statement()
-        click.echo(f"lossbench: claim contradicted: {claim.name}"
-                   + ("" if same else f" ({claim.statement()})"), err=True)
+        click.echo(f"lossbench: claim contradicted: {printable_names([claim.name])}"
+                   + ("" if same else f" ({printable_names([claim.statement()])})"), err=True)
     return [c.statement() for c in bad]
 
 

@@ -226,7 +226,7 @@ def test_claims_csv_has_every_number():
 
 CLAIMS = """
 [[claims]]
-name = "<b>**mse**</b> ≈ =1+1"
+name = "<b>**mse**</b> ≈ =1+1\\u001b[2J"
 a = "mse"
 b = 100.0
 metric = "val_ce"
@@ -249,6 +249,7 @@ def test_fail_on_claims_report_claim_and_escaping(tmp_path):
     proc = run("run", suite, "--out", out, "--workers", "2", "--fail-on-claims")
     assert proc.returncode == 3, proc.stderr  # val CE is nowhere near 100: contradicted
     assert "claim contradicted" in proc.stderr
+    assert "\x1b" not in proc.stderr and "=1+1\\x1b[2J" in proc.stderr  # no terminal escape
     assert run("run", suite, "--out", out, "--workers", "2").returncode == 0  # flag off: 0
     report = next((out / "reports").iterdir())
     md = (report / "report.md").read_text()

@@ -270,7 +270,7 @@ def section(doc: Document, results: list[ClaimResult]) -> None:
 def stated_claims(meta: dict, texts, scores: ScoreTable) -> list[Claim]:
     """The experiment's [[claims]] (validated when the suite was loaded) then the command
     line's ``--claim`` texts, checked against these runs' labels and metrics (ClaimError)."""
-    from lossbench.claims import ClaimError, _names, check_claim, parse_claim_text
+    from lossbench.claims import ClaimError, check_claim, parse_claim_text, printable_names
     from lossbench.report.metrics import BY_COLUMN
 
     columns = [c for c in scores.runs.columns if c.startswith("final_") or c in BY_COLUMN]
@@ -280,7 +280,7 @@ def stated_claims(meta: dict, texts, scores: ScoreTable) -> list[Claim]:
                                 if isinstance(r, dict) and isinstance(r.get("label"), str))]
     out, errors = [], []
     for i, raw in enumerate(meta.get("claims") or []):
-        claim, problems = check_claim(raw, f"experiment {_names([meta.get('id', '')])}: "
+        claim, problems = check_claim(raw, f"experiment {printable_names([meta.get('id', '')])}: "
                                            f"claims[{i}]",
                                       dict.fromkeys(labels), [*BY_COLUMN, *columns])
         out += [claim] if claim else []
