@@ -45,13 +45,21 @@ class ModelConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # python factory's keywords
     init_from: str | None = None  # start every run from these weights (fine-tuning)
     init_hash: str | None = derived(None)  # sha256 of init_from, filled in when resolved
+    # sha256 of the files that define a non-built-in model (a factory's module source, an
+    # hf_path's config.json), filled in when resolved: the run id changes when they do
+    arch_hash: str | None = derived(None)
 
     def __post_init__(self):
         from lossbench.validation import arch_problem
 
         cross = []
-        if (text := arch_problem(self.arch, self.hf_config, self.hf_path)) is not None:
+        if fields_ok(self, "arch", "hf_config", "hf_path") and \
+                (text := arch_problem(self.arch, self.hf_config, self.hf_path)) is not None:
             cross.append(("arch", text))
+        if fields_ok(self, "arch", "dropout") and self.dropout and self.arch != "gpt":
+            cross.append(("dropout", "dropout: applies to arch = \"gpt\" only (an hf model's "
+                                     "is its config's, e.g. attention_dropout; a factory's its "
+                                     "own): it would change the run id and nothing else"))
         if fields_ok(self, "n_embd", "n_head") and self.n_embd % self.n_head:
             cross.append(("n_embd", f"n_embd ({self.n_embd}) must be divisible by "
                                     f"n_head ({self.n_head})"))
@@ -148,7 +156,7 @@ _ADDED_AT_DEFAULT = (
     ("data", "tokenizer_hash", None), ("data", "text_field", "text"), ("data", "split", "train"),
     ("model", "arch", "gpt"), ("model", "hf_config", {}), ("model", "hf_path", None),
     ("model", "model_kwargs", {}), ("model", "init_from", None), ("model", "init_hash", None),
-    ("train", "save_weights", False),
+    ("model", "arch_hash", None), ("train", "save_weights", False),
 )
 
 

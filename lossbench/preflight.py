@@ -19,6 +19,9 @@ from lossbench.tuning import TRAIN_KEYS, TuneSpec, apply_setting, settings
 from lossbench.validation import (machine_memory, memory_need, memory_problem,
                                   value_problem)
 
+# the n-gram teacher's peak per training token (measured with tracemalloc, orders 1 and 2):
+# the int64 copy of the tokens, the context ids and the (context, target) ids, 8 bytes each
+NGRAM_BYTES_PER_TOKEN = 24
 # the [data] key that decides how many tokens a corpus has
 _SIZE_KEY = {"markov": "markov_tokens", "text": "path", "stdlib": "stdlib_max_bytes",
              "tokens": "path", "hf": "path"}
@@ -53,6 +56,9 @@ def resolve_corpus(data: DataConfig, model: ModelConfig, train: TrainConfig, *, 
         problems.append(f"[data] ngram_order: an order-{data.ngram_order} n-gram teacher over "
                         f"{facts.vocab_size} tokens has {facts.vocab_size}**{data.ngram_order} "
                         f"entries, more than {NGRAM_MAX_ENTRIES:,}; use a lower ngram_order")
+    if needs_ngram and data.corpus in ("tokens", "hf"):  # mapped, but the teacher counts
+        #   the whole training split in int64 arrays (lossbench.data.teachers.ngram_counts)
+        facts = dataclasses.replace(facts, build_bytes=facts.n_train * NGRAM_BYTES_PER_TOKEN)
     problems += _memory_problems(facts, model, train, device, key)
     if facts.content_hash is not None:
         data = dataclasses.replace(data, content_hash=facts.content_hash)
@@ -73,29 +79,32 @@ def device_problem(device) -> str | None:
 
 
 def resolve_model(model: ModelConfig) -> tuple[ModelConfig, list[str]]:
-    """``model`` with init_from's hash filled in (the run ids then change with the weights),
+    """``model`` with init_from's hash and the hash of its definition files filled in (the
+    run ids then change with the weights, a factory's module, an hf_path's config.json),
     and what would stop it from being built: a missing extra, a config transformers cannot
     read, a factory that does not import, weights that are not there."""
     problems = []
+    what = "hf_path" if model.hf_path else "hf_config" if model.arch == "hf" else "arch"
     try:
-        if model.arch == "hf":
-            from lossbench.models.hf import hf_config
+        if model.arch != "gpt":
+            from lossbench.models import arch_hash, check_build
 
-            hf_config(model, 256)  # the corpus's vocabulary replaces this one at run time
-        elif model.arch.startswith("python:"):
-            from lossbench.models import _factory
-
-            _factory(model.arch)
+            check_build(model)  # on the meta device: what building shows, at no cost
+            model = dataclasses.replace(model, arch_hash=arch_hash(model))
     except ImportError as exc:
         problems.append(f"[model] arch: {str(exc).splitlines()[0]}")
+    except FileNotFoundError as exc:  # an hf_path that is not there
+        problems.append(f"[model] {what}: {exc}")
     except Exception as exc:  # an unknown model_type, a bad key, a factory that is missing
-        what = "hf_path" if model.hf_path else "hf_config" if model.arch == "hf" else "arch"
         problems.append(f"[model] {what}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     if model.init_from:
-        from lossbench.models.weights import weights_hash
+        from lossbench.models.weights import check_loadable, weights_hash
 
         try:
             model = dataclasses.replace(model, init_hash=weights_hash(model.init_from))
+            check_loadable(model.init_from)
+        except ImportError as exc:  # safetensors files without the extra
+            problems.append(f"[model] init_from: {exc}")
         except OSError as exc:  # weight_files names init_from and what it looked for
             problems.append(f"[model] {exc}" if str(exc).startswith("init_from")
                             else f"[model] init_from: {exc}")

@@ -94,11 +94,28 @@ def test_suite_arch_problems_are_one_line_each(tmp_path):
     bad = [({"arch": "python:tests.fixtures.archs:no_such"}, "[model] arch: AttributeError"),
            ({"arch": "hf", "hf_config": {"model_type": "no-such-model"}}, "[model] hf_config:"),
            ({"arch": "llama"}, "[model] arch: unknown value 'llama'"),
-           ({"init_from": str(tmp_path / "nothing")}, "[model] init_from: no such file or folder")]
+           ({"init_from": str(tmp_path / "nothing")}, "[model] init_from: no such file or folder"),
+           ({"arch": 5}, "[model] arch: expected str, got 5"),
+           ({"arch": FACTORY, "dropout": 0.1}, "[model] dropout: applies to arch = \"gpt\""),
+           ({"arch": "hf", "hf_config": "llama"}, "[model] hf_config: expected dict"),
+           ({"arch": "hf", "hf_path": str(tmp_path / "nothing")},
+            "[model] hf_path: no such file or folder"),
+           ({"arch": "hf", "hf_path": "gpt2"}, "[model] hf_path: no such file or folder"),
+           # what only building the model shows (done on the meta device: no memory, no RNG)
+           ({"arch": "hf", "hf_config": {"model_type": "t5"}},
+            "[model] hf_config: ValueError: Unrecognized configuration class"),
+           ({"arch": FACTORY, "model_kwargs": {"nope": 1}},
+            "[model] arch: TypeError: PairLM.__init__() got an unexpected keyword argument"),
+           ({"arch": "python:tests.fixtures.archs:wrong_shape"},
+            "[model] arch: ValueError: the model must map (B, T) ids to (B, T, V) logits"),
+           ({"arch": "python:operator:add"}, "[model] arch: TypeError: python:operator:add "
+                                             "returned int, not a torch.nn.Module")]
+    state = torch.random.get_rng_state()
     for model, fragment in bad:
         with pytest.raises(SuiteError) as info:
             load_suite(suite_file(tmp_path, {"markov_tokens": 5000}, model))
         assert len(info.value.errors) == 1 and fragment in info.value.errors[0], info.value.errors
+    assert torch.equal(torch.random.get_rng_state(), state)  # preflight drew no random number
 
 
 def test_finetuning_suite_starts_every_loss_from_the_saved_checkpoint(tmp_path):
@@ -231,3 +248,89 @@ def test_a_factory_in_the_working_directory_imports_from_the_lossbench_script(tm
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert {r["status"] for r in load(tmp_path / "out")[0].to_dict("records")} == {"done"}
+
+
+def test_default_run_ids_are_unchanged_by_the_model_definition_hash():
+    """The id of a default run, written down before arch_hash existed: results on disk
+    keep their ids (a built-in GPT has no definition file to hash)."""
+    from lossbench.config import RunConfig
+
+    assert RunConfig().run_id() == "cross_entropy-1c91d80e77dc"
+    assert ModelConfig().arch_hash is None
+
+
+def test_editing_the_model_definition_changes_the_run_id(tmp_path, monkeypatch):
+    """A factory's module file and an hf_path's config.json are hashed into the run id (like
+    init_from's weights): editing either must not reuse the results of the old model."""
+    pytest.importorskip("transformers")
+    from lossbench.models.hf import hf_config
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = (Path(__file__).parent / "fixtures" / "archs.py").read_text()
+    (tmp_path / "edited_factory_mod.py").write_text(source)
+    hf_config(arch("hf"), 8).save_pretrained(tmp_path / "cfg")  # config.json only
+    data = {"markov_tokens": 20000, "markov_vocab": 8}
+    kinds = {"python": {"arch": "python:edited_factory_mod:tiny_mlp"},
+             "hf": {"arch": "hf", "hf_path": str(tmp_path / "cfg")}}
+
+    def ids(kind):
+        return [r.run_id() for r in load_suite(suite_file(tmp_path, data, kinds[kind])).runs]
+
+    before = {kind: ids(kind) for kind in kinds}
+    assert {kind: ids(kind) for kind in kinds} == before  # same files, same results
+    stale = load_suite(suite_file(tmp_path, data, kinds["python"])).runs[0]
+    (tmp_path / "edited_factory_mod.py").write_text(source.replace("nn.Dropout(0.1)",
+                                                                   "nn.Dropout(0.2)"))
+    monkeypatch.delitem(sys.modules, "edited_factory_mod")  # as a new process would import it
+    cfg = json.loads((tmp_path / "cfg" / "config.json").read_text())
+    (tmp_path / "cfg" / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 48}))
+    for kind in kinds:
+        assert not set(ids(kind)) & set(before[kind]), kind
+    with pytest.raises(ValueError, match="changed since the suite was resolved"):
+        models.build(stale.model, 8, 0)  # a resolved config refuses the edited file
+
+
+def test_a_shard_index_names_files_inside_its_folder_only(tmp_path):
+    """model.safetensors.index.json comes with someone's checkpoint folder: a shard named
+    outside the folder (absolute, or through ..) is refused, not hashed and loaded, and an
+    index that is not a {"weight_map": {key: file}} table is one problem line."""
+    torch.save(models.build(TINY.model, 8, 0).state_dict(), tmp_path / "mine.pt")
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    index = folder / "model.safetensors.index.json"
+    for weight_map, fragment in [({"a": str(tmp_path / "mine.pt")}, "outside"),
+                                 ({"a": "../mine.pt"}, "outside"),
+                                 ([1, 2], "unreadable"), ({"a": 3}, "unreadable")]:
+        index.write_text(json.dumps({"weight_map": weight_map}))
+        with pytest.raises(SuiteError) as info:
+            load_suite(suite_file(tmp_path, {"markov_tokens": 5000}, {"init_from": str(folder)}))
+        assert len(info.value.errors) == 1 and "[model] init_from" in info.value.errors[0] \
+            and fragment in info.value.errors[0], info.value.errors
+
+
+def test_safetensors_init_from_without_the_extra_stops_before_any_run(tmp_path, monkeypatch):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    state = models.build(TINY.model, 8, 0).state_dict()
+    state.pop("lm_head.weight")  # tied to the embedding: loaded through it
+    safetensors_torch.save_file(state, str(tmp_path / "w.safetensors"))
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(SuiteError) as info:
+        load_suite(suite_file(tmp_path, {"markov_tokens": 5000},
+                              {"init_from": str(tmp_path / "w.safetensors")}))
+    assert len(info.value.errors) == 1 and "[model] init_from" in info.value.errors[0] and \
+        "pip install 'lossbench[hf]'" in info.value.errors[0], info.value.errors
+
+
+def test_a_factory_edited_after_this_process_imported_it_is_refused(tmp_path, monkeypatch):
+    """The run id hashes the module file on disk; the process would still build with the
+    code it imported before the edit: that mix is refused (restart to use the new code)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = (Path(__file__).parent / "fixtures" / "archs.py").read_text()
+    (tmp_path / "edited_in_process_mod.py").write_text(source)
+    model = {"arch": "python:edited_in_process_mod:tiny_mlp"}
+    load_suite(suite_file(tmp_path, {"markov_tokens": 20000, "markov_vocab": 8}, model))
+    (tmp_path / "edited_in_process_mod.py").write_text(source + "\n# edited\n")
+    with pytest.raises(SuiteError, match=r"\[model\] arch: .*changed since this process "
+                                         r"imported it"):
+        load_suite(suite_file(tmp_path, {"markov_tokens": 20000, "markov_vocab": 8}, model))

@@ -135,6 +135,41 @@ def test_meta_pkl_is_plain_data_only(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("itos", [{0: "a", 1: "b", "x": "c"}, {0: "a", 1: "a", 2: "c"},
+                                  {0: "a", 1: "bc", 2: "d"}])
+def test_a_meta_pkl_table_that_is_not_a_character_table_shows_ids(tmp_path, itos):
+    """nanoGPT's itos is {id: character}; any other table (mixed keys, repeated or longer
+    strings) is not one: samples show ids, rather than every run failing to load."""
+    ids = token_ids(vocab=3)
+    write_token_folder(tmp_path / "t", ids[:5000], ids[5000:], 3)
+    (tmp_path / "t" / "meta.json").unlink()
+    (tmp_path / "t" / "meta.pkl").write_bytes(pickle.dumps({"vocab_size": 3, "itos": itos}))
+    corpus = load_corpus(DataConfig(corpus="tokens", path=str(tmp_path / "t")))
+    assert corpus.tokenizer.decode([0, 2]) == "0 2"
+
+
+def test_meta_pkl_refuses_extension_codes_that_bypass_find_class(tmp_path):
+    """EXT1/2/4 name a copyreg extension: the C unpickler takes one it has seen before from
+    its cache without calling find_class. With one registered (by any library in the
+    process), a meta.pkl could still call a function: such opcodes are refused outright."""
+    import copyreg
+
+    ids = token_ids(vocab=5)
+    write_token_folder(tmp_path / "ext", ids[:5000], ids[5000:], 5)
+    (tmp_path / "ext" / "meta.json").unlink()
+    # {"vocab_size": 5, "x": <extension 240>()}
+    crafted = (b"\x80\x02}(X\n\x00\x00\x00vocab_sizeK\x05X\x01\x00\x00\x00x"
+               b"\x82\xf0)Ru.")
+    (tmp_path / "ext" / "meta.pkl").write_bytes(crafted)
+    copyreg.add_extension("os", "getpid", 240)
+    try:
+        assert pickle.loads(crafted)["x"] == os.getpid()  # what it would do: call a function
+        with pytest.raises(ValueError, match=r"meta.pkl: unreadable .*EXT1"):
+            load_corpus(DataConfig(corpus="tokens", path=str(tmp_path / "ext")))
+    finally:
+        copyreg.remove_extension("os", "getpid", 240)
+
+
 def train_tokenizer(path, vocab=300):
     tk = tokenizers
     tok = tk.Tokenizer(tk.models.BPE())  # GPT-2's scheme: byte-level, an end-of-text token
@@ -265,3 +300,59 @@ def test_training_batches_do_not_grow_the_resident_set(tmp_path):
     grown = psutil.Process().memory_info().rss - before
     assert grown < 16 * 2**20, f"resident set grew by {grown / 2**20:.0f} MiB"
     assert torch.equal(x[0], torch.arange(int(x[0, 0]), int(x[0, 0]) + 16) % 300)
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_hashed_again(token_folder):
+    """cp -p, rsync -a, tar x and touch -r carry a file's mtime over: the cached hash must
+    not outlive the bytes it was computed from (the key also has the inode change time,
+    which no tool can set, and the inode)."""
+    folder, ids = token_folder
+    first = resolved(DataConfig(corpus="tokens", path=str(folder)))
+    st = os.stat(folder / "train.bin")
+    changed = ids.copy()
+    changed[7] = (changed[7] + 1) % 300
+    changed[:5000].astype(np.uint16).tofile(folder / "train.bin")  # same size
+    os.utime(folder / "train.bin", ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    assert os.stat(folder / "train.bin").st_mtime_ns == st.st_mtime_ns
+    again = resolved(DataConfig(corpus="tokens", path=str(folder)))
+    assert again.content_hash != first.content_hash
+    with pytest.raises(ValueError, match="changed since the suite was resolved"):
+        load_corpus(first)
+
+
+def test_a_damaged_tokenized_cache_is_tokenized_again(tmp_path, saved_dataset):
+    """The cached token folder records its token counts: a file cut short (a crash before
+    the data reached the disk, a full disk, a stray edit) is rebuilt, not trained on under
+    the dataset's run id."""
+    path, _ = saved_dataset
+    data = DataConfig(corpus="hf", path=str(path), tokenizer="hf", val_fraction=0.2,
+                      tokenizer_path=str(tmp_path / "tokenizer.json"))
+    first = load_corpus(data)
+    train = first.train.clone()
+    (cached,) = (tmp_path / "cache" / "tokens").iterdir()
+    raw = (cached / "train.bin").read_bytes()
+    (cached / "train.bin").write_bytes(raw[:len(raw) // 2])
+    again = load_corpus(data)
+    assert torch.equal(again.train, train)
+
+
+def test_the_ngram_teacher_over_a_token_folder_counts_in_the_memory_check(token_folder,
+                                                                          monkeypatch):
+    """A token folder trains in the memory of its batches, but the n-gram teacher (kl and
+    other teacher losses) counts the whole training split in int64 arrays: the suite's
+    memory check must see that, not 0 bytes."""
+    from lossbench import preflight
+
+    folder, _ = token_folder
+    data = DataConfig(corpus="tokens", path=str(folder), ngram_order=1)
+    from lossbench.validation import memory_need
+
+    model_only = sum(memory_need(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab=300,
+                                 batch_size=4).values())
+    monkeypatch.setattr(preflight, "machine_memory", lambda device="cpu": model_only + 1000)
+    _, plain = preflight.resolve_corpus(data, TINY_MODEL, TINY_TRAIN, device="cpu",
+                                        needs_ngram=False)
+    _, teacher = preflight.resolve_corpus(data, TINY_MODEL, TINY_TRAIN, device="cpu",
+                                          needs_ngram=True)
+    assert len(teacher) == 1 and "needs ~" in teacher[0] and "corpus" in teacher[0], teacher
+    assert not any("corpus" in p for p in plain), plain

@@ -230,9 +230,10 @@ def load_tokenizer(config: DataConfig, folder) -> Any:
         return HFTokenizer.from_file(config.tokenizer_path)
     if config.tokenizer == "byte":
         return ByteTokenizer()
-    itos = getattr(folder, "itos", None)
-    if isinstance(itos, dict) and sorted(itos) == list(range(folder.vocab_size)) and all(
-            isinstance(c, str) and len(c) == 1 for c in itos.values()):
+    itos = getattr(folder, "itos", None)  # nanoGPT's {id: character}, when it is one
+    if isinstance(itos, dict) and set(itos) == set(range(folder.vocab_size)) and all(
+            type(i) is int and isinstance(c, str) and len(c) == 1 for i, c in itos.items()) \
+            and len(set(itos.values())) == len(itos):
         return CharTokenizer([itos[i] for i in range(folder.vocab_size)])
     return IdTokenizer(folder.vocab_size)
 

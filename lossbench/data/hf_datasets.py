@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .tokens import cache_dir, file_digest, inspect_folder, write_token_folder
+from .tokens import (cache_dir, file_digest, folder_intact, inspect_folder,
+                     write_token_folder)
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet",
             ".txt": "text"}
@@ -100,12 +101,22 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 
 def tokenized_folder(config, tokenizer) -> tuple[Any, str]:
     """(TokenFolder of the tokenized dataset, the dataset's content hash); tokenizes into
-    the cache on first use. A crash leaves only a temporary folder, never a half cache."""
+    the cache on first use. A crash leaves only a temporary folder, never a half cache, and
+    a cached folder whose files no longer hold the bytes its meta.json records (cut short,
+    edited) is tokenized again."""
     digest = dataset_hash(config.path)
     tok_id = hashlib.sha256(repr(tokenizer.to_dict()).encode()).hexdigest()
     key = hashlib.sha256(f"{digest}|{tok_id}|{config.text_field}|{config.split}|"
                          f"{config.val_fraction!r}|v1".encode()).hexdigest()[:24]
     target = cache_dir() / "tokens" / key
+    if target.exists() and not folder_intact(target):  # cut short, or edited: build again
+        target.parent.mkdir(parents=True, exist_ok=True)
+        aside = Path(tempfile.mkdtemp(prefix=f".{key}-damaged-", dir=target.parent))
+        try:
+            os.replace(target, aside / "folder")  # atomic: a concurrent reader keeps its maps
+        except OSError:
+            pass  # another process moved it first
+        shutil.rmtree(aside, ignore_errors=True)
     if not (target / "meta.json").exists():
         ds = load_texts(config.path, config.text_field, config.split)
         eos = tokenizer.eos_id() if hasattr(tokenizer, "eos_id") else None
@@ -124,7 +135,7 @@ def tokenized_folder(config, tokenizer) -> tuple[Any, str]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
         try:
             write_token_folder(tmp, tokens[:n_train], tokens[n_train:], tokenizer.vocab_size,
-                               {"source": f"hf dataset sha256 {digest}"})
+                               {"source": f"hf dataset sha256 {digest}"}, durable=True)
             os.replace(tmp, target)  # atomic; a concurrent writer's identical folder wins
         except OSError:
             if not (target / "meta.json").exists():

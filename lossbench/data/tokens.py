@@ -17,10 +17,11 @@ crafted file cannot run code (it fails to load, naming the file).
 
 The content hash (which goes into the run id) is a sha256 of every file, streamed once.
 A sound hash of a GB file costs seconds (sha256 runs at ~1 GB/s), so it is cached under
-``$LOSSBENCH_CACHE`` (default ~/.cache/lossbench) by (absolute path, size, mtime in ns):
-changing a file's bytes changes its size or mtime in every ordinary workflow, and then it
-is hashed again. A hash of the size and mtime alone would name two different corpora
-alike after a copy that keeps them; a partial hash (first/last MB) misses edits in the
+``$LOSSBENCH_CACHE`` (default ~/.cache/lossbench) by (absolute path, size, mtime, inode
+change time, inode): writing a file's bytes sets its ctime, which, unlike the mtime (cp -p,
+rsync -a, tar x and touch -r restore it), no tool can set back, and then it is hashed again.
+A hash of the size and mtime alone would name two different corpora alike after a copy
+that keeps them; a partial hash (first/last MB) misses edits in the
 middle. The same pass records the largest token id, so ids beyond the vocabulary are
 refused before any run instead of failing inside an embedding lookup.
 """
@@ -32,6 +33,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +57,12 @@ def cache_dir() -> Path:
 
 def file_digest(path: Path, dtype: str | None = None) -> tuple[str, int | None]:
     """(sha256 of the file's bytes, its largest ``dtype`` value or None), streamed once and
-    cached by (absolute path, size, mtime_ns, dtype); see the module docstring."""
+    cached by (absolute path, size, mtime, ctime, inode, dtype); see the module docstring."""
     path = Path(path).resolve()
     st = path.stat()
-    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{dtype}"
+    # ctime (which no tool can set, unlike the mtime that cp -p, rsync -a, tar x and touch -r
+    # carry over) and the inode: a rewrite keeping the size and the mtime is hashed again
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{dtype}"
     index = cache_dir() / "hashes.json"
     try:
         known = json.loads(index.read_text(encoding="utf-8"))
@@ -85,11 +89,34 @@ def file_digest(path: Path, dtype: str | None = None) -> tuple[str, int | None]:
     return digest, top
 
 
+# Opcodes a meta.pkl may hold. Plain data, and those that need a class or function on the
+# stack, which only find_class (refusing every name) could put there. Left out: EXT1/2/4
+# (the C unpickler takes an extension it has met before from copyreg's cache without
+# calling find_class), persistent ids and out-of-band buffers, and any future opcode.
+_META_OPCODES = frozenset("""
+    PROTO FRAME STOP MARK POP POP_MARK DUP PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET LONG_BINGET
+    INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT NONE NEWTRUE NEWFALSE
+    STRING BINSTRING SHORT_BINSTRING UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8
+    BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8
+    EMPTY_LIST APPEND APPENDS LIST EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3
+    EMPTY_DICT DICT SETITEM SETITEMS EMPTY_SET ADDITEMS FROZENSET
+    GLOBAL STACK_GLOBAL INST REDUCE BUILD OBJ NEWOBJ NEWOBJ_EX""".split())
+
+
 class _DataOnly(pickle.Unpickler):
-    """Unpickles builtin containers and scalars only: every class lookup is refused."""
+    """Unpickles builtin containers and scalars only: every class lookup is refused, and
+    opcodes that reach objects another way are refused before anything is unpickled."""
 
     def find_class(self, module: str, name: str):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only plain data)")
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Any:
+        for op, _, pos in pickletools.genops(raw):  # parses, runs nothing
+            if op.name not in _META_OPCODES:
+                raise pickle.UnpicklingError(f"refusing opcode {op.name} at byte {pos} "
+                                             f"(only plain data)")
+        return cls(io.BytesIO(raw)).load()
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -102,7 +129,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: larger than {META_MAX_BYTES // 2**20} MiB, not a meta file")
     raw = path.read_bytes()
     try:
-        meta = json.loads(raw) if path is js else _DataOnly(io.BytesIO(raw)).load()
+        meta = json.loads(raw) if path is js else _DataOnly.loads(raw)
     except Exception as exc:  # any way a crafted or broken file fails: one line
         raise ValueError(f"{path}: unreadable ({type(exc).__name__}: {exc})"[:300]) from None
     if not isinstance(meta, dict):
@@ -193,12 +220,37 @@ def read_windows(file: Path, dtype: str, starts: torch.Tensor,
 
 
 def write_token_folder(folder: Path, train: np.ndarray, val: np.ndarray, vocab_size: int,
-                       extra_meta: dict | None = None) -> None:
+                       extra_meta: dict | None = None, durable: bool = False) -> None:
     """Write a token folder (tests, the HF-dataset cache): the dtype is the smallest that
-    holds vocab_size ids."""
+    holds vocab_size ids. meta.json records each split's sha256 (:func:`folder_intact`);
+    ``durable``: the files are on disk (fsync) before this returns."""
     folder.mkdir(parents=True, exist_ok=True)
     dtype = "uint16" if vocab_size <= 2**16 else "uint32"
-    np.asarray(train, dtype=DTYPES[dtype]).tofile(folder / "train.bin")
-    np.asarray(val, dtype=DTYPES[dtype]).tofile(folder / "val.bin")
-    meta = {"vocab_size": int(vocab_size), "dtype": dtype, **(extra_meta or {})}
-    (folder / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
+    digests = {}
+    for name, ids in (("train.bin", train), ("val.bin", val)):
+        array = np.ascontiguousarray(ids, dtype=DTYPES[dtype])  # no copy when it is already
+        digests[name] = hashlib.sha256(array).hexdigest()  # the buffer, not a bytes copy
+        with open(folder / name, "wb") as f:
+            array.tofile(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+    meta = {"vocab_size": int(vocab_size), "dtype": dtype, "sha256": digests,
+            **(extra_meta or {})}
+    with open(folder / "meta.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(meta, sort_keys=True))
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def folder_intact(folder: Path) -> bool:
+    """Do the splits of a folder :func:`write_token_folder` wrote still hold the bytes its
+    meta.json records (hashes cached: cheap after the first look)?"""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        want = meta["sha256"]
+        return all(file_digest(folder / name, meta["dtype"])[0] == want[name]
+                   for name in ("train.bin", "val.bin"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

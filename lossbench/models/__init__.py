@@ -17,10 +17,13 @@ FLOPs per token (PaLM's formula where the config names layers, width and heads; 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
 import os
 import re
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -113,6 +116,59 @@ def _factory(arch: str):
     return fn
 
 
+def definition_files(m: ModelConfig) -> list[Path]:
+    """The files that define ``m``'s model beyond its config fields: a factory's module
+    source (and the module that defines the factory, when it is re-exported), an hf_path's
+    config.json (what ``AutoConfig.from_pretrained`` reads). None for the built-in GPT and
+    an inline hf_config, which the run id holds already. Only these files: a factory that
+    imports code from other modules of yours is not followed there."""
+    if m.arch == "hf" and m.hf_path:
+        root = Path(m.hf_path).expanduser()
+        return [root / "config.json" if root.is_dir() else root]
+    if m.arch.startswith("python:"):
+        fn = _factory(m.arch)
+        modules = [sys.modules[m.arch[len("python:"):].split(":")[0]], inspect.getmodule(fn)]
+        files = []
+        for module in modules:
+            name = getattr(module, "__file__", None) if module is not None else None
+            if name and Path(name) not in files:
+                files.append(Path(name))
+        return files
+    return []
+
+
+def arch_hash(m: ModelConfig) -> str | None:
+    """sha256 over :func:`definition_files` (names and contents), or None when there are
+    none: ModelConfig.arch_hash, which puts the model's definition into the run id."""
+    files = definition_files(m)
+    if not files:
+        return None
+    h = hashlib.sha256(b"lossbench model definition v1\n")
+    for f in files:
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        if m.arch.startswith("python:"):
+            _check_imported(f, digest)
+        h.update(f"{f.name} {digest}\n".encode())
+    return h.hexdigest()
+
+
+# module file -> (the module object, sha256 of the file when that object was first hashed)
+_IMPORTED: dict[Path, tuple[object, str]] = {}
+
+
+def _check_imported(file: Path, digest: str) -> None:
+    """The run id names the file on disk, but this process builds with the code it imported:
+    refuse a file edited since (Python does not import a module again)."""
+    module = next((mod for mod in list(sys.modules.values())
+                   if getattr(mod, "__file__", None) == str(file)), None)
+    seen = _IMPORTED.get(file)
+    if seen is None or seen[0] is not module:  # first seen in this process (or re-imported)
+        _IMPORTED[file] = (module, digest)
+    elif seen[1] != digest:
+        raise ValueError(f"{file} changed since this process imported it: restart Python "
+                         f"to build the new version")
+
+
 def _construct(m: ModelConfig, vocab_size: int) -> nn.Module:
     if m.arch == "gpt":
         return GPT(m.to_gpt(vocab_size))
@@ -126,9 +182,30 @@ def _construct(m: ModelConfig, vocab_size: int) -> nn.Module:
     return CausalLM(net, m.block_size, vocab_size, hf=False)
 
 
+def check_build(m: ModelConfig, vocab_size: int = 256) -> None:
+    """Construct ``m``'s model on the meta device (no memory, no random numbers drawn from
+    the global generator), so what only building shows -- a model_type with no causal LM,
+    keywords the factory does not take, a factory that returns no Module or no (B, T, V)
+    logits -- stops the suite before any run instead of failing every run. The corpus's
+    vocabulary replaces ``vocab_size`` at run time."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = _construct(m, vocab_size)
+            if not getattr(model, "hf", True):  # a factory's model: its logits' shape too
+                model(torch.zeros((1, m.block_size), dtype=torch.long))
+    except Exception as exc:  # a factory that needs real tensors (loads a file, copies data)
+        text = str(exc).lower()
+        if not any(s in text for s in ("meta tensor", "'meta' backend", "meta device")):
+            raise
+
+
 def build(m: ModelConfig, vocab_size: int, seed: int) -> nn.Module:
     """The model ``m`` describes, its initial weights a function of ``seed`` alone (or of
-    ``init_from``'s file, the same for every seed)."""
+    ``init_from``'s file, the same for every seed). A config resolved with an ``arch_hash``
+    refuses definition files that changed since (its run id names the old ones)."""
+    if m.arch_hash is not None and arch_hash(m) != m.arch_hash:
+        raise ValueError(f"[model] {m.hf_path or m.arch}: the model definition changed since "
+                         f"the suite was resolved: load the suite again")
     if m.arch == "gpt" and not m.init_from:
         return build_model(m.to_gpt(vocab_size), seed)
     with torch.random.fork_rng(devices=[]):
@@ -144,4 +221,4 @@ def flops_note(model: nn.Module) -> str:
     return getattr(model, "flops_note", "")
 
 
-__all__ = ["CausalLM", "build", "flops_note", "load_weights"]
+__all__ = ["CausalLM", "arch_hash", "build", "check_build", "flops_note", "load_weights"]

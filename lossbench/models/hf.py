@@ -33,7 +33,11 @@ def hf_config(m: ModelConfig, vocab_size: int):
     context is shorter than block_size)."""
     tf = import_transformers()
     if m.hf_path:
-        cfg = tf.AutoConfig.from_pretrained(os.path.expanduser(m.hf_path), local_files_only=True)
+        path = os.path.expanduser(m.hf_path)
+        if not os.path.exists(path):  # else transformers takes it for a Hub id ("gpt2")
+            raise FileNotFoundError(f"no such file or folder: {m.hf_path} (a local folder with "
+                                    f"a config.json; nothing is downloaded)")
+        cfg = tf.AutoConfig.from_pretrained(path, local_files_only=True)
     else:
         kw = dict(m.hf_config)
         model_type = kw.pop("model_type")

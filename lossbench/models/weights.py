@@ -32,7 +32,16 @@ def weight_files(path: str) -> list[Path]:
         raise FileNotFoundError(f"init_from: no such file or folder: {root}")
     index = root / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        doc = json.loads(index.read_text(encoding="utf-8"))
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map or not all(
+                isinstance(s, str) for s in weight_map.values()):
+            raise ValueError(f"{index.name}: expected {{\"weight_map\": {{key: file}}}}")
+        shards = sorted(set(weight_map.values()))
+        inside = root.resolve()
+        for s in shards:  # the index comes with the folder: it names files in it, no others
+            if not (root / s).resolve().is_relative_to(inside):
+                raise ValueError(f"{index.name}: shard {s!r} is outside {root}")
         return [root / s for s in shards]
     for name in _FOLDER_FILES:
         if (root / name).is_file():
@@ -48,16 +57,28 @@ def weights_hash(path: str) -> str:
     return h.hexdigest()
 
 
+def safetensors_load(f: Path):
+    """safetensors' ``load_file``, or an ImportError naming the extra that has it."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError as e:
+        raise ImportError(f"{f.name} needs safetensors: pip install 'lossbench[hf]'") from e
+    return load_file
+
+
+def check_loadable(path: str) -> None:
+    """What :func:`read_state` would import for ``path``'s files is installed (ImportError
+    naming the pip command): checked before any run, not inside one."""
+    for f in weight_files(path):
+        if f.suffix == ".safetensors":
+            safetensors_load(f)
+
+
 def read_state(path: str) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for f in weight_files(path):
         if f.suffix == ".safetensors":
-            try:
-                from safetensors.torch import load_file
-            except ImportError as e:
-                raise ImportError(f"init_from {f.name} needs safetensors: "
-                                  f"pip install 'lossbench[hf]'") from e
-            part = load_file(str(f), device="cpu")
+            part = safetensors_load(f)(str(f), device="cpu")
         else:
             part = torch.load(f, map_location="cpu", weights_only=True)
             if isinstance(part, dict) and isinstance(part.get("model"), dict):
