@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from helpers import FIXTURES, tiny_suite
+from helpers import FIXTURES, tiny_suite, tiny_toml
 
 
 def test_report_renders_with_failed_and_diverged_runs(tmp_path):
@@ -64,3 +64,16 @@ def test_report_of_a_non_results_dir_is_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("lossbench: error: DIR:")
+
+
+def test_a_sweep_whose_every_run_failed_still_gets_a_report(tmp_path):
+    suite = tmp_path / "allfail.toml"
+    suite.write_text('baseline = "fixture_raises"\n'
+                     + tiny_toml("allfail", '["fixture_raises"]', seeds=(0,)))
+    proc = subprocess.run([sys.executable, "-m", "lossbench", "run", str(suite), "--out",
+                           str(tmp_path / "out"), "--workers", "1", "--plugin",
+                           str(FIXTURES / "sweep_plugin.py")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (report,) = (tmp_path / "out" / "reports").iterdir()
+    assert "| 1 | fixture_raises | – | the baseline |" in (report / "report.md").read_text()

@@ -29,8 +29,9 @@ def spread_text(low: float, high: float, kind: str) -> str:
 def mean_with_spread(row, column: str) -> str:
     """'2.324 [2.316, 2.331]': a label_table row's mean of ``column`` with its bracket (a
     seed range or a CI, as the row's ``_kind`` says), or the mean alone when there is none."""
-    text = fmt(getattr(row, column))
-    low, high = getattr(row, f"{column}_low"), getattr(row, f"{column}_high")
+    # a metric no run of the table reached (every run failed) has no column: NaN
+    text = fmt(getattr(row, column, math.nan))
+    low, high = (getattr(row, f"{column}_{k}", math.nan) for k in ("low", "high"))
     if math.isfinite(low) and math.isfinite(high):
         text += f" [{fmt(low)}, {fmt(high)}]"
     return text
