@@ -162,7 +162,7 @@ def test_bpe_vocab_size_respected():
 
 def test_bpe_missing_dependency_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "tokenizers", None)  # makes `import tokenizers` fail
-    with pytest.raises(ImportError, match=r'pip install "lossbench\[bpe\]"'):
+    with pytest.raises(ImportError, match=r"pip install 'lossbench\[bpe\]'"):
         get_tokenizer("bpe", "some text")
 
 

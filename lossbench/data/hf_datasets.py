@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from lossbench.extras import import_extra
+
 from .tokens import (cache_dir, file_digest, folder_intact, inspect_folder,
                      write_token_folder)
 
@@ -36,14 +38,8 @@ _BATCH = 1000  # documents encoded per call
 
 def import_datasets():
     """``datasets`` in offline mode, or an ImportError naming the extra."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    try:
-        import datasets
-    except ImportError as e:
-        raise ImportError("corpus \"hf\" needs the optional dependency: "
-                          "pip install 'lossbench[hf]'") from e
-    return datasets
+    return import_extra("datasets", 'corpus "hf"', "hf",
+                        offline=("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def _files(root: Path) -> list[Path]:

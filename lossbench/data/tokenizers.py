@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lossbench.extras import import_extra
+
 TOKENIZER_NAMES = ("char", "byte", "bpe", "hf")
 BPE_MIN_VOCAB = 257  # the 256 byte tokens plus at least one merge
 
@@ -122,13 +124,7 @@ class ByteTokenizer:
 
 def _import_tokenizers(extra: str = "bpe"):
     """The optional ``tokenizers`` package, or an ImportError saying how to get it."""
-    try:
-        import tokenizers
-    except ImportError as e:
-        command = 'pip install "lossbench[bpe]"' if extra == "bpe" else \
-            "pip install 'lossbench[hf]'"
-        raise ImportError(f'tokenizer "{extra}" needs the optional dependency: {command}') from e
-    return tokenizers
+    return import_extra("tokenizers", f'tokenizer "{extra}"', extra)
 
 
 class BpeTokenizer:

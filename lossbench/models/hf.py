@@ -13,17 +13,13 @@ from __future__ import annotations
 import os
 
 from lossbench.config import ModelConfig
+from lossbench.extras import import_extra
 
 
 def import_transformers():
     """``transformers`` in offline mode, or an ImportError naming the extra."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import transformers
-    except ImportError as e:
-        raise ImportError("arch \"hf\" needs the optional dependency: "
-                          "pip install 'lossbench[hf]'") from e
+    transformers = import_extra("transformers", 'arch "hf"', "hf",
+                                offline=("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
     transformers.logging.set_verbosity_error()  # no advice about training on stderr per run
     return transformers
 
