@@ -25,6 +25,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from lossbench.report.metrics import BY_COLUMN
+from lossbench.validation import ProblemList
 
 DIRECTIONS = ("lower", "higher", "equal")
 SYMBOLS = {"lower": "<", "higher": ">", "equal": "≈"}
@@ -32,12 +33,8 @@ KEYS = ("name", "a", "b", "metric", "direction", "margin", "source")
 REQUIRED = ("a", "b", "metric", "direction")
 
 
-class ClaimError(ValueError):
+class ClaimError(ProblemList):
     """A claim that cannot be tested, one line per problem."""
-
-    def __init__(self, errors: list[str]):
-        super().__init__("\n".join(errors))
-        self.errors = errors
 
 
 @dataclass(frozen=True)

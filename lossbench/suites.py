@@ -40,7 +40,7 @@ from lossbench.paths import name_problem
 from lossbench.preflight import device_problem, resolve_corpus, resolve_model, tune_problems
 from lossbench.scale import ScaleSpec, at_size, parse_scale
 from lossbench.tuning import TuneSpec, parse_tune
-from lossbench.validation import ConfigError
+from lossbench.validation import ConfigError, ProblemList
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "finetune": FinetuneConfig}
@@ -48,12 +48,8 @@ TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "ta
              "claims",
              "tune", "log", "scale", *SECTIONS}
 
-class SuiteError(ValueError):
+class SuiteError(ProblemList):
     """Everything wrong with a suite, one line per problem."""
-
-    def __init__(self, errors: list[str]):
-        super().__init__("\n".join(errors))
-        self.errors = errors
 
 
 @dataclass(frozen=True)

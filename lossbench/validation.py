@@ -69,6 +69,15 @@ def derived(default: Any = None) -> Any:
     return field(default=default, metadata={"derived": True})
 
 
+class ProblemList(ValueError):
+    """Every problem found in one input (a suite file, a claim), one line each in ``errors``:
+    the command line prints them all at once and exits 2."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
 class ConfigError(ValueError):
     """Every problem of one config object; each problem starts with its field's name."""
 
