@@ -15,12 +15,13 @@ from pathlib import Path
 from lossbench.config import ModelConfig, RunConfig, TrainConfig
 from lossbench.data.corpora import CorpusFacts, DataConfig, corpus_facts
 from lossbench.data.teachers import MAX_TABLE_ENTRIES as NGRAM_MAX_ENTRIES
+from lossbench.data.teachers import NGRAM_CHUNK
 from lossbench.tuning import TRAIN_KEYS, TuneSpec, apply_setting, settings
 from lossbench.validation import (machine_memory, memory_need, memory_problem,
                                   value_problem)
 
-# the n-gram teacher's peak per training token (measured with tracemalloc, orders 1 and 2):
-# the int64 copy of the tokens, the context ids and the (context, target) ids, 8 bytes each
+# the n-gram teacher's peak per counted position (measured with tracemalloc, orders 1 and
+# 2): the int64 tokens, context ids and (context, target) ids of one chunk, 8 bytes each
 NGRAM_BYTES_PER_TOKEN = 24
 # the [data] key that decides how many tokens a corpus has
 _SIZE_KEY = {"markov": "markov_tokens", "text": "path", "stdlib": "stdlib_max_bytes",
@@ -56,9 +57,10 @@ def resolve_corpus(data: DataConfig, model: ModelConfig, train: TrainConfig, *, 
         problems.append(f"[data] ngram_order: an order-{data.ngram_order} n-gram teacher over "
                         f"{facts.vocab_size} tokens has {facts.vocab_size}**{data.ngram_order} "
                         f"entries, more than {NGRAM_MAX_ENTRIES:,}; use a lower ngram_order")
-    if needs_ngram and data.corpus in ("tokens", "hf"):  # mapped, but the teacher counts
-        #   the whole training split in int64 arrays (lossbench.data.teachers.ngram_counts)
-        facts = dataclasses.replace(facts, build_bytes=facts.n_train * NGRAM_BYTES_PER_TOKEN)
+    if needs_ngram and data.corpus in ("tokens", "hf"):  # mapped; the teacher counts it
+        #   in chunks of int64 arrays (lossbench.data.teachers.ngram_counts)
+        facts = dataclasses.replace(facts, build_bytes=min(facts.n_train, NGRAM_CHUNK)
+                                    * NGRAM_BYTES_PER_TOKEN)
     problems += _memory_problems(facts, model, train, device, key)
     if facts.content_hash is not None:
         data = dataclasses.replace(data, content_hash=facts.content_hash)

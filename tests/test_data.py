@@ -580,3 +580,24 @@ def test_build_teacher_kinds():
     assert build_teacher(DataConfig(teacher="smoothed"), corpus) is None
     t = build_teacher(DataConfig(teacher="ngram", ngram_order=2), corpus)
     assert isinstance(t, NGramTeacher) and t.probs(corpus.train, torch.tensor([0]), 8).shape == (1, 8, 16)
+
+
+@pytest.mark.parametrize("h", [0, 1, 2])
+def test_ngram_counts_in_chunks_equal_one_pass(h, monkeypatch):
+    """The teacher counts a corpus in chunks (bounded memory for a memory-mapped token
+    folder): with chunks of 7 positions, every count equals a direct count, contexts that
+    straddle a chunk boundary included, for the folder's own uint16 dtype too."""
+    from lossbench.data import teachers
+
+    rng = np.random.default_rng(h)
+    tokens = rng.integers(0, 5, size=103).astype(np.uint16)
+    expected = np.zeros((5 ** h, 5), dtype=np.int64)
+    for t in range(h, len(tokens)):
+        ctx = sum(int(tokens[t - 1 - j]) * 5 ** j for j in range(h))
+        expected[ctx, tokens[t]] += 1
+    monkeypatch.setattr(teachers, "NGRAM_CHUNK", 7)
+    assert np.array_equal(teachers.ngram_counts(tokens, 5, h), expected)
+    fitted = teachers.NGramTeacher.fit(torch.from_numpy(tokens.astype(np.int32)), 5, order=h + 1)
+    monkeypatch.setattr(teachers, "NGRAM_CHUNK", 1 << 22)
+    again = teachers.NGramTeacher.fit(torch.from_numpy(tokens.astype(np.int32)), 5, order=h + 1)
+    assert torch.equal(fitted._flat, again._flat)

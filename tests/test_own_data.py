@@ -338,9 +338,9 @@ def test_a_damaged_tokenized_cache_is_tokenized_again(tmp_path, saved_dataset):
 
 def test_the_ngram_teacher_over_a_token_folder_counts_in_the_memory_check(token_folder,
                                                                           monkeypatch):
-    """A token folder trains in the memory of its batches, but the n-gram teacher (kl and
-    other teacher losses) counts the whole training split in int64 arrays: the suite's
-    memory check must see that, not 0 bytes."""
+    """A token folder trains in the memory of its batches, and the n-gram teacher (kl and
+    other teacher losses) counts it in chunks of int64 arrays: the suite's memory check
+    must see those, not 0 bytes."""
     from lossbench import preflight
 
     folder, _ = token_folder

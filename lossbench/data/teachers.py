@@ -78,17 +78,32 @@ class Teacher:
                 f"context_len={self.context_len})")
 
 
-def ngram_counts(tokens: np.ndarray, vocab_size: int, h: int) -> np.ndarray:
-    """counts[ctx, y] over all positions with a full h-token history: (V**h, V) int64."""
+NGRAM_CHUNK = 1 << 22  # target positions counted per pass: memory bounded by this, not n
+
+
+def ngram_counts(tokens, vocab_size: int, h: int) -> np.ndarray:
+    """counts[ctx, y] over all positions with a full h-token history: (V**h, V) int64.
+
+    ``tokens`` is any 1-D array (a memory map of a token folder too): it is read in chunks
+    of NGRAM_CHUNK positions, each with the h tokens before it, so counting a multi-GB
+    corpus holds a few int64 arrays of one chunk, never an int64 copy of the whole."""
     V, n = vocab_size, len(tokens)
-    if n <= h:
-        return np.zeros((V ** h, V), dtype=np.int64)
-    targets = tokens[h:]  # (n-h,) token at position t, context tokens t-h .. t-1
-    ctx = np.zeros(n - h, dtype=np.int64)
-    for j in range(h):  # loop over context digits (orders), not positions
-        ctx += tokens[h - 1 - j: n - 1 - j] * V ** j
-    flat = np.bincount(ctx * V + targets, minlength=V ** h * V)
+    flat = np.zeros(V ** h * V, dtype=np.int64)
+    for lo in range(h, n, NGRAM_CHUNK):  # target positions lo .. hi-1
+        hi = min(n, lo + NGRAM_CHUNK)
+        seg = np.asarray(tokens[lo - h:hi], dtype=np.int64)  # (hi - lo + h,)
+        ctx = np.zeros(hi - lo, dtype=np.int64)  # context of target t: tokens t-h .. t-1
+        for j in range(h):  # loop over context digits (orders), not positions
+            ctx += seg[h - 1 - j: h - 1 - j + hi - lo] * V ** j
+        flat += np.bincount(ctx * V + seg[h:], minlength=V ** h * V)
     return flat.reshape(V ** h, V)
+
+
+def _token_range(tokens) -> tuple[int, int]:
+    """(min, max) of a 1-D token array, read in chunks (no copy of a memory map)."""
+    lows, highs = zip(*((int(c.min()), int(c.max())) for c in
+                        (tokens[i:i + NGRAM_CHUNK] for i in range(0, len(tokens), NGRAM_CHUNK))))
+    return min(lows), max(highs)
 
 
 class NGramTeacher(Teacher):
@@ -110,10 +125,12 @@ class NGramTeacher(Teacher):
                              f"{vocab_size ** m * vocab_size:,} entries (limit "
                              f"{MAX_TABLE_ENTRIES:,}); use a lower ngram_order")
         if hasattr(train_tokens, "detach"):
-            train_tokens = train_tokens.detach().cpu().numpy()
-        tokens = np.asarray(train_tokens, dtype=np.int64).reshape(-1)
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
-            raise ValueError(f"train tokens must lie in [0, {vocab_size})")
+            train_tokens = train_tokens.detach().cpu().numpy()  # a view: no copy
+        tokens = np.asarray(train_tokens).reshape(-1)  # its own dtype (uint16 of a map too)
+        if tokens.size:
+            low, high = _token_range(tokens)
+            if low < 0 or high >= vocab_size:
+                raise ValueError(f"train tokens must lie in [0, {vocab_size})")
         tables = []
         for h in range(m + 1):
             counts = ngram_counts(tokens, vocab_size, h)  # (V^h, V)
