@@ -136,6 +136,30 @@ class Recorder(Observer):
         self.evals.append(step)
 
 
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAt(Observer):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step(self, record):
+        if record["step"] == self.step:
+            raise _Killed
+
+
+def kill_at(config: RunConfig, checkpoint_dir, step: int) -> None:
+    """Train ``config`` with checkpoints in ``checkpoint_dir`` and stop it by an exception at
+    ``step`` (as a crash would); the next train_run with that folder resumes it."""
+    import pytest
+
+    from lossbench.training import train_run
+
+    with pytest.raises(_Killed):
+        train_run(config, checkpoint_dir=checkpoint_dir, observers=[_KillAt(step)])
+
 # ---- suites of your own data and model -------------------------------------------------
 
 def suite_file(tmp_path, data: dict, model: dict | None = None, losses='["cross_entropy", "mse"]',

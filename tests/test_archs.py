@@ -17,7 +17,7 @@ from lossbench.results import load
 from lossbench.runner import run_suite
 from lossbench.suites import SuiteError, load_suite
 from lossbench.training import train_run
-from helpers import TINY, Recorder, records_text, same_weights, suite_file, tiny
+from helpers import TINY, Recorder, kill_at, records_text, same_weights, suite_file, tiny
 
 LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
@@ -62,17 +62,7 @@ def test_rerun_is_identical_and_resume_equals_uninterrupted(name, tmp_path):
     config = tiny(model=arch(name), loss="kl")
     a, b = train_run(config), train_run(config)
     assert records_text(a) == records_text(b) and same_weights(a.model, b.model)
-
-    class Killed(Exception):
-        pass
-
-    class KillAt10(Recorder):
-        def on_step(self, record):
-            if record["step"] == 10:
-                raise Killed
-
-    with pytest.raises(Killed):
-        train_run(config, checkpoint_dir=tmp_path, observers=[KillAt10()])
+    kill_at(config, tmp_path, 10)
     resumed = train_run(config, checkpoint_dir=tmp_path)
     assert records_text(resumed) == records_text(a) and same_weights(resumed.model, a.model)
 

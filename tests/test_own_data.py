@@ -21,7 +21,7 @@ from lossbench.results import load
 from lossbench.runner import run_suite
 from lossbench.suites import SuiteError, load_suite
 from lossbench.training import train_run
-from helpers import Recorder, records_text, same_weights, suite_file
+from helpers import Recorder, kill_at, records_text, same_weights, suite_file
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -269,17 +269,7 @@ def test_token_folder_run_is_deterministic_and_resumes(token_folder, tmp_path):
     config = run_config(resolved(DataConfig(corpus="tokens", path=str(folder))))
     a, b = train_run(config), train_run(config)
     assert records_text(a) == records_text(b) and same_weights(a.model, b.model)
-
-    class Killed(Exception):
-        pass
-
-    class KillAt5(Recorder):
-        def on_step(self, record):
-            if record["step"] == 5:
-                raise Killed
-
-    with pytest.raises(Killed):
-        train_run(config, checkpoint_dir=tmp_path / "ck", observers=[KillAt5()])
+    kill_at(config, tmp_path / "ck", 5)
     resumed = train_run(config, checkpoint_dir=tmp_path / "ck")
     assert records_text(resumed) == records_text(a) and same_weights(resumed.model, a.model)
 

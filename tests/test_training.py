@@ -9,10 +9,9 @@ import torch
 
 from lossbench.config import FinetuneConfig, TrainConfig
 from lossbench.losses import register_loss, unregister_loss
-from lossbench.observers import Observer
 from lossbench.training import build_eval_set, cached_corpus, lr_at, train_run
 
-from helpers import TINY, TINY_DATA, Recorder, records_text, same_weights, tiny
+from helpers import TINY, TINY_DATA, Recorder, kill_at, records_text, same_weights, tiny
 
 
 
@@ -94,17 +93,7 @@ def test_deterministic_rerun_is_identical():
 def test_kill_and_resume_equals_uninterrupted(tmp_path, loss):
     config = tiny(loss=loss, model=dataclasses.replace(TINY.model, dropout=0.1))
     reference = train_run(config)
-
-    class Killed(Exception):
-        pass
-
-    class KillAt10(Observer):
-        def on_step(self, record):
-            if record["step"] == 10:
-                raise Killed
-
-    with pytest.raises(Killed):
-        train_run(config, checkpoint_dir=tmp_path, observers=[KillAt10()])
+    kill_at(config, tmp_path, 10)
     assert (tmp_path / "checkpoint.pt").exists()  # saved at step 8
     resumed = train_run(config, checkpoint_dir=tmp_path)
     assert records_text(resumed) == records_text(reference)
