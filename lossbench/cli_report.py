@@ -14,22 +14,18 @@ def write_report(results_dir, out, experiment=None, **options):
     DIR/reports/<experiment id>/, where no other experiment's report is; runs it left out
     are warned about; an unsafe name, an unknown experiment, --metric or --only label is
     exit 2. Says so when some of the experiment's runs have not finished."""
-    from pathlib import Path
-
     from lossbench.experiments import resolve_experiment, run_ids_of
-    from lossbench.paths import UnsafePathError, contained, safe_name
+    from lossbench.paths import UnsafePathError
     from lossbench.report.evidence import ReportRequestError
-    from lossbench.report.render import build_report
+    from lossbench.report.render import build_report, report_dir_in
     from lossbench.results import DONE, StoreError, run_dir
 
     with store_errors():
         meta = resolve_experiment(results_dir, experiment)
-        if experiment is not None and meta.get("id") != resolve_experiment(results_dir).get("id"):
-            options["experiment"] = meta["id"]  # the latest is build_report's default
+        if experiment is not None:
+            options["experiment"] = experiment  # build_report resolves it the same way
         if out is None:
-            exp_id = safe_name(meta.get("id") or meta.get("name"), what="suite.json id")
-            out = contained(results_dir, Path(results_dir) / "reports" / exp_id,
-                            what="report folder")
+            out = report_dir_in(results_dir, meta.get("id") or meta.get("name"))
         final = run_ids_of(meta, final_only=True) or []  # checked: plain names
     if "tune" in meta and not final:
         raise click.ClickException(f"experiment {meta.get('id')} is still tuning: no final "

@@ -211,16 +211,6 @@ def test_report_of_a_sweep_in_progress_shows_the_finished_runs(tmp_path):
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "report2").exists()
 
 
-def _render_takes_experiment() -> bool:
-    import inspect
-
-    from lossbench.report.render import build_report
-
-    return "experiment" in inspect.signature(build_report).parameters
-
-
-@pytest.mark.skipif(not _render_takes_experiment(),
-                    reason="needs report.render.build_report(experiment=), the lead's change")
 def test_report_of_an_earlier_experiment_and_of_a_sweep_in_progress(tmp_path):
     suite, out = write_suite(tmp_path), tmp_path / "out"
     a = run_suite(load_suite(suite), out, workers=1, show_progress=False)

@@ -24,15 +24,19 @@ def default_out(root: str | Path, name: str) -> Path:
     return contained(root, out, what="report folder")
 
 
+def report_dir_in(results_dir: str | Path, name: str) -> Path:
+    """``DIR/reports/<name>`` (an experiment's id): inside the results directory, so two
+    experiments' reports never overwrite each other; refused unless it stays inside DIR."""
+    folder = Path(results_dir) / "reports" / safe_name(name, what="experiment id")
+    return contained(results_dir, folder, what="report folder")
+
+
 def experiment_out(results_dir: str | Path, ev: Evidence) -> Path:
-    """Where an experiment's report goes by default: ``DIR/reports/<experiment id>`` inside
-    the results directory, so two experiments' reports never overwrite each other (refused
-    unless it stays inside DIR). Results without an experiment id: ``reports/<name>-<date>``."""
+    """Where an experiment's report goes by default: :func:`report_dir_in` its id. Results
+    without an experiment id: ``reports/<name>-<date>``."""
     if not ev.experiment:
         return default_out("reports", ev.name)
-    root = Path(results_dir) / "reports"
-    return contained(results_dir, root / safe_name(ev.experiment, what="experiment id"),
-                     what="report folder")
+    return report_dir_in(results_dir, ev.experiment)
 
 
 def _floor(ev: Evidence) -> float | None:
