@@ -187,8 +187,7 @@ def test_tracker_logs_equal_curves_csv(name, tmp_path, isolated, baseline):
     run_id, expected = expected_curves(out)
     assert {"train_loss", "train_ce", "grad_norm", "lr", "val_ce"} <= set(expected)
     config = json.loads((out / "runs" / run_id / "config.json").read_text())
-    experiment = getattr(outcome, "experiment", "")  # the sweep's experiment id, when recorded
-    tags = {"suite": "tiny", "run_id": run_id, **({"experiment": experiment} if experiment else {})}
+    tags = {"suite": "tiny", "run_id": run_id, "experiment": outcome.experiment}
     CHECK[name](out, run_id, config, expected, tags)
 
 
