@@ -171,10 +171,10 @@ def run_cmd(suite_path, out, report_out, seeds, dry_run, workers, executor, sche
                 if run_id in outcome.gave_up else "rerun the command to retry it")
         click.echo(f"lossbench: run {run_id} failed ({n}× in a row): {error or 'see its folder'} "
                    f"(runs/{run_id}/traceback.txt); {more}", err=True)
-    print_suite_summary(out, outcome.experiment)
+    ev = print_suite_summary(out, outcome.experiment)
     if report_dir is not None:
         click.echo(f"\nreport: {report_dir}/index.html (and report.md)")
-    if fail_on_claims and outcome.exit_code == 0 and contradicted_claims(out, outcome.experiment):
+    if fail_on_claims and outcome.exit_code == 0 and contradicted_claims(ev):
         sys.exit(3)
     sys.exit(outcome.exit_code)
 

@@ -50,13 +50,11 @@ def write_report(results_dir, out, experiment=None, **options):
     return report_dir
 
 
-def contradicted_claims(out, experiment: str | None = None) -> list[str]:
-    """The statements of the experiment's contradicted claims, each also printed on stderr
-    (`lossbench run --fail-on-claims` exits 3 when there is one)."""
+def contradicted_claims(ev) -> list[str]:
+    """The statements of the contradicted claims of ``ev`` (print_suite_summary's), each
+    also printed on stderr (`lossbench run --fail-on-claims` exits 3 when there is one)."""
     from lossbench.claims import printable_names
-    from lossbench.report.evidence import gather
 
-    ev = gather(out, with_results=False, experiment=experiment)
     bad = [r.claim for r in ev.claims if r.verdict == "contradicted"]
     for claim in bad:  # names and labels come from the results folder: shown escaped
         same = claim.name == claim.statement()
@@ -65,15 +63,16 @@ def contradicted_claims(out, experiment: str | None = None) -> list[str]:
     return [c.statement() for c in bad]
 
 
-def print_suite_summary(out, experiment: str | None = None) -> None:
-    """The verdict's table in plain text, read from the same score table as the report."""
+def print_suite_summary(out, experiment: str | None = None):
+    """The verdict's table in plain text, read from the same score table as the report;
+    returns the Evidence it read (report.evidence.gather)."""
     from lossbench.report.document import fmt
     from lossbench.report.evidence import gather
     from lossbench.report.verdict import signed
 
     ev = gather(out, with_results=False, experiment=experiment)
     if ev.scores.runs.empty or ev.primary.column not in ev.table:
-        return
+        return ev
     for label, choice in ev.meta.get("choices", {}).items():
         setting = choice["setting"]
         chosen = ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else "none"
@@ -103,3 +102,4 @@ def print_suite_summary(out, experiment: str | None = None) -> None:
         print_table(("claim", "stated", "Δ = a − b", "verdict"),
                     [(r.claim.name, r.claim.statement(), effect_text(r), r.verdict)
                      for r in ev.claims])
+    return ev
