@@ -195,3 +195,13 @@ def suite_file(tmp_path, data: dict, model: dict | None = None, losses='["cross_
 
 def _inline(d: dict) -> str:
     return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) + " }"
+
+
+def lossbench_cli(*args, cwd=None, env=None, timeout: float = 300):
+    """``python -m lossbench ARGS`` in a fresh process: (returncode, stdout, stderr) as a
+    CompletedProcess with text output."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "lossbench", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
