@@ -36,9 +36,9 @@ def _child(name: str, batch: int, repeats: int, threads: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from lossbench.config import ModelConfig
+    from lossbench.core.config import ModelConfig
     from lossbench.losses import get_loss, mean_over_tokens
-    from lossbench.model import build_model
+    from lossbench.models.gpt import build_model
 
     torch.set_num_threads(threads)
     spec = get_loss(name)

@@ -14,7 +14,7 @@ directory and never modified in place), for each seed s, in this order:
 3. lossbench: train_run at the same configuration with its own initialization and batches
    (run seed s), timed from outside; the corpus is loaded once, outside every timing.
 
-Then the whole-split val CE (lossbench.evaluation.full_split_ce, the same call for all) of
+Then the whole-split val CE (lossbench.train.evaluation.full_split_ce, the same call for all) of
 nanoGPT's checkpoint and of lossbench's run, mean +- sd over seeds, and the wall-time ratio.
 
     python benchmarks/nanogpt_parity.py --nanogpt PATH [--text PATH] [--seeds 0 1] \
@@ -53,10 +53,10 @@ import numpy as np
 import torch
 
 from lossbench import training
-from lossbench.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.corpora import DataConfig
-from lossbench.evaluation import full_split_ce
-from lossbench.model import build_model
+from lossbench.train.evaluation import full_split_ce
+from lossbench.models.gpt import build_model
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
 SEED_LINE = "torch.manual_seed(1337 + seed_offset)"

@@ -27,10 +27,10 @@ import numpy as np
 
 
 def _child(folder: str, steps: int) -> None:
-    from lossbench.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
+    from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
     from lossbench.data.corpora import DataConfig
-    from lossbench.preflight import resolve_corpus
-    from lossbench.training import train_run
+    from lossbench.suite.preflight import resolve_corpus
+    from lossbench.train.loop import train_run
 
     model = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64)
     train = TrainConfig(steps=steps, batch_size=12, warmup_steps=2)

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lossbench.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.corpora import DataConfig
-from lossbench.evaluation import full_split_ce
-from lossbench.model import build_model
-from lossbench.training import cached_corpus, lr_at, make_optimizer, train_run
+from lossbench.train.evaluation import full_split_ce
+from lossbench.models.gpt import build_model
+from lossbench.train.loop import cached_corpus, lr_at, make_optimizer, train_run
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lossbench.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.corpora import DataConfig
-from lossbench.observers import Observer
-from lossbench.results import load
+from lossbench.train.observers import Observer
+from lossbench.store.runs import load
 
 TINY_SECTIONS = {
     "data": {"markov_tokens": 20000, "markov_vocab": 8},
@@ -155,7 +155,7 @@ def kill_at(config: RunConfig, checkpoint_dir, step: int) -> None:
     ``step`` (as a crash would); the next train_run with that folder resumes it."""
     import pytest
 
-    from lossbench.training import train_run
+    from lossbench.train.loop import train_run
 
     with pytest.raises(_Killed):
         train_run(config, checkpoint_dir=checkpoint_dir, observers=[_KillAt(step)])

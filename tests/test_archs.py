@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from lossbench import models
-from lossbench.config import ModelConfig
-from lossbench.results import load
-from lossbench.runner import run_suite
-from lossbench.suites import SuiteError, load_suite
-from lossbench.training import train_run
+from lossbench.core.config import ModelConfig
+from lossbench.store.runs import load
+from lossbench.sweep.sweep import run_suite
+from lossbench.suite.load import SuiteError, load_suite
+from lossbench.train.loop import train_run
 from helpers import TINY, Recorder, kill_at, records_text, same_weights, suite_file, tiny
 
 LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
@@ -243,7 +243,7 @@ def test_a_factory_in_the_working_directory_imports_from_the_lossbench_script(tm
 def test_default_run_ids_are_unchanged_by_the_model_definition_hash():
     """The id of a default run, written down before arch_hash existed: results on disk
     keep their ids (a built-in GPT has no definition file to hash)."""
-    from lossbench.config import RunConfig
+    from lossbench.core.config import RunConfig
 
     assert RunConfig().run_id() == "cross_entropy-1c91d80e77dc"
     assert ModelConfig().arch_hash is None

@@ -1,5 +1,5 @@
 """`lossbench check` as a user runs it: lossbench.cli.main in-process (its real exit codes
-and one-line errors), with the check command of lossbench.checks.command."""
+and one-line errors), with the check command of lossbench.cli.check."""
 
 import json
 import subprocess
@@ -11,7 +11,7 @@ import torch
 
 from lossbench import cli
 from lossbench.checks import PROPERTIES, LossCase, resolve_targets, run_property
-from lossbench.checks.command import check_cmd
+from lossbench.cli.check import check_cmd
 from lossbench.losses import unregister_loss
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 
 from helpers import tiny_toml
-from lossbench.claims import Claim, ClaimError, check_claim, parse_claim_text, parse_claims
+from lossbench.suite.claims import Claim, ClaimError, check_claim, parse_claim_text, parse_claims
 from lossbench.report.claims import _verdict_text, claims_table, evaluate_claims
-from lossbench.report.scores import ScoreTable
-from lossbench.report.stats import holm
-from lossbench.suites import SuiteError, load_suite
+from lossbench.analysis.scores import ScoreTable
+from lossbench.analysis.stats import holm
+from lossbench.suite.load import SuiteError, load_suite
 
 LABELS = ["cross_entropy", "unlikelihood"]
 GOOD = {"name": "UL lowers repetition", "a": "unlikelihood", "b": "cross_entropy",

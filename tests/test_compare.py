@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from helpers import tiny_toml
-from lossbench.escaping import csv_text
+from lossbench.core.escaping import csv_text
 from lossbench.report.compare import build_comparison
-from lossbench.report.profiles import (bootstrap_profiles, identical_profiles, profile,
+from lossbench.analysis.profiles import (bootstrap_profiles, identical_profiles, profile,
                                        profile_score, rank_across_workloads, ratios,
                                        workload_times)
 
@@ -243,8 +243,8 @@ def _cli(*args):
 
 
 def test_compare_two_suites_writes_the_profile_report(tmp_path):
-    from lossbench.runner import run_suite
-    from lossbench.suites import load_suite
+    from lossbench.sweep.sweep import run_suite
+    from lossbench.suite.load import load_suite
 
     dirs = []
     for name, vocab in (("small-vocab", 8), ("large-vocab", 24)):

@@ -12,9 +12,9 @@ import torch
 
 from helpers import assert_same_results, tiny_suite, tiny_toml, wait_for
 
-from lossbench.results import attempts
-from lossbench.runner import run_suite
-from lossbench.suites import load_suite
+from lossbench.store.runs import attempts
+from lossbench.sweep.sweep import run_suite
+from lossbench.suite.load import load_suite
 
 
 def _free_port() -> int:

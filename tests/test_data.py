@@ -15,7 +15,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lossbench.config import RunConfig
+from lossbench.core.config import RunConfig
 from lossbench.data import (ByteTokenizer, CharTokenizer, Corpus, DataConfig, MarkovSource,
                             NGramTeacher, OracleTeacher, build_teacher, eval_starts, get_batch,
                             get_tokenizer, load_corpus, train_batch_starts)

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from helpers import tiny_toml
-from lossbench.experiments import UnknownExperiment, list_experiments
-from lossbench.results import load, run_dir
-from lossbench.runner import run_suite
-from lossbench.suites import load_suite
+from lossbench.store.experiments import UnknownExperiment, list_experiments
+from lossbench.store.runs import load, run_dir
+from lossbench.sweep.sweep import run_suite
+from lossbench.suite.load import load_suite
 
 
 def write_suite(tmp_path, losses='["cross_entropy", "mse"]', name="exp"):
@@ -162,10 +162,10 @@ def test_experiment_files_are_checked(tmp_path):
 
 
 def test_seeds_option(tmp_path, monkeypatch, capsys):
-    import lossbench.plan
+    import lossbench.sweep.plan
     from lossbench.cli import main
 
-    monkeypatch.setattr(lossbench.plan, "probe", lambda config: lossbench.plan.Probe(
+    monkeypatch.setattr(lossbench.sweep.plan, "probe", lambda config: lossbench.sweep.plan.Probe(
         0.1, 0.01, 0.1, 0.1, 0.5))  # the timing is not what this test is about
     suite = write_suite(tmp_path)
 

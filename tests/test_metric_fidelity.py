@@ -1,6 +1,6 @@
 """Every reported evaluation metric equals its published definition, on the tokens it claims.
 
-Each metric of ``lossbench.evaluation.evaluate`` is recomputed here independently: with
+Each metric of ``lossbench.train.evaluation.evaluate`` is recomputed here independently: with
 torchmetrics (perplexity, accuracy, ECE), a direct scipy fit (the temperature), or plain
 Python written from the paper (Welleck et al., ICLR 2020: rep/l, wrep/l, uniq, seq-rep-n,
 uniq-seq; Guo et al., ICML 2017: ECE's bins), never by calling lossbench's helpers. First
@@ -24,13 +24,13 @@ from torchmetrics.functional.classification import (multiclass_accuracy,
                                                     multiclass_calibration_error)
 from torchmetrics.functional.text import perplexity
 
-import lossbench.training as training
-from lossbench.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
+import lossbench.train.loop as training
+from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.batches import eval_starts
 from lossbench.data.corpora import DataConfig
-from lossbench.evaluation import (EvalSet, NonFiniteLogits, evaluate, expected_calibration_error,
+from lossbench.train.evaluation import (EvalSet, NonFiniteLogits, evaluate, expected_calibration_error,
                                   fit_temperature, full_split_ce, sequence_repetition)
-from lossbench.training import build_eval_set, cached_corpus, train_run
+from lossbench.train.loop import build_eval_set, cached_corpus, train_run
 
 DATA = DataConfig(corpus="markov", markov_tokens=20_000, markov_vocab=8)
 CONFIG = RunConfig(

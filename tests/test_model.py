@@ -1,4 +1,4 @@
-"""Tests for lossbench.model: shapes, causality, seed-only init, determinism,
+"""Tests for lossbench.models.gpt: shapes, causality, seed-only init, determinism,
 FLOPs accounting, parameter groups, greedy generation."""
 
 import dataclasses
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from lossbench.config import ModelConfig
-from lossbench.model import GPTConfig, build_model, greedy_generate
+from lossbench.core.config import ModelConfig
+from lossbench.models.gpt import GPTConfig, build_model, greedy_generate
 
 # bias on: the tests below also cover the bias parameters (lossbench's runs default to off)
 TINY = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, bias=True)

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from lossbench.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.batches import get_batch, train_batch_starts
 from lossbench.data.corpora import DataConfig, load_corpus
 from lossbench.data.tokens import write_token_folder
-from lossbench.results import load
-from lossbench.runner import run_suite
-from lossbench.suites import SuiteError, load_suite
-from lossbench.training import train_run
+from lossbench.store.runs import load
+from lossbench.sweep.sweep import run_suite
+from lossbench.suite.load import SuiteError, load_suite
+from lossbench.train.loop import train_run
 from helpers import Recorder, kill_at, records_text, same_weights, suite_file
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -50,7 +50,7 @@ def token_folder(tmp_path):
 
 
 def resolved(data: DataConfig, model=TINY_MODEL) -> DataConfig:
-    from lossbench.preflight import resolve_corpus
+    from lossbench.suite.preflight import resolve_corpus
 
     data, problems = resolve_corpus(data, model, TINY_TRAIN, device="cpu", needs_ngram=False)
     assert problems == []
@@ -279,7 +279,7 @@ def test_training_batches_do_not_grow_the_resident_set(tmp_path):
     stay resident (~1.5 MiB per random window), so 2400 windows of a 128 MiB file would
     keep most of it. Read them all; the process grows by far less than the file."""
     psutil = pytest.importorskip("psutil")
-    from lossbench.training import _Run
+    from lossbench.train.loop import _Run
 
     ids = np.arange(64 * 2**20, dtype=np.int64) % 300  # 128 MiB as uint16
     write_token_folder(tmp_path / "big", ids, ids[:5000], 300)
@@ -335,7 +335,7 @@ def test_the_ngram_teacher_over_a_token_folder_counts_in_the_memory_check(token_
 
     folder, _ = token_folder
     data = DataConfig(corpus="tokens", path=str(folder), ngram_order=1)
-    from lossbench.validation import memory_need
+    from lossbench.core.fields import memory_need
 
     model_only = sum(memory_need(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab=300,
                                  batch_size=4).values())

@@ -16,14 +16,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import tiny_toml
-from lossbench.escaping import (csv_safe_cell, csv_safe_frame, csv_text, csv_unescape_frame,
+from lossbench.core.escaping import (csv_safe_cell, csv_safe_frame, csv_text, csv_unescape_frame,
                                 html_text, md_block, md_inline, plain)
-from lossbench.paths import UnsafePathError
+from lossbench.core.paths import UnsafePathError
 from lossbench.report import plots
 from lossbench.report.compare import build_comparison
 from lossbench.report.document import png
 from lossbench.report.render import build_report
-from lossbench.results import write_tables
+from lossbench.store.runs import write_tables
 
 SCRIPT = "<script>alert(1)</script>"
 FORMULA = '=HYPERLINK("http://x")'
@@ -65,8 +65,8 @@ def _craft(out, labels):
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory):
     """(results dir, report dir) of a tiny sweep whose results were then crafted."""
-    from lossbench.runner import run_suite
-    from lossbench.suites import load_suite
+    from lossbench.sweep.sweep import run_suite
+    from lossbench.suite.load import load_suite
 
     root = tmp_path_factory.mktemp("crafted")
     suite = root / "esc.toml"

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossbench.report.diagnostics import degenerate, late_drop
-from lossbench.report.metrics import metric
-from lossbench.report.scores import build_scores
+from lossbench.analysis.diagnostics import degenerate, late_drop
+from lossbench.core.metrics import metric
+from lossbench.analysis.scores import build_scores
 from lossbench.report.tables import (best_labels, comparisons, label_table, rank_table,
                                      ranked)
 from lossbench.report.verdict import verdict_rows

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.config import RunConfig
-from lossbench.suites import load_suite
-from lossbench.tuning import apply_setting, settings
+from lossbench.core.config import RunConfig
+from lossbench.suite.load import load_suite
+from lossbench.suite.tuning import apply_setting, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED = json.loads((Path(__file__).parent / "fixtures" / "pinned_run_ids.json").read_text())

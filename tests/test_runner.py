@@ -6,9 +6,9 @@ import subprocess
 import sys
 import time
 
-from lossbench.results import load
-from lossbench.runner import run_suite
-from lossbench.suites import load_suite
+from lossbench.store.runs import load
+from lossbench.sweep.sweep import run_suite
+from lossbench.suite.load import load_suite
 from helpers import FIXTURES, assert_same_results, tiny_suite
 
 

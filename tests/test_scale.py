@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from lossbench.config import ModelConfig, TrainConfig
-from lossbench.model import GPT
-from lossbench.scale.fits import (PARAMS, PowerLaw, crossings, crossovers, fit_ladder,
+from lossbench.core.config import ModelConfig, TrainConfig
+from lossbench.models.gpt import GPT
+from lossbench.analysis.fits import (PARAMS, PowerLaw, crossings, crossovers, fit_ladder,
                                   fit_power_law, rank_agreement, ranks)
-from lossbench.scale.ladder import budget_steps, count_params, parse_scale
+from lossbench.suite.scale import budget_steps, count_params, parse_scale
 
 MODEL = ModelConfig(block_size=64)
 TRAIN = TrainConfig(steps=300, batch_size=16, warmup_steps=10)
@@ -231,7 +231,7 @@ def test_no_crossover_sentence_without_two_fitted_curves(tmp_path):
 def test_far_requests_name_the_truly_closest_shape_and_big_counts_read_as_G():
     _, errors = ladder({"params": [1e40]})
     assert len(errors) == 1 and "closest: 96 layers x 1024 wide" in errors[0], errors
-    from lossbench.scale.ladder import size_label
+    from lossbench.suite.scale import size_label
     assert [size_label(n) for n in (856, 53_500, 1.55e6, 2.5e9)] == ["856", "53.5k", "1.55M",
                                                                      "2.5G"]
 
@@ -246,7 +246,7 @@ def test_explicit_sizes_bad_shapes_are_one_line(monkeypatch):
 def test_the_models_own_count_is_checked_against_the_request(monkeypatch):
     """The shape search counts with a polynomial read off six models; the ladder's count is
     the model's own, and it too must be within 10% of the request."""
-    import lossbench.scale.ladder as L
+    import lossbench.suite.scale as L
 
     real = L._count_polynomial
     monkeypatch.setattr(L, "_count_polynomial",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from helpers import tiny_toml
-from lossbench.suites import load_suite
+from lossbench.suite.load import load_suite
 
 SIZES = ('[scale]\nsizes = [{ n_layer = 1, n_embd = 8 }, { n_layer = 1, n_embd = 16 }, '
          '{ n_layer = 2, n_embd = 16 }, { n_layer = 2, n_embd = 24 }]\n')

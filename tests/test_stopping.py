@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from helpers import assert_same_results, tiny_toml, wait_for
-from lossbench.results import attempts, load
-from lossbench.runner import run_suite
-from lossbench.suites import load_suite
+from lossbench.store.runs import attempts, load
+from lossbench.sweep.sweep import run_suite
+from lossbench.suite.load import load_suite
 
 INTERRUPTED = "lossbench: interrupted; rerun the same command to resume (finished runs are kept)"
 

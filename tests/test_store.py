@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from helpers import FIXTURES, tiny_toml
-from lossbench.results import attempts, load, run_dir, same_failures_in_a_row
-from lossbench.runner import run_suite
-from lossbench.suites import load_suite
+from lossbench.store.runs import attempts, load, run_dir, same_failures_in_a_row
+from lossbench.sweep.sweep import run_suite
+from lossbench.suite.load import load_suite
 
 PLUGIN = str(FIXTURES / "sweep_plugin.py")
 
@@ -284,7 +284,7 @@ def test_editing_the_corpus_re_executes_its_runs(tmp_path):
 
 
 def test_tables_are_replaced_together_or_not_at_all(tmp_path, monkeypatch):
-    import lossbench.atomic as atomic
+    import lossbench.core.atomic as atomic
 
     a, b = tmp_path / "summary.csv", tmp_path / "curves.csv"
     atomic.atomic_write_many({a: b"old summary", b: b"old curves"})

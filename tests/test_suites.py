@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.suites import SuiteError, load_suite
+from lossbench.suite.load import SuiteError, load_suite
 
 GOOD = """
 name = "tiny"

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from helpers import assert_same_results, tiny_toml
-from lossbench.observers import Observer
-from lossbench.results import load
-from lossbench.runner import run_suite
-from lossbench.suites import load_suite
-from lossbench.trackers import (KNOWN, TrackerUnavailable, check_trackers, eval_values, flatten,
+from lossbench.train.observers import Observer
+from lossbench.store.runs import load
+from lossbench.sweep.sweep import run_suite
+from lossbench.suite.load import load_suite
+from lossbench.sweep.trackers import (KNOWN, TrackerUnavailable, check_trackers, eval_values, flatten,
                                 make_trackers, run_name)
-from lossbench.training import train_run
+from lossbench.train.loop import train_run
 
 pytestmark = pytest.mark.filterwarnings(  # MLflow 3.17 with SQLAlchemy 2.1, not ours
     "ignore:The ``noload`` loader strategy is deprecated")

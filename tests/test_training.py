@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from lossbench.config import FinetuneConfig, TrainConfig
+from lossbench.core.config import FinetuneConfig, TrainConfig
 from lossbench.losses import register_loss, unregister_loss
-from lossbench.training import build_eval_set, cached_corpus, lr_at, train_run
+from lossbench.train.loop import build_eval_set, cached_corpus, lr_at, train_run
 
 from helpers import TINY, TINY_DATA, Recorder, kill_at, records_text, same_weights, tiny
 

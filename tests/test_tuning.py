@@ -6,10 +6,10 @@ import math
 import pandas as pd
 import pytest
 
-from lossbench.results import load
-from lossbench.runner import run_suite
-from lossbench.suites import SuiteError, load_suite
-from lossbench.tuning import TuneSpec, log_grid, select, tuning_table
+from lossbench.store.runs import load
+from lossbench.sweep.sweep import run_suite
+from lossbench.suite.load import SuiteError, load_suite
+from lossbench.suite.tuning import TuneSpec, log_grid, select, tuning_table
 from helpers import tiny_toml
 
 SPEC = TuneSpec(grid=(("lr", (1e-4, 1e-3, 1e-2)),), steps=10, seeds=(0, 1))

@@ -8,9 +8,9 @@ import pytest
 
 from helpers import tiny_toml
 from lossbench.cli import main
-from lossbench.config import TrainConfig
+from lossbench.core.config import TrainConfig
 from lossbench.data.corpora import load_corpus
-from lossbench.suites import SuiteError, load_suite
+from lossbench.suite.load import SuiteError, load_suite
 
 LONG_TEXT = "It was the best of times, it was the worst of times.\n" * 20  # 1,060 chars
 HUGE_MODEL = {"n_layer": 64, "n_head": 1, "n_embd": 65536, "block_size": 16}
@@ -185,7 +185,7 @@ def test_resolved_corpus_refuses_changed_contents(tmp_path):
 
 
 def test_markov_run_ids_do_not_hash_an_absent_content_hash():
-    from lossbench.config import RunConfig
+    from lossbench.core.config import RunConfig
 
     run = RunConfig()
     assert run.data.content_hash is None and "content_hash" in run.to_dict()["data"]
@@ -197,7 +197,7 @@ def _legacy_hash(run) -> str:
     import hashlib
     import json
 
-    from lossbench.config import _ADDED_AT_DEFAULT
+    from lossbench.core.config import _ADDED_AT_DEFAULT
 
     d = run.to_dict()
     for section, key, _ in _ADDED_AT_DEFAULT:  # fields added later, absent from old ids
@@ -207,7 +207,7 @@ def _legacy_hash(run) -> str:
 
 def test_memory_estimate_formula():
     """The docstring's formula on a case small enough to count by hand."""
-    from lossbench.validation import memory_need, memory_problem
+    from lossbench.core.fields import memory_need, memory_problem
 
     need = memory_need(n_layer=1, n_head=1, n_embd=4, block_size=4, vocab=5, batch_size=2)
     n_params = 1 * (12 * 16 + 13 * 4) + 2 * 4 + 4 * 4 + 5 * 4  # 288

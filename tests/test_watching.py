@@ -13,13 +13,13 @@ import pytest
 
 from helpers import FIXTURES, tiny_toml, wait_for
 from lossbench.cli import main
-from lossbench.executors import Job
-from lossbench.live import read_metrics
-from lossbench.locks import LOCK, file_lock
+from lossbench.sweep.executors import Job
+from lossbench.store.metrics_log import read_metrics
+from lossbench.core.locks import LOCK, file_lock
 from lossbench.losses import load_plugins
-from lossbench.results import load, read_result, run_dir
-from lossbench.runner import execute_run, run_suite
-from lossbench.suites import load_suite
+from lossbench.store.runs import load, read_result, run_dir
+from lossbench.sweep.sweep import execute_run, run_suite
+from lossbench.suite.load import load_suite
 
 PLUGIN = str(FIXTURES / "sweep_plugin.py")
 
@@ -115,7 +115,7 @@ def test_dry_run_after_a_partial_sweep_says_what_is_finished_resumable_or_new(
 
 
 def test_estimate_from_finished_runs_and_from_a_probe(tmp_path):
-    from lossbench.plan import RUN_OVERHEAD_S, estimate, makespan, plan_suite
+    from lossbench.sweep.plan import RUN_OVERHEAD_S, estimate, makespan, plan_suite
 
     assert makespan([3, 1, 1, 1], 2) == 3 and makespan([1, 1, 1], 1) == 3
     suite, out = load_suite(write_suite(tmp_path)), tmp_path / "out"
@@ -185,8 +185,8 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
 
 def _states(out) -> list[str]:
     """What `lossbench status` would show for each run (read in this process: fast)."""
-    from lossbench.experiments import resolve_experiment
-    from lossbench.watch import experiment_states
+    from lossbench.store.experiments import resolve_experiment
+    from lossbench.sweep.status import experiment_states
 
     if not (out / "suite.json").exists():
         return []
@@ -198,7 +198,7 @@ def test_status_table(tmp_path, capsys):
     out = tmp_path / "out"
     finished = [r for r in suite.runs if r.seed == 0]
     run_suite(load_suite(write_suite(tmp_path, seeds=(0,))), out, workers=1, show_progress=False)
-    from lossbench.experiments import new_meta, open_experiment
+    from lossbench.store.experiments import new_meta, open_experiment
 
     meta, _, ids = new_meta(suite)
     open_experiment(out, meta, ids)  # the full sweep has started

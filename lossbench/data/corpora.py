@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossbench.validation import (MARKOV_BYTES_PER_TOKEN, TEXT_BYTES_PER_TOKEN, check,
+from lossbench.core.fields import (MARKOV_BYTES_PER_TOKEN, TEXT_BYTES_PER_TOKEN, check,
                                   derived, fields_ok, ranged)
 
 from .markov import ALPHABET, MAX_TABLE_ENTRIES, MarkovSource

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lossbench.extras import import_extra
+from lossbench.core.extras import import_extra
 
 from .tokens import (cache_dir, file_digest, folder_intact, inspect_folder,
                      write_token_folder)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lossbench.extras import import_extra
+from lossbench.core.extras import import_extra
 
 TOKENIZER_NAMES = ("char", "byte", "bpe", "hf")
 BPE_MIN_VOCAB = 257  # the 256 byte tokens plus at least one merge

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossbench.atomic import atomic_write_text
+from lossbench.core.atomic import atomic_write_text
 
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 META_MAX_BYTES = 64 * 1024 * 1024  # a vocabulary table, not a corpus

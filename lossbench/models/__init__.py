@@ -2,7 +2,7 @@
 ``factory(vocab_size, block_size, **model_kwargs) -> nn.Module`` mapping (B, T) ids to
 (B, T, V) logits ([model] arch = "gpt" | "hf" | "python:package.module:factory").
 
-The guarantees of lossbench.model hold for each: the model returns logits only (every loss
+The guarantees of lossbench.models.gpt hold for each: the model returns logits only (every loss
 is computed outside it, from the same logits), and its initial weights depend on the run
 seed alone -- it is constructed inside ``fork_rng`` after ``manual_seed(seed)``, so the
 global RNG is neither read nor changed. ``init_from`` then overwrites the weights with a
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from lossbench.config import ModelConfig
-from lossbench.model import GPT, build_model
+from lossbench.core.config import ModelConfig
+from lossbench.models.gpt import GPT, build_model
 
 from .weights import load_weights
 

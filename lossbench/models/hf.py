@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from lossbench.config import ModelConfig
-from lossbench.extras import import_extra
+from lossbench.core.config import ModelConfig
+from lossbench.core.extras import import_extra
 
 
 def import_transformers():

@@ -1,4 +1,4 @@
-"""Testing a suite's claims (lossbench.claims) on its score table, and the report's Claims
+"""Testing a suite's claims (lossbench.suite.claims) on its score table, and the report's Claims
 section.
 
 Each claim is tested on a's and b's values paired by seed (same weights, same batches):
@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from lossbench.claims import Claim
+from lossbench.suite.claims import Claim
 from lossbench.report.document import Document, fmt
-from lossbench.report.scores import FINISHED, ScoreTable
-from lossbench.report.stats import Interval, holm, interval, paired_t_seeds
+from lossbench.analysis.scores import FINISHED, ScoreTable
+from lossbench.analysis.stats import Interval, holm, interval, paired_t_seeds
 from lossbench.report.verdict import signed, spread_text
 
 ALPHA = 0.05
@@ -270,8 +270,8 @@ def section(doc: Document, results: list[ClaimResult]) -> None:
 def stated_claims(meta: dict, texts, scores: ScoreTable) -> list[Claim]:
     """The experiment's [[claims]] (validated when the suite was loaded) then the command
     line's ``--claim`` texts, checked against these runs' labels and metrics (ClaimError)."""
-    from lossbench.claims import ClaimError, check_claim, parse_claim_text, printable_names
-    from lossbench.report.metrics import BY_COLUMN
+    from lossbench.suite.claims import ClaimError, check_claim, parse_claim_text, printable_names
+    from lossbench.core.metrics import BY_COLUMN
 
     columns = [c for c in scores.runs.columns if c.startswith("final_") or c in BY_COLUMN]
     # the record is a file anyone may have written: checked again, against every label of

@@ -12,12 +12,12 @@ import pandas as pd
 
 from lossbench import __version__
 from lossbench.report import plots
-from lossbench.report.diagnostics import diagnose
+from lossbench.analysis.diagnostics import diagnose
 from lossbench.report.document import Document, fmt
 from lossbench.report.evidence import Evidence
-from lossbench.results import label_of
+from lossbench.store.runs import label_of
 from lossbench.report.protocol import describe_tuning, metric_name
-from lossbench.tuning import TuneSpec, tuning_table
+from lossbench.suite.tuning import TuneSpec, tuning_table
 
 
 def _git_commit() -> str:

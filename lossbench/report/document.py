@@ -16,9 +16,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lossbench.atomic import atomic_write_bytes, atomic_write_text
-from lossbench.escaping import csv_text, html_text, md_block, md_inline
-from lossbench.paths import contained, safe_name
+from lossbench.core.atomic import atomic_write_bytes, atomic_write_text
+from lossbench.core.escaping import csv_text, html_text, md_block, md_inline
+from lossbench.core.paths import contained, safe_name
 
 
 def fmt(v, digits: int = 4) -> str:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lossbench.paths import safe_name
-from lossbench.report.metrics import BY_COLUMN, PRIMARY_COLUMNS, Metric, default_primary, metric
-from lossbench.report.scores import ScoreTable, build_scale_scores, build_scores
+from lossbench.core.paths import safe_name
+from lossbench.core.metrics import BY_COLUMN, PRIMARY_COLUMNS, Metric, default_primary, metric
+from lossbench.analysis.scores import ScoreTable, build_scale_scores, build_scores
 from lossbench.report.tables import comparisons, label_table, rank_table, ranked
-from lossbench.experiments import resolve_experiment
-from lossbench.results import read_experiment
+from lossbench.store.experiments import resolve_experiment
+from lossbench.store.runs import read_experiment
 
 
 class ReportRequestError(ValueError):
@@ -34,7 +34,7 @@ class Evidence:
     curves: pd.DataFrame  # the final runs' curves
     all_runs: pd.DataFrame  # score rows of every run of the experiment (tuning runs too)
     results: list[dict] = field(default_factory=list)  # the final runs' result.json
-    experiment: str = ""  # its id (lossbench.experiments); "" for a hand-made directory
+    experiment: str = ""  # its id (lossbench.store.experiments); "" for a hand-made directory
     # the experiment's final runs with no result yet (running, or not started): a report
     # of a sweep in progress shows the finished ones and says how many are missing
     unfinished: list[str] = field(default_factory=list)
@@ -63,7 +63,7 @@ def shown_columns(runs: pd.DataFrame) -> list[str]:
 
 def _claims(meta: dict, texts: list[str] | None, scores: ScoreTable) -> list:
     """The suite's claims and ``texts`` (--claim) tested on ``scores`` (report.claims)."""
-    from lossbench.claims import ClaimError
+    from lossbench.suite.claims import ClaimError
     from lossbench.report.claims import evaluate_claims, stated_claims
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lossbench.report import plots
-from lossbench.results import label_of
+from lossbench.store.runs import label_of
 
 
 REPETITION = {"final_seq_rep_4": "seq-rep-4", "final_rep": "rep", "final_wrep": "wrep"}

@@ -5,10 +5,10 @@ the results is escaped (report.evidence holds the numbers, nothing is computed h
 from __future__ import annotations
 
 
-from lossbench.escaping import latex_text
+from lossbench.core.escaping import latex_text
 from lossbench.report.document import fmt
 from lossbench.report.evidence import Evidence
-from lossbench.report.metrics import metric
+from lossbench.core.metrics import metric
 from lossbench.report.tables import best_labels
 from lossbench.report.verdict import mean_with_spread, signed, spread_text
 

@@ -1,10 +1,10 @@
 """The hyperparameter protocol of a suite in words (shared, or tuned per loss and how),
-for reports; the tuning itself (lossbench.tuning) computes and words nothing."""
+for reports; the tuning itself (lossbench.suite.tuning) computes and words nothing."""
 
 from __future__ import annotations
 
-from lossbench.report.metrics import metric
-from lossbench.tuning import TuneSpec, grid_value
+from lossbench.core.metrics import metric
+from lossbench.suite.tuning import TuneSpec, grid_value
 
 NOT_TUNED = "shared hyperparameters, not tuned"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from lossbench.atomic import atomic_write_text
-from lossbench.paths import contained, safe_name
+from lossbench.core.atomic import atomic_write_text
+from lossbench.core.paths import contained, safe_name
 from lossbench.report import details, scale, sections
 from lossbench.report.claims import claims_table, section as claims_section
 from lossbench.report.document import Document

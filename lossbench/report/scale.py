@@ -1,7 +1,7 @@
 """The Scale section of a report: does the ranking hold as the model grows?
 
 Reads the ladder's score table (Evidence.scale, scores.build_scale_scores) and words what
-lossbench.scale.fits computes: the primary metric against parameters and training FLOPs,
+lossbench.analysis.fits computes: the primary metric against parameters and training FLOPs,
 a saturating power law per loss, ranks per size and their agreement (Kendall's tau),
 crossovers of the fitted curves, and the paired tests of the statistics section at every
 size."""
@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 from matplotlib import ticker
 
-from lossbench.escaping import plain
+from lossbench.core.escaping import plain
 from lossbench.report.document import Document, fmt
-from lossbench.report.metrics import PRIMARY_COLUMNS, metric
+from lossbench.core.metrics import PRIMARY_COLUMNS, metric
 from lossbench.report.plots import BASELINE_STYLE, MARKERS, _colors, _legend, plt
-from lossbench.report.scores import ScoreTable
-from lossbench.report.stats import MIN_SEEDS_FOR_CI, interval
+from lossbench.analysis.scores import ScoreTable
+from lossbench.analysis.stats import MIN_SEEDS_FOR_CI, interval
 from lossbench.report.tables import comparisons
 from lossbench.report.verdict import signed, spread_text
-from lossbench.scale.fits import Fit, crossovers, fit_ladder, rank_agreement, ranks
-from lossbench.scale.ladder import MIN_SIZES_FOR_FIT, size_label
+from lossbench.analysis.fits import Fit, crossovers, fit_ladder, rank_agreement, ranks
+from lossbench.suite.scale import MIN_SIZES_FOR_FIT, size_label
 
 N_BOOT = 500
 

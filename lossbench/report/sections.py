@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-from lossbench.report.diagnostics import DEGENERATE_MARGIN, LATE_FRACTION, NOT_CONVERGED_DROP
+from lossbench.analysis.diagnostics import DEGENERATE_MARGIN, LATE_FRACTION, NOT_CONVERGED_DROP
 from lossbench.report.document import Bold, Document, fmt
 from lossbench.report.evidence import Evidence
-from lossbench.report.metrics import metric
-from lossbench.report.stats import MIN_SEEDS_FOR_CI, min_wilcoxon_p
+from lossbench.core.metrics import metric
+from lossbench.analysis.stats import MIN_SEEDS_FOR_CI, min_wilcoxon_p
 from lossbench.report.tables import best_labels
 from lossbench.report.verdict import (duration, mean_with_spread, signed, spread_text,
                                       verdict_rows)

@@ -10,10 +10,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from lossbench.report.diagnostics import degenerate, not_converged
-from lossbench.report.metrics import metric
-from lossbench.report.scores import FINISHED, ScoreTable
-from lossbench.report.stats import (CI_KIND, holm, interval, mean_ranks, paired_comparison,
+from lossbench.analysis.diagnostics import degenerate, not_converged
+from lossbench.core.metrics import metric
+from lossbench.analysis.scores import FINISHED, ScoreTable
+from lossbench.analysis.stats import (CI_KIND, holm, interval, mean_ranks, paired_comparison,
                                     probability_of_improvement_ci, seeds_needed)
 
 ALPHA = 0.05

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-from lossbench.report.diagnostics import DEGENERATE_MARGIN, LATE_FRACTION, NOT_CONVERGED_DROP
+from lossbench.analysis.diagnostics import DEGENERATE_MARGIN, LATE_FRACTION, NOT_CONVERGED_DROP
 from lossbench.report.document import fmt
-from lossbench.report.metrics import Metric
-from lossbench.report.stats import min_wilcoxon_p
+from lossbench.core.metrics import Metric
+from lossbench.analysis.stats import min_wilcoxon_p
 
 ALPHA = 0.05
 

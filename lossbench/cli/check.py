@@ -1,0 +1,161 @@
+"""`lossbench check`: property-test a loss in the shape it has.
+
+Registered in :mod:`lossbench.cli`. Bad input (unknown loss, missing file, an option
+that does not fit the function) is one line and exit 2, like every lossbench command.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+import textwrap
+from collections import Counter
+
+import click
+
+from lossbench.cli.common import InputError, print_table
+
+
+def _assignments(values: tuple[str, ...], flag: str, *, literal: bool) -> dict:
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise InputError(f"{flag}: expected NAME={'VALUE' if literal else 'PARAM'}, "
+                                  f"got {item!r}")
+        value = value.strip()
+        if literal:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                pass  # a bare word is a string: --set reduction=none
+        out[name.strip()] = value
+    return out
+
+
+def _indent(text: str) -> str:
+    return textwrap.indent(text, "    ")
+
+
+@click.command("check")
+@click.argument("target")
+@click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|MODULE",
+              help="Import a file or module that registers extra losses (repeatable).")
+@click.option("--profile", type=click.Choice(["dev", "ci"]), default="dev", show_default=True,
+              help="Hypothesis profile: dev (fast) or ci (more examples, derandomized).")
+@click.option("--max-examples", type=click.IntRange(1), default=None,
+              help="Examples per property (overrides the profile).")
+@click.option("--seed", type=int, default=None, help="Hypothesis seed for a reproducible search.")
+@click.option("--property", "only", multiple=True, metavar="NAME",
+              help="Run only these properties (repeatable).")
+@click.option("--like", metavar="NAME", default=None,
+              help="Check the function as an implementation of the registered loss NAME: "
+                   "NAME's hyperparameters drawn by name over their ranges, NAME's claimed "
+                   "properties, and matches_reference against NAME's reference.")
+@click.option("--reduction", type=click.Choice(["none", "mean", "sum"]), default="none",
+              show_default=True,
+              help="What the function returns: per-token values, or their mean over kept "
+                   "positions or sum (per-token values are recovered; the reduction is checked).")
+@click.option("--flat", is_flag=True, help="The function takes (N, V) logits and (N,) targets.")
+@click.option("--log-probs", is_flag=True,
+              help="The function takes log-probabilities (log_softmax of the logits).")
+@click.option("--ignore-index", type=int, default=None, metavar="K",
+              help="The function's own padding id (e.g. 1 in fairseq); passed as ignore_index "
+                   "when it takes one.")
+@click.option("--teacher", default=None, metavar="probs|logits[:PARAM]",
+              help="The function takes a teacher's probabilities or logits as PARAM "
+                   "[default: its one parameter named *teacher*].")
+@click.option("--set", "fixed", multiple=True, metavar="NAME=VALUE",
+              help="A fixed keyword argument for the function (or its class); with --like, "
+                   "holds NAME's hyperparameter at VALUE (repeatable).")
+@click.option("--hparam-name", "renames", multiple=True, metavar="NAME=PARAM",
+              help="With --like: pass NAME's hyperparameter NAME as the function's PARAM.")
+def check_cmd(target, plugins, profile, max_examples, seed, only, like, reduction, flat,
+              log_probs, ignore_index, teacher, fixed, renames):
+    """Property-test losses with hypothesis.
+
+    TARGET is a registered loss name, `all`, `path/file.py:NAME` or `module:NAME`,
+    where NAME is a function, an nn.Module class (built with the drawn
+    hyperparameters, then called) or a callable. Registered losses are checked on
+    the properties they declare, a function on the generic ones, or with --like on
+    NAME's. Exit 0 when all pass, 1 when any fails, 2 for bad input.
+    """
+    from lossbench.losses import PluginError, load_plugins
+
+    from . import PROPERTIES, CheckTargetError, diagnose, resolve_targets
+    from .runner import ordered_properties, run_property, same_error
+
+    try:
+        load_plugins(plugins)
+    except PluginError as exc:
+        raise InputError(f"--plugin: {exc}") from None
+    options = dict(reduction=reduction, flat=flat, log_probs=log_probs, ignore_index=ignore_index,
+                   teacher=teacher, like=like,
+                   fixed=_assignments(fixed, "--set", literal=True),
+                   hparam_names=_assignments(renames, "--hparam-name", literal=False))
+    try:
+        specs = resolve_targets(target, **options)
+    except CheckTargetError as exc:
+        message = str(exc)
+        raise InputError(message if message.startswith("--") else f"TARGET: {message}") \
+            from None
+    unknown = [p for p in only if p not in PROPERTIES]
+    if unknown:
+        raise InputError(f"--property: unknown {unknown}; known: "
+                              f"{', '.join(sorted(PROPERTIES))}")
+    for p in only:
+        if not any(p in s.properties for s in specs):
+            applies = ", ".join(ordered_properties(specs[0])) if len(specs) == 1 else ""
+            how = ("claim a registered loss's properties with --like NAME"
+                   if getattr(specs[0], "source", "") else "the loss does not claim it")
+            raise InputError(f"--property {p}: does not apply to {target}"
+                                  f"{f' (checked on: {applies})' if applies else ''}; {how}")
+    with_plugins = f", plugins={list(plugins)!r})" if plugins else ")"
+
+    stopped, results = [], []
+    for spec in specs:
+        for line in getattr(spec, "notes", ()):
+            click.echo(f"note: {spec.name} {line}")
+        diagnosis = diagnose(spec)
+        if diagnosis is not None:
+            stopped.append((spec, diagnosis))
+            continue
+        source = (getattr(spec, "source", "") or f"load_target({spec.name!r})")[:-1] + with_plugins
+        names = [p for p in ordered_properties(spec) if not only or p in only]
+        results += [run_property(spec, p, profile=profile, max_examples=max_examples, seed=seed,
+                                 source=source) for p in names]
+
+    for spec, diagnosis in stopped:
+        click.echo(f"{spec.name}: {diagnosis.message}")
+        if diagnosis.detail:
+            click.echo(_indent(diagnosis.detail))
+    if results:
+        print_table(("loss", "property", "result", "detail"),
+                     [(r.loss, r.prop, r.status, (r.message or r.warning).splitlines()[0]
+                       if r.message or r.warning else "") for r in results])
+    failures = [r for r in results if not r.passed]
+    for k, r in enumerate(failures):
+        click.echo(f"\n--- {r.loss}: {r.prop} failed: {r.message}")
+        first = next((f for f in failures[:k] if same_error(f, r)), None)
+        if first is not None:
+            click.echo(f"(the same error as under {first.prop}; its traceback is above)")
+        elif r.error:
+            click.echo("Raised inside the loss:\n" + _indent(r.error))
+        if r.reproduction:
+            click.echo("Falsifying example (runnable):\n" + _indent(r.reproduction))
+    for r in results:
+        if r.warning:
+            click.echo(f"\n--- {r.loss}: {r.prop} passed with a warning: {r.warning}")
+    counts: dict[str, Counter] = {}
+    for r in results:
+        for line, n in r.warnings:
+            counts.setdefault(r.loss, Counter())[line] += n
+    for loss, counter in counts.items():
+        click.echo(f"\nwarnings from {loss}, each once with its count:")
+        for line, n in counter.most_common():
+            click.echo(f"    {n}x {line}")
+    n_warn = sum(r.status == "warn" for r in results)
+    n_fail = len(failures) + len(stopped)
+    warned = f" ({n_warn} with a warning)" if n_warn else ""
+    click.echo(f"\n{len(results) - len(failures)} passed{warned}, {n_fail} failed")
+    sys.exit(1 if n_fail else 0)

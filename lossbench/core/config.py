@@ -1,0 +1,216 @@
+"""The configuration of one training run, and its stable id.
+
+A run is fully described by a :class:`RunConfig`: the loss and its
+hyperparameters, the run seed, and the data / model / train / eval / finetune
+sections. Everything that can change a number is in here (including the
+intra-op thread count), so equal configs give equal results and the run id,
+a hash of the resolved config, names the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lossbench.data.corpora import DataConfig
+from lossbench.core.fields import check, derived, fields_ok, ranged
+
+if TYPE_CHECKING:
+    from lossbench.models.gpt import GPTConfig
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The GPT, minus vocab_size (which the corpus decides). nanoGPT's CPU config.
+
+    The one definition of the model's settings and their defaults:
+    :class:`lossbench.models.gpt.GPTConfig` extends it with vocab_size.
+    """
+
+    n_layer: int = ranged(4, 1)
+    n_head: int = ranged(4, 1)
+    n_embd: int = ranged(128, 1)  # C; must be divisible by n_head
+    block_size: int = ranged(64, 2)  # context length T (2: a window and its shifted targets)
+    dropout: float = ranged(0.0, 0.0, 1.0, high_open=True)  # 0 keeps runs deterministic
+    bias: bool = False  # bias in Linears and LayerNorms: off, nanoGPT's shakespeare_char config
+    tie_weights: bool = True  # LM head shares the token-embedding matrix
+    # "gpt" (the built-in GPT above) | "hf" (a transformers causal LM from hf_config or
+    # hf_path; pip install 'lossbench[hf]') | "python:package.module:factory" (lossbench.models)
+    arch: str = "gpt"
+    hf_config: dict[str, Any] = field(default_factory=dict)  # e.g. {model_type = "llama", ...}
+    hf_path: str | None = None  # a local folder with a transformers config.json
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # python factory's keywords
+    init_from: str | None = None  # start every run from these weights (fine-tuning)
+    init_hash: str | None = derived(None)  # sha256 of init_from, filled in when resolved
+    # sha256 of the files that define a non-built-in model (a factory's module source, an
+    # hf_path's config.json), filled in when resolved: the run id changes when they do
+    arch_hash: str | None = derived(None)
+
+    def __post_init__(self):
+        from lossbench.core.fields import arch_problem
+
+        cross = []
+        if fields_ok(self, "arch", "hf_config", "hf_path") and \
+                (text := arch_problem(self.arch, self.hf_config, self.hf_path)) is not None:
+            cross.append(("arch", text))
+        if fields_ok(self, "arch", "dropout") and self.dropout and self.arch != "gpt":
+            cross.append(("dropout", "dropout: applies to arch = \"gpt\" only (an hf model's "
+                                     "is its config's, e.g. attention_dropout; a factory's its "
+                                     "own): it would change the run id and nothing else"))
+        if fields_ok(self, "n_embd", "n_head") and self.n_embd % self.n_head:
+            cross.append(("n_embd", f"n_embd ({self.n_embd}) must be divisible by "
+                                    f"n_head ({self.n_head})"))
+        check(self, *cross)
+
+    def to_gpt(self, vocab_size: int) -> GPTConfig:
+        """This model for a corpus of ``vocab_size`` tokens."""
+        from lossbench.models.gpt import GPTConfig  # here: lossbench.models.gpt imports this module
+
+        return GPTConfig(vocab_size=vocab_size, **dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimization, nanoGPT's shakespeare_char CPU settings by default."""
+
+    steps: int = ranged(2000, 1)
+    batch_size: int = ranged(12, 1)
+    grad_accum: int = ranged(1, 1)  # micro-batches per optimizer step
+    lr: float = ranged(1e-3, 0.0, low_open=True)  # peak, after linear warmup
+    min_lr: float = ranged(1e-4, 0.0)  # end of the cosine decay
+    warmup_steps: int = ranged(100, 0)
+    decay_steps: int | None = ranged(None, 0)  # cosine length; None or 0: = steps
+    weight_decay: float = ranged(0.1, 0.0)  # AdamW, on matrices only (not biases, norms)
+    beta1: float = ranged(0.9, 0.0, 1.0, high_open=True)
+    beta2: float = ranged(0.99, 0.0, 1.0, high_open=True)
+    grad_clip: float = ranged(1.0, 0.0)  # max global grad norm; 0 disables
+    threads: int = ranged(1, 1, 256)  # intra-op threads of this run: float results depend on it
+    checkpoint_every: int = ranged(250, 0)  # steps; 0 disables (only used with a checkpoint dir)
+    save_weights: bool = False  # keep the final weights as runs/<id>/model.pt (for init_from)
+
+    def __post_init__(self):
+        check(self)
+
+    def schedule_problems(self) -> list[tuple[str, str]]:
+        """Schedules that run but do not do what they say: a warmup longer than the run
+        never reaches the peak lr, a floor above the peak decays upwards. Checked for
+        suites only: from Python, a 1-step smoke run with the default warmup is fine."""
+        problems = []
+        if self.min_lr > self.lr:
+            problems.append(("min_lr", f"min_lr={self.min_lr!r} is above lr={self.lr!r}: "
+                                       f"the cosine would decay upwards"))
+        if self.warmup_steps > self.steps:
+            problems.append(("warmup_steps", f"warmup_steps={self.warmup_steps} is longer than "
+                                             f"steps={self.steps}: the peak lr is never reached"))
+        return problems
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation on fixed validation tokens, independent of the training loss."""
+
+    eval_every: int = ranged(250, 1)  # steps (and always at the end)
+    val_windows: int = ranged(64, 2)  # fixed val windows of block_size tokens
+    ece_bins: int = ranged(15, 1, 1000)
+    grad_stats: bool = True  # per-layer grad norms and cosine to the CE gradient at eval steps
+    rep_prefixes: int = ranged(8, 1)  # greedy continuations for seq-rep-4 / uniq-seq
+    rep_prefix_len: int = ranged(16, 1)
+    rep_continuation: int = ranged(48, 4)
+    rep_context: int = ranged(128, 1, 65536)  # l of rep/wrep (Welleck et al.'s rep/128): the
+    #   l most recent tokens; within a window at most block_size (the effective l is reported)
+    rep_stream: bool = False  # rep/wrep over the val stream: each position's l context
+    #   tokens include those before its window, so l may exceed block_size (the paper's rep/l
+    #   at any block size); positions whose l tokens would start before the split are left out
+    samples: int = ranged(3, 0)  # decoded samples kept for the report
+    full_val_windows: int = ranged(4096, 0)  # final eval also scores up to this many
+    #   consecutive val windows (the whole split when it fits: val_ce_full, comparable with
+    #   other codebases); 0: off
+
+    def __post_init__(self):
+        check(self)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Optional sequence-level unlikelihood phase after the main steps (Welleck et al. 2020)."""
+
+    steps: int = ranged(0, 0)  # 0: no phase
+    loss: str = "sequence_unlikelihood"
+    hparams: dict[str, Any] = field(default_factory=dict)
+    lr: float = ranged(1e-4, 0.0)  # constant during the phase
+    prefix_len: int = ranged(16, 1)
+    continuation_len: int = ranged(48, 4)
+    mle_mix: float = ranged(0.5, 0.0, 1.0)  # probability of an MLE (training-loss) update
+    #   instead, per step
+
+    def __post_init__(self):
+        check(self)
+
+
+# fields added after results existed, left out of the run id while at their default
+_ADDED_AT_DEFAULT = (
+    ("data", "content_hash", None), ("data", "tokenizer_path", None),
+    ("data", "tokenizer_hash", None), ("data", "text_field", "text"), ("data", "split", "train"),
+    ("model", "arch", "gpt"), ("model", "hf_config", {}), ("model", "hf_path", None),
+    ("model", "model_kwargs", {}), ("model", "init_from", None), ("model", "init_hash", None),
+    ("model", "arch_hash", None), ("train", "save_weights", False),
+)
+
+
+def parse_seeds(value: Any) -> list[int] | None:
+    """Seeds as a suite writes them: a non-empty list of non-negative integers, or n for
+    0..n-1. None when ``value`` is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = list(range(value))
+    if isinstance(value, list) and value and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        return value
+    return None
+
+
+def display_name(label: str, loss: str) -> str:
+    """A run's name in tables and reports: its label, else its loss (one rule for live
+    configs and stored ones, :func:`lossbench.store.runs.label_of`)."""
+    return label or loss
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    loss: str = "cross_entropy"
+    hparams: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # initial weights, batch order and dropout masks: never the loss
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    device: str = "cpu"  # "cpu" | "cuda" (bf16 autocast on cuda)
+    label: str = ""  # display name in reports; "" means the loss name
+
+    @property
+    def display_name(self) -> str:
+        return display_name(self.label, self.loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+                    "eval": EvalConfig, "finetune": FinetuneConfig}
+        kwargs = {k: (sections[k](**v) if k in sections else v) for k, v in d.items()}
+        return cls(**kwargs)
+
+    def run_id(self) -> str:
+        """Stable id: loss name plus a hash of the whole resolved config (device
+        included: CPU and CUDA runs give different numbers)."""
+        d = self.to_dict()
+        for section, key, default in _ADDED_AT_DEFAULT:
+            if d[section].get(key, default) == default:
+                # added after the first results: absent, the ids of older results still hold
+                d[section].pop(key, None)
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return f"{self.loss}-{hashlib.sha256(blob).hexdigest()[:12]}"

@@ -1,0 +1,341 @@
+"""Suites: a TOML file that expands into identical runs (losses x grids x seeds).
+
+    name = "quick"
+    description = "..."
+    seeds = [0, 1]
+    baseline = "cross_entropy"          # optional; the report compares every loss to it
+    losses = ["cross_entropy", { name = "label_smoothing", smoothing = [0.05, 0.1] }]
+
+    [data]   corpus = "markov"          # DataConfig fields
+    [model]  n_layer = 2                # ModelConfig fields
+    [train]  steps = 300                # TrainConfig fields
+    [eval]   eval_every = 50            # EvalConfig fields
+    [finetune] steps = 0                # FinetuneConfig fields
+    [tune]   grid = { lr = { log_grid = [1e-4, 1e-2, 5] } }   # optional, see lossbench.suite.tuning
+    [scale]  params = [5e4, 2e5, 8e5]   # optional: every run at every size, see lossbench.suite.scale
+    target_val_ce = 1.5                 # optional; steps-to-target's target in reports
+
+A list value in a loss table is a grid. Everything is validated before any run
+starts, and every problem is reported at once, one line each, naming the file
+and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lossbench.suite.claims import Claim, parse_claims
+from lossbench.core.config import (EvalConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig,
+                              parse_seeds)
+from lossbench.data.corpora import DataConfig
+from lossbench.losses import get_loss, list_losses
+from lossbench.core.paths import name_problem
+from lossbench.suite.preflight import device_problem, resolve_corpus, resolve_model, tune_problems
+from lossbench.suite.scale import ScaleSpec, at_size, parse_scale
+from lossbench.suite.tuning import TuneSpec, parse_tune
+from lossbench.core.fields import ConfigError, ProblemList
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
+            "finetune": FinetuneConfig}
+TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "target_val_ce",
+             "claims",
+             "tune", "log", "scale", *SECTIONS}
+
+class SuiteError(ProblemList):
+    """Everything wrong with a suite, one line per problem."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    path: str
+    seeds: tuple[int, ...]
+    baseline: str
+    runs: tuple[RunConfig, ...]  # losses x grid points x seeds, in file order
+    entries: tuple[RunConfig, ...] = ()  # the contenders: one per loss x grid point, first seed
+    tune: TuneSpec | None = None  # per-loss tuning before the runs (then `runs` are not final)
+    target_val_ce: float | None = None  # steps-to-target's target; None: baseline x 1.05
+    log: tuple[str, ...] = ()  # experiment trackers ([log] trackers = [...]); not in run ids
+    scale: ScaleSpec | None = None  # a ladder of model sizes: `runs` holds every size
+    claims: tuple[Claim, ...] = ()  # [[claims]]: effects the report tests (lossbench.suite.claims)
+
+
+def _closest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
+    """[log] trackers = ["tensorboard", "mlflow", "wandb"]: names checked here, packages
+    when the sweep starts."""
+    from lossbench.sweep.trackers import KNOWN
+
+    if not isinstance(table, dict) or set(table) - {"trackers"}:
+        extra = set(table) - {"trackers"} if isinstance(table, dict) else ()
+        errors.append(f"{where}: [log]: expected a table with only 'trackers'"
+                      + (f" (unknown: {', '.join(sorted(extra))})" if extra else ""))
+        return ()
+    trackers = table.get("trackers", [])
+    if not isinstance(trackers, list) or not all(isinstance(t, str) for t in trackers):
+        errors.append(f"{where}: log.trackers: expected a list of names, got {trackers!r}")
+        return ()
+    for t in trackers:
+        if t not in KNOWN:
+            errors.append(f"{where}: log.trackers: unknown tracker {t!r}{_closest(t, KNOWN)} "
+                          f"(known: {', '.join(KNOWN)})")
+    return tuple(dict.fromkeys(trackers))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.steps=100' -> (['train', 'steps'], 100); the value is read as TOML, else a string."""
+    if "=" not in text:
+        raise SuiteError([f"--set {text}: expected SECTION.KEY=VALUE"])
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _apply_overrides(doc: dict, overrides: list[str]) -> None:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = doc
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SuiteError([f"--set {text}: {part} is not a section"])
+        node[path[-1]] = value
+
+
+def _section(doc: dict, name: str, where: str, errors: list[str]):
+    """The section's config and whether it is valid (checks across sections skip invalid
+    ones). Types and ranges are the dataclass's own checks: here they are only listed."""
+    cls = SECTIONS[name]
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        errors.append(f"{where}: [{name}] must be a table")
+        return cls(), False
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            errors.append(f"{where}: [{name}] unknown key {key!r}{_closest(key, fields)}")
+        elif fields[key].metadata.get("derived"):
+            errors.append(f"{where}: [{name}] {key}: computed by lossbench, not set in a suite")
+        else:
+            values[key] = value
+    try:
+        return cls(**values), True
+    except ConfigError as exc:
+        errors.extend(f"{where}: [{name}] {text}" for _, text in exc.problems)
+        try:  # keep the valid keys, so later messages describe what the file says
+            return cls(**{k: v for k, v in values.items() if k not in exc.keys}), False
+        except ConfigError:
+            return cls(), False
+
+
+def _finetune_problems(ft: FinetuneConfig, known: list[str]) -> list[str]:
+    """Every run builds its fine-tuning loss (even with steps = 0): it must exist."""
+    if ft.loss not in known:
+        return [f"[finetune] loss: unknown loss {ft.loss!r}{_closest(ft.loss, known)}"]
+    return [f"[finetune] hparams: {m}" for m in get_loss(ft.loss).validate_hparams(ft.hparams)]
+
+
+def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, dict, dict]]:
+    """Expand `losses` into (name, hparams, extras) triples; list values are grids.
+
+    An entry may carry `label` (its name in reports) and a `finetune` table that
+    replaces the suite's [finetune] section for that entry.
+    """
+    entries = doc.get("losses")
+    if not isinstance(entries, list) or not entries:
+        errors.append(f"{where}: losses: expected a non-empty list of names or tables")
+        return []
+    known = [s.name for s in list_losses()]
+    out = []
+    seen: dict[tuple, str] = {}  # (loss, effective hyperparameters, label) -> first entry
+    for i, entry in enumerate(entries):
+        key = f"losses[{i}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            errors.append(f"{where}: {key}: expected a loss name or a table with name = \"...\"")
+            continue
+        name = entry["name"]
+        if name not in known:
+            errors.append(f"{where}: {key}: unknown loss {name!r}{_closest(name, known)}")
+            continue
+        spec = get_loss(name)
+        if spec.finetune_only:
+            errors.append(f"{where}: {key}: {name} needs generated text: use it as a fine-tuning "
+                          f"phase, e.g. {{ name = \"cross_entropy\", finetune = {{ steps = 200, "
+                          f"loss = \"{name}\" }} }}")
+            continue
+        extras = {}
+        label = entry.get("label", "")
+        if not isinstance(label, str):
+            errors.append(f"{where}: {key}: label: expected a string")
+        extras["label"] = label if isinstance(label, str) else ""
+        if "finetune" in entry:
+            table = {"finetune": entry["finetune"]}
+            extras["finetune"], ok = _section(table, "finetune", f"{where}: {key}", errors)
+            if ok:
+                errors += [f"{where}: {key}: {m}"
+                           for m in _finetune_problems(extras["finetune"], known)]
+        grid = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items()
+                if k not in ("name", "label", "finetune")}
+        bad = False
+        for hp, values in grid.items():
+            for value in values:
+                for msg in spec.validate_hparams({hp: value}):
+                    errors.append(f"{where}: {key} {msg}")
+                    bad = True
+        if bad:
+            continue
+        keys = list(grid)
+        varying = [k for k in keys if len(grid[k]) > 1]
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            hp = dict(zip(keys, combo))
+            point = extras
+            if varying:  # each grid point is its own contender in reports
+                tag = ", ".join(f"{k}={hp[k]}" for k in varying)
+                point = {**extras, "label": f"{extras['label'] or name}[{tag}]"}
+            # a default written out is the same run as one left out
+            same = (name, tuple(sorted({**spec.defaults(), **hp}.items())), point["label"] or name)
+            if same in seen:
+                where_else = ("twice in its grid" if seen[same] == key
+                              else f"already listed as {seen[same]}")
+                errors.append(f"{where}: {key}: {same[2]} with {hp or 'default hyperparameters'} "
+                              f"is {where_else}: drop one of them")
+                continue
+            seen[same] = key
+            out.append((name, hp, point))
+    return out
+
+
+def _needs_ngram(data: DataConfig, finetune: FinetuneConfig,
+                 entries: list[tuple[str, dict, dict]]) -> bool:
+    """Does some run build the n-gram teacher (a loss of it takes teacher_probs)?"""
+    losses = {finetune.loss, *(n for n, _, _ in entries),
+              *(x["finetune"].loss for _, _, x in entries if "finetune" in x)}
+    known = {s.name: s for s in list_losses()}
+    return data.teacher == "ngram" and any(
+        "teacher_probs" in known[n].extra_inputs for n in losses if n in known)
+
+
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Parse, validate and expand a suite. Raises SuiteError listing every problem."""
+    where = str(path)
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SuiteError([f"{where}: no such suite file"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError([f"{where}: TOML syntax error: {exc}"]) from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise SuiteError([f"{where}: cannot read: {exc}"]) from None
+    _apply_overrides(doc, list(overrides))
+    errors: list[str] = []
+    for key in doc:
+        if key not in TOP_LEVEL:
+            errors.append(f"{where}: unknown key or section {key!r}{_closest(key, TOP_LEVEL)}")
+    name = doc.get("name", Path(path).stem)
+    if problem := name_problem(name):  # it becomes results/<name>
+        errors.append(f"{where}: name: {problem}")
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        errors.append(f"{where}: description: expected a string")
+    seeds = parse_seeds(doc.get("seeds", [0]))  # `seeds = 3` means 0, 1, 2
+    if seeds is None:
+        errors.append(f"{where}: seeds: expected a non-empty list of non-negative integers")
+        seeds = [0]
+    device = doc.get("device", "cpu")
+    if problem := device_problem(device):
+        errors.append(f"{where}: device: {problem}")
+    sections, valid = {}, {}
+    for name_ in SECTIONS:
+        sections[name_], valid[name_] = _section(doc, name_, where, errors)
+    if valid["train"]:
+        errors += [f"{where}: [train] {m}" for _, m in sections["train"].schedule_problems()]
+    if valid["finetune"]:
+        errors += [f"{where}: {m}" for m in _finetune_problems(sections["finetune"],
+                                                               [s.name for s in list_losses()])]
+    entries = _loss_entries(doc, where, errors)
+    if valid["data"] and valid["model"] and valid["train"]:
+        sections["data"], problems = resolve_corpus(
+            sections["data"], sections["model"], sections["train"], device=device,
+            needs_ngram=_needs_ngram(sections["data"], sections["finetune"], entries))
+        errors += [f"{where}: {m}" for m in problems]
+    if valid["model"]:
+        sections["model"], problems = resolve_model(sections["model"])
+        errors += [f"{where}: {m}" for m in problems]
+    baseline = doc.get("baseline", "cross_entropy")
+    names = {x.get("label") or n for n, _, x in entries}
+    if entries and baseline not in names:
+        errors.append(f"{where}: baseline: {baseline!r} is not among the suite's losses")
+    target = doc.get("target_val_ce")
+    number = isinstance(target, (int, float)) and not isinstance(target, bool)
+    if target is not None and not (number and math.isfinite(target) and target > 0):
+        errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
+    log = _parse_log(doc.get("log", {}), where, errors)
+    claims = parse_claims(doc["claims"], where, sorted(names), errors) if "claims" in doc else ()
+    tune = None
+    if "tune" in doc:
+        tune = parse_tune(doc["tune"], where, errors, suite_steps=sections["train"].steps,
+                          suite_seeds=list(seeds), loss_names=[n for n, _, _ in entries])
+        for loss, hp, _ in entries:
+            for param in set(hp) & set(tune.params if tune else ()):
+                errors.append(f"{where}: {loss} fixes {param}, which [tune] also tunes: "
+                              f"drop one of them")
+        if tune and valid["train"]:
+            errors += [f"{where}: {m}" for m in tune_problems(tune, sections["train"])]
+    scale = None
+    if "scale" in doc and valid["data"] and valid["model"] and valid["train"]:
+        scale = _parse_scale(doc["scale"], where, errors, sections, device)
+    if errors:
+        raise SuiteError(errors)
+    contenders = tuple(RunConfig(loss=loss, hparams=hp, seed=seeds[0], device=device,
+                                 **{**sections, **extras}) for loss, hp, extras in entries)
+    labels = [c.display_name for c in contenders]
+    if tune and len(set(labels)) < len(labels):
+        repeated = ", ".join(sorted({x for x in labels if labels.count(x) > 1}))
+        raise SuiteError([f"{where}: with [tune], every losses entry needs its own label "
+                          f"(repeated: {repeated})"])
+    runs = tuple(dataclasses.replace(c, seed=seed) for c in contenders for seed in seeds)
+    if scale is not None:  # every size; entries stay the contenders at the smallest size
+        runs = tuple(scale.expand(runs))
+        contenders = tuple(at_size(c, scale.sizes[0]) for c in contenders)
+    return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
+                 baseline=baseline, runs=runs, entries=contenders, tune=tune,
+                 target_val_ce=None if target is None else float(target), log=log,
+                 claims=claims, scale=scale)
+
+
+def _parse_scale(table: Any, where: str, errors: list[str], sections: dict,
+                 device: str) -> ScaleSpec | None:
+    """The ladder at the corpus's vocabulary; the largest size must fit the machine too."""
+    from lossbench.data.corpora import corpus_facts
+
+    try:
+        vocab = corpus_facts(sections["data"]).vocab_size
+    except (ValueError, OSError, ImportError):
+        return None  # the corpus's own problem (a missing extra too) is already listed
+    scale = parse_scale(table, where, errors, model=sections["model"],
+                        train=sections["train"], vocab=vocab)
+    if scale is not None:
+        top = at_size(RunConfig(model=sections["model"], train=sections["train"]),
+                      scale.sizes[-1])
+        _, problems = resolve_corpus(sections["data"], top.model, top.train, device=device,
+                                     needs_ngram=False)
+        errors += [f"{where}: [scale] size {scale.sizes[-1].label}: {m}" for m in problems]
+    return scale
