@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from lossbench.data.corpora import DataConfig, load_corpus
+from lossbench.core.config import DataConfig
+from lossbench.data.corpora import load_corpus
 from lossbench.data.markov import MarkovSource
 from lossbench.data.tokenizers import CharTokenizer
 

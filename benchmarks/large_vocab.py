@@ -38,11 +38,11 @@ def _child(name: str, batch: int, repeats: int, threads: int) -> dict:
 
     from lossbench.core.config import ModelConfig
     from lossbench.losses import get_loss, mean_over_tokens
-    from lossbench.models.gpt import build_model
+    from lossbench.models.gpt import GPTConfig, build_model
 
     torch.set_num_threads(threads)
     spec = get_loss(name)
-    model = build_model(ModelConfig(block_size=T).to_gpt(V), seed=0)
+    model = build_model(GPTConfig.of(ModelConfig(block_size=T), V), seed=0)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, V, (batch, T), generator=g)  # (B, T)
     y = torch.randint(0, V, (batch, T), generator=g)  # (B, T)

@@ -52,11 +52,10 @@ from unittest import mock
 import numpy as np
 import torch
 
-from lossbench import training
-from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
-from lossbench.data.corpora import DataConfig
+from lossbench.core.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.models.gpt import GPTConfig, build_model
+from lossbench.train import loop as training
 from lossbench.train.evaluation import full_split_ce
-from lossbench.models.gpt import build_model
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
 SEED_LINE = "torch.manual_seed(1337 + seed_offset)"
@@ -175,7 +174,7 @@ def replay_run(config: RunConfig, init: dict, batches: list):
         return x, y, {}
 
     with mock.patch.object(training, "build_model", nanogpt_init), \
-            mock.patch.object(training._Run, "batch", nanogpt_batch):
+            mock.patch.object(training.RunState, "batch", nanogpt_batch):
         return training.train_run(config)
 
 
@@ -248,7 +247,7 @@ def main() -> None:
             # 2. the replay through train_run
             init, batches = nanogpt_init_and_batches(nano, ng["model_args"], seed, args.steps,
                                                      corpus.train, corpus.val)
-            gpt = config.model.to_gpt(corpus.vocab_size)
+            gpt = GPTConfig.of(config.model, corpus.vocab_size)
             init_gap = max_abs_diff(init, build_model(gpt, 1337 + seed).state_dict())
             t0 = time.perf_counter()
             replay = replay_run(dataclasses.replace(config, seed=seed), init, batches)

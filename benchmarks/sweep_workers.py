@@ -15,9 +15,9 @@ import time
 
 import pandas as pd
 
-from lossbench.store.runs import load
-from lossbench.sweep.sweep import run_suite
+from lossbench.store.tables import load
 from lossbench.suite.load import load_suite
+from lossbench.sweep.sweep import run_suite
 
 TIMING = ["wall_s", "train_s", "eval_s", "tokens_per_s"]
 

@@ -27,8 +27,7 @@ import numpy as np
 
 
 def _child(folder: str, steps: int) -> None:
-    from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
-    from lossbench.data.corpora import DataConfig
+    from lossbench.core.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
     from lossbench.suite.preflight import resolve_corpus
     from lossbench.train.loop import train_run
 

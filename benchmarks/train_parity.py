@@ -32,10 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
-from lossbench.data.corpora import DataConfig
+from lossbench.core.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.models.gpt import GPTConfig, build_model
 from lossbench.train.evaluation import full_split_ce
-from lossbench.models.gpt import build_model
 from lossbench.train.loop import cached_corpus, lr_at, make_optimizer, train_run
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
@@ -60,7 +59,7 @@ def plain_loop(config: RunConfig) -> tuple[float, float, float, float]:
     corpus = cached_corpus(config.data)
     train, val = corpus.train, corpus.val
     m, t = config.model, config.train
-    model = build_model(m.to_gpt(corpus.vocab_size), config.seed)
+    model = build_model(GPTConfig.of(m, corpus.vocab_size), config.seed)
     opt = make_optimizer(model, t)
     gen = torch.Generator().manual_seed(1337)
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
-from lossbench.data.corpora import DataConfig
+from lossbench.core.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.store.tables import load
 from lossbench.train.observers import Observer
-from lossbench.store.runs import load
 
 TINY_SECTIONS = {
     "data": {"markov_tokens": 20000, "markov_vocab": 8},

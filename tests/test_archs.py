@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY, Recorder, kill_at, records_text, same_weights, suite_file, tiny
 
 from lossbench import models
 from lossbench.core.config import ModelConfig
-from lossbench.store.runs import load
-from lossbench.sweep.sweep import run_suite
+from lossbench.store.tables import load
 from lossbench.suite.load import SuiteError, load_suite
+from lossbench.sweep.sweep import run_suite
 from lossbench.train.loop import train_run
-from helpers import TINY, Recorder, kill_at, records_text, same_weights, suite_file, tiny
 
 LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
@@ -164,8 +164,9 @@ def test_examples_validate(path, tmp_path, monkeypatch):
     """Each example of the README's "your own data and model" section loads, given files."""
     pytest.importorskip("transformers")
     pytest.importorskip("datasets")
-    from lossbench.data.tokens import write_token_folder
     from test_own_data import TEXT, token_ids, train_tokenizer
+
+    from lossbench.data.tokens import write_token_folder
 
     monkeypatch.chdir(Path(__file__).parent.parent)  # the factory imports from the root
     text = path.read_text()

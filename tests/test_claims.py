@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import tiny_toml
-from lossbench.suite.claims import Claim, ClaimError, check_claim, parse_claim_text, parse_claims
-from lossbench.report.claims import _verdict_text, claims_table, evaluate_claims
+
 from lossbench.analysis.scores import ScoreTable
 from lossbench.analysis.stats import holm
+from lossbench.report.claims import _verdict_text, claims_table, evaluate_claims
+from lossbench.suite.claims import Claim, ClaimError, check_claim, parse_claim_text, parse_claims
 from lossbench.suite.load import SuiteError, load_suite
 
 LABELS = ["cross_entropy", "unlikelihood"]

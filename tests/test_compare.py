@@ -8,13 +8,19 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import tiny_toml
+
+from lossbench.analysis.profiles import (
+    bootstrap_profiles,
+    identical_profiles,
+    profile,
+    profile_score,
+    rank_across_workloads,
+    ratios,
+    workload_times,
+)
 from lossbench.core.escaping import csv_text
 from lossbench.report.compare import build_comparison
-from lossbench.analysis.profiles import (bootstrap_profiles, identical_profiles, profile,
-                                       profile_score, rank_across_workloads, ratios,
-                                       workload_times)
 
 INF = math.inf
 TIMES = pd.DataFrame({"w1": {"a": 100.0, "b": 200.0, "c": INF},
@@ -243,8 +249,8 @@ def _cli(*args):
 
 
 def test_compare_two_suites_writes_the_profile_report(tmp_path):
-    from lossbench.sweep.sweep import run_suite
     from lossbench.suite.load import load_suite
+    from lossbench.sweep.sweep import run_suite
 
     dirs = []
     for name, vocab in (("small-vocab", 8), ("large-vocab", 24)):

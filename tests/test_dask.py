@@ -9,12 +9,11 @@ import time
 
 import pytest
 import torch
-
 from helpers import assert_same_results, tiny_suite, tiny_toml, wait_for
 
 from lossbench.store.runs import attempts
-from lossbench.sweep.sweep import run_suite
 from lossbench.suite.load import load_suite
+from lossbench.sweep.sweep import run_suite
 
 
 def _free_port() -> int:

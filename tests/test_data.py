@@ -16,9 +16,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lossbench.core.config import RunConfig
-from lossbench.data import (ByteTokenizer, CharTokenizer, Corpus, DataConfig, MarkovSource,
-                            NGramTeacher, OracleTeacher, build_teacher, eval_starts, get_batch,
-                            get_tokenizer, load_corpus, train_batch_starts)
+from lossbench.data import (
+    ByteTokenizer,
+    CharTokenizer,
+    Corpus,
+    DataConfig,
+    MarkovSource,
+    NGramTeacher,
+    OracleTeacher,
+    build_teacher,
+    eval_starts,
+    get_batch,
+    get_tokenizer,
+    load_corpus,
+    train_batch_starts,
+)
 from lossbench.data.corpora import _read_stdlib
 from lossbench.data.tokenizers import BpeTokenizer
 

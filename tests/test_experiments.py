@@ -8,12 +8,13 @@ import sys
 
 import pandas as pd
 import pytest
-
 from helpers import tiny_toml
+
 from lossbench.store.experiments import UnknownExperiment, list_experiments
-from lossbench.store.runs import load, run_dir
-from lossbench.sweep.sweep import run_suite
+from lossbench.store.runs import run_dir
+from lossbench.store.tables import load
 from lossbench.suite.load import load_suite
+from lossbench.sweep.sweep import run_suite
 
 
 def write_suite(tmp_path, losses='["cross_entropy", "mse"]', name="exp"):

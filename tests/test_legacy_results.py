@@ -11,7 +11,7 @@ from pathlib import Path
 
 from helpers import lossbench_cli
 
-from lossbench.store.runs import load
+from lossbench.store.tables import load
 
 LEGACY = Path(__file__).parent / "fixtures" / "results_361ad7b"
 

@@ -5,14 +5,18 @@ from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch.nn.functional as F
 
 from lossbench.losses import get_loss, mean_over_tokens
 from lossbench.losses._common import log1m_softmax_at
-from lossbench.losses.repetition import (_unlikelihood, previous_token_candidates,
-                                         repeated_ngram_mask, seen_token_mask)
+from lossbench.losses.repetition import (
+    _unlikelihood,
+    previous_token_candidates,
+    repeated_ngram_mask,
+    seen_token_mask,
+)
 
 
 def test_cross_entropy_of_uniform_logits_is_log_vocab():

@@ -20,16 +20,21 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 from scipy.stats import entropy
-from torchmetrics.functional.classification import (multiclass_accuracy,
-                                                    multiclass_calibration_error)
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 from torchmetrics.functional.text import perplexity
 
 import lossbench.train.loop as training
-from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.core.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.data.batches import eval_starts
-from lossbench.data.corpora import DataConfig
-from lossbench.train.evaluation import (EvalSet, NonFiniteLogits, evaluate, expected_calibration_error,
-                                  fit_temperature, full_split_ce, sequence_repetition)
+from lossbench.train.evaluation import (
+    EvalSet,
+    NonFiniteLogits,
+    evaluate,
+    expected_calibration_error,
+    fit_temperature,
+    full_split_ce,
+    sequence_repetition,
+)
 from lossbench.train.loop import build_eval_set, cached_corpus, train_run
 
 DATA = DataConfig(corpus="markov", markov_tokens=20_000, markov_vocab=8)
@@ -310,7 +315,7 @@ def test_non_finite_logits_are_detected_by_evaluate():
 def test_non_finite_logits_at_an_eval_step_end_the_run_diverged_there(monkeypatch):
     """Finite updates, then weights that give NaN logits at the step-8 eval:
     the run is ``diverged`` at step 8, not ``failed`` by a metric raising on NaN."""
-    original = training._optimizer_step
+    original = training.optimizer_step
 
     def poisoned(run, step, lr, **kwargs):
         record = original(run, step, lr, **kwargs)
@@ -320,7 +325,7 @@ def test_non_finite_logits_at_an_eval_step_end_the_run_diverged_there(monkeypatc
                     p.fill_(math.inf)
         return record
 
-    monkeypatch.setattr(training, "_optimizer_step", poisoned)
+    monkeypatch.setattr(training, "optimizer_step", poisoned)
     config = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, steps=12),
                                  eval=dataclasses.replace(CONFIG.eval, eval_every=4))
     result = train_run(config)

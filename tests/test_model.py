@@ -48,14 +48,14 @@ def test_config_validation_names_field(field, value):
 
 def test_gpt_config_is_the_model_config_plus_vocab():
     """One definition: GPTConfig has ModelConfig's fields and defaults (bias off), and
-    to_gpt copies every one of them."""
+    GPTConfig.of copies every one of them."""
     model = ModelConfig(n_layer=3, n_head=2, n_embd=32, block_size=16, dropout=0.1,
                         bias=True, tie_weights=False)
-    gpt = model.to_gpt(vocab_size=7)
+    gpt = GPTConfig.of(model, 7)
     assert gpt == GPTConfig(vocab_size=7, **dataclasses.asdict(model))
     assert {k: v for k, v in dataclasses.asdict(gpt).items() if k != "vocab_size"} == \
         dataclasses.asdict(model)
-    assert dataclasses.asdict(ModelConfig().to_gpt(5)) == {**dataclasses.asdict(ModelConfig()),
+    assert dataclasses.asdict(GPTConfig.of(ModelConfig(), 5)) == {**dataclasses.asdict(ModelConfig()),
                                                            "vocab_size": 5}
     assert GPTConfig(vocab_size=5).bias is False  # no second set of defaults
     with pytest.raises(TypeError, match="vocab_size"):

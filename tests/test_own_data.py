@@ -12,16 +12,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from lossbench.core.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
-from lossbench.data.batches import get_batch, train_batch_starts
-from lossbench.data.corpora import DataConfig, load_corpus
-from lossbench.data.tokens import write_token_folder
-from lossbench.store.runs import load
-from lossbench.sweep.sweep import run_suite
-from lossbench.suite.load import SuiteError, load_suite
-from lossbench.train.loop import train_run
 from helpers import Recorder, kill_at, records_text, same_weights, suite_file
+
+from lossbench.core.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.data.batches import get_batch, train_batch_starts
+from lossbench.data.corpora import load_corpus
+from lossbench.data.tokens import write_token_folder
+from lossbench.store.tables import load
+from lossbench.suite.load import SuiteError, load_suite
+from lossbench.sweep.sweep import run_suite
+from lossbench.train.loop import train_run
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -279,7 +279,7 @@ def test_training_batches_do_not_grow_the_resident_set(tmp_path):
     stay resident (~1.5 MiB per random window), so 2400 windows of a 128 MiB file would
     keep most of it. Read them all; the process grows by far less than the file."""
     psutil = pytest.importorskip("psutil")
-    from lossbench.train.loop import _Run
+    from lossbench.train.state import RunState as _Run
 
     ids = np.arange(64 * 2**20, dtype=np.int64) % 300  # 128 MiB as uint16
     write_token_folder(tmp_path / "big", ids, ids[:5000], 300)
@@ -331,11 +331,11 @@ def test_the_ngram_teacher_over_a_token_folder_counts_in_the_memory_check(token_
     """A token folder trains in the memory of its batches, and the n-gram teacher (kl and
     other teacher losses) counts it in chunks of int64 arrays: the suite's memory check
     must see those, not 0 bytes."""
-    from lossbench import preflight
+    from lossbench.suite import preflight
 
     folder, _ = token_folder
     data = DataConfig(corpus="tokens", path=str(folder), ngram_order=1)
-    from lossbench.core.fields import memory_need
+    from lossbench.core.memory import memory_need
 
     model_only = sum(memory_need(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab=300,
                                  batch_size=4).values())

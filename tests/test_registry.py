@@ -6,8 +6,17 @@ import textwrap
 import pytest
 import torch
 
-from lossbench.losses import (HParam, PluginError, UnknownLossError, get_loss, list_losses,
-                              load_plugin, register_loss, registry, unregister_loss)
+from lossbench.losses import (
+    HParam,
+    PluginError,
+    UnknownLossError,
+    get_loss,
+    list_losses,
+    load_plugin,
+    register_loss,
+    registry,
+    unregister_loss,
+)
 
 
 @pytest.fixture

@@ -33,8 +33,9 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None,
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     from helpers import tiny_suite
-    from lossbench.sweep.sweep import run_suite
+
     from lossbench.suite.load import load_suite
+    from lossbench.sweep.sweep import run_suite
 
     tmp_path = tmp_path_factory.mktemp("browser")
     out = tmp_path / "out"

@@ -12,18 +12,26 @@ import warnings
 import matplotlib
 import pandas as pd
 import pytest
+from helpers import tiny_toml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import tiny_toml
-from lossbench.core.escaping import (csv_safe_cell, csv_safe_frame, csv_text, csv_unescape_frame,
-                                html_text, md_block, md_inline, plain)
+from lossbench.core.escaping import (
+    csv_safe_cell,
+    csv_safe_frame,
+    csv_text,
+    csv_unescape_frame,
+    html_text,
+    md_block,
+    md_inline,
+    plain,
+)
 from lossbench.core.paths import UnsafePathError
 from lossbench.report import plots
 from lossbench.report.compare import build_comparison
 from lossbench.report.document import png
 from lossbench.report.render import build_report
-from lossbench.store.runs import write_tables
+from lossbench.store.tables import write_tables
 
 SCRIPT = "<script>alert(1)</script>"
 FORMULA = '=HYPERLINK("http://x")'
@@ -65,8 +73,8 @@ def _craft(out, labels):
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory):
     """(results dir, report dir) of a tiny sweep whose results were then crafted."""
-    from lossbench.sweep.sweep import run_suite
     from lossbench.suite.load import load_suite
+    from lossbench.sweep.sweep import run_suite
 
     root = tmp_path_factory.mktemp("crafted")
     suite = root / "esc.toml"

@@ -6,10 +6,23 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lossbench.analysis.stats import (bootstrap_ci, curve_auc, ema, holm, interval, iqm,
-                                    mean_ranks, min_wilcoxon_p, paired_comparison,
-                                    paired_t_power, paired_t_seeds, probability_of_improvement,
-                                    probability_of_improvement_ci, seeds_needed, steps_to_target)
+from lossbench.analysis.stats import (
+    bootstrap_ci,
+    curve_auc,
+    ema,
+    holm,
+    interval,
+    iqm,
+    mean_ranks,
+    min_wilcoxon_p,
+    paired_comparison,
+    paired_t_power,
+    paired_t_seeds,
+    probability_of_improvement,
+    probability_of_improvement_ci,
+    seeds_needed,
+    steps_to_target,
+)
 
 
 def test_bootstrap_ci_brackets_the_mean_and_handles_small_n():

@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 
 from lossbench.analysis.diagnostics import degenerate, late_drop
-from lossbench.core.metrics import metric
 from lossbench.analysis.scores import build_scores
-from lossbench.report.tables import (best_labels, comparisons, label_table, rank_table,
-                                     ranked)
+from lossbench.core.metrics import metric
+from lossbench.report.tables import best_labels, comparisons, label_table, rank_table, ranked
 from lossbench.report.verdict import verdict_rows
 
 COLUMNS = ["final_val_ce", "steps_to_target", "tokens_per_s"]

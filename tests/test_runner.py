@@ -6,10 +6,11 @@ import subprocess
 import sys
 import time
 
-from lossbench.store.runs import load
-from lossbench.sweep.sweep import run_suite
-from lossbench.suite.load import load_suite
 from helpers import FIXTURES, assert_same_results, tiny_suite
+
+from lossbench.store.tables import load
+from lossbench.suite.load import load_suite
+from lossbench.sweep.sweep import run_suite
 
 
 def test_sweep_writes_store_and_tables(tmp_path):

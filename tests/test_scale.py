@@ -6,10 +6,18 @@ import math
 import numpy as np
 import pytest
 
+from lossbench.analysis.fits import (
+    PARAMS,
+    PowerLaw,
+    crossings,
+    crossovers,
+    fit_ladder,
+    fit_power_law,
+    rank_agreement,
+    ranks,
+)
 from lossbench.core.config import ModelConfig, TrainConfig
-from lossbench.models.gpt import GPT
-from lossbench.analysis.fits import (PARAMS, PowerLaw, crossings, crossovers, fit_ladder,
-                                  fit_power_law, rank_agreement, ranks)
+from lossbench.models.gpt import GPT, GPTConfig
 from lossbench.suite.scale import budget_steps, count_params, parse_scale
 
 MODEL = ModelConfig(block_size=64)
@@ -40,9 +48,9 @@ def test_parameter_count_is_the_models_own():
     spec, _ = ladder({"params": [3e5]}, vocab=50)
     s = spec.sizes[0]
     cfg = ModelConfig(n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd, block_size=64)
-    assert s.n_params == GPT(cfg.to_gpt(50)).num_params(non_embedding=True)
+    assert s.n_params == GPT(GPTConfig.of(cfg, 50)).num_params(non_embedding=True)
     untied = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, tie_weights=False)
-    assert count_params(untied, 50) == GPT(untied.to_gpt(50)).num_params(non_embedding=True)
+    assert count_params(untied, 50) == GPT(GPTConfig.of(untied, 50)).num_params(non_embedding=True)
 
 
 def test_shape_rule_refuses_a_count_it_cannot_meet():

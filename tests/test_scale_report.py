@@ -8,8 +8,8 @@ import sys
 
 import pandas as pd
 import pytest
-
 from helpers import tiny_toml
+
 from lossbench.suite.load import load_suite
 
 SIZES = ('[scale]\nsizes = [{ n_layer = 1, n_embd = 8 }, { n_layer = 1, n_embd = 16 }, '

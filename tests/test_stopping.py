@@ -11,11 +11,12 @@ import time
 
 import pytest
 import torch
-
 from helpers import assert_same_results, tiny_toml, wait_for
-from lossbench.store.runs import attempts, load
-from lossbench.sweep.sweep import run_suite
+
+from lossbench.store.runs import attempts
+from lossbench.store.tables import load
 from lossbench.suite.load import load_suite
+from lossbench.sweep.sweep import run_suite
 
 INTERRUPTED = "lossbench: interrupted; rerun the same command to resume (finished runs are kept)"
 

@@ -9,11 +9,12 @@ import sys
 
 import pytest
 import torch
-
 from helpers import FIXTURES, tiny_toml
-from lossbench.store.runs import attempts, load, run_dir, same_failures_in_a_row
-from lossbench.sweep.sweep import run_suite
+
+from lossbench.store.runs import attempts, run_dir, same_failures_in_a_row
+from lossbench.store.tables import load
 from lossbench.suite.load import load_suite
+from lossbench.sweep.sweep import run_suite
 
 PLUGIN = str(FIXTURES / "sweep_plugin.py")
 

@@ -13,15 +13,22 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import assert_same_results, tiny_toml
-from lossbench.train.observers import Observer
-from lossbench.store.runs import load
-from lossbench.sweep.sweep import run_suite
+
+from lossbench.store.tables import load
 from lossbench.suite.load import load_suite
-from lossbench.sweep.trackers import (KNOWN, TrackerUnavailable, check_trackers, eval_values, flatten,
-                                make_trackers, run_name)
+from lossbench.sweep.sweep import run_suite
+from lossbench.sweep.trackers import (
+    KNOWN,
+    TrackerUnavailable,
+    check_trackers,
+    eval_values,
+    flatten,
+    make_trackers,
+    run_name,
+)
 from lossbench.train.loop import train_run
+from lossbench.train.observers import Observer
 
 pytestmark = pytest.mark.filterwarnings(  # MLflow 3.17 with SQLAlchemy 2.1, not ours
     "ignore:The ``noload`` loader strategy is deprecated")

@@ -6,13 +6,11 @@ import time
 
 import pytest
 import torch
+from helpers import TINY, TINY_DATA, Recorder, kill_at, records_text, same_weights, tiny
 
 from lossbench.core.config import FinetuneConfig, TrainConfig
 from lossbench.losses import register_loss, unregister_loss
 from lossbench.train.loop import build_eval_set, cached_corpus, lr_at, train_run
-
-from helpers import TINY, TINY_DATA, Recorder, kill_at, records_text, same_weights, tiny
-
 
 
 def test_train_run_returns_step_and_eval_records():

@@ -5,12 +5,12 @@ import math
 
 import pandas as pd
 import pytest
+from helpers import tiny_toml
 
-from lossbench.store.runs import load
-from lossbench.sweep.sweep import run_suite
+from lossbench.store.tables import load
 from lossbench.suite.load import SuiteError, load_suite
 from lossbench.suite.tuning import TuneSpec, log_grid, select, tuning_table
-from helpers import tiny_toml
+from lossbench.sweep.sweep import run_suite
 
 SPEC = TuneSpec(grid=(("lr", (1e-4, 1e-3, 1e-2)),), steps=10, seeds=(0, 1))
 

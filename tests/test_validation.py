@@ -5,8 +5,8 @@ import dataclasses
 import math
 
 import pytest
-
 from helpers import tiny_toml
+
 from lossbench.cli import main
 from lossbench.core.config import TrainConfig
 from lossbench.data.corpora import load_corpus
@@ -207,7 +207,7 @@ def _legacy_hash(run) -> str:
 
 def test_memory_estimate_formula():
     """The docstring's formula on a case small enough to count by hand."""
-    from lossbench.core.fields import memory_need, memory_problem
+    from lossbench.core.memory import memory_need, memory_problem
 
     need = memory_need(n_layer=1, n_head=1, n_embd=4, block_size=4, vocab=5, batch_size=2)
     n_params = 1 * (12 * 16 + 13 * 4) + 2 * 4 + 4 * 4 + 5 * 4  # 288

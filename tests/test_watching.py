@@ -10,16 +10,18 @@ import sys
 import time
 
 import pytest
-
 from helpers import FIXTURES, tiny_toml, wait_for
+
 from lossbench.cli import main
-from lossbench.sweep.executors import Job
-from lossbench.store.metrics_log import read_metrics
 from lossbench.core.locks import LOCK, file_lock
 from lossbench.losses import load_plugins
-from lossbench.store.runs import load, read_result, run_dir
-from lossbench.sweep.sweep import execute_run, run_suite
+from lossbench.store.metrics_log import read_metrics
+from lossbench.store.runs import read_result, run_dir
+from lossbench.store.tables import load
 from lossbench.suite.load import load_suite
+from lossbench.sweep.attempt import execute_run
+from lossbench.sweep.executors import Job
+from lossbench.sweep.sweep import run_suite
 
 PLUGIN = str(FIXTURES / "sweep_plugin.py")
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-
+ALPHA = 0.05  # the significance level of every test the report states (family-wise, Holm)
 MIN_SEEDS_FOR_CI = 5  # below this, a bootstrap interval is only the seeds' min and max
 CI_KIND = "95% CI"
 

@@ -15,8 +15,16 @@ from hypothesis import strategies as st
 
 from lossbench.losses._common import smoothed_one_hot
 
-from .base import (assert_close, cases, eps_of, jitter, register_property, slack,
-                   value_and_grad, where)
+from .base import (
+    assert_close,
+    cases,
+    eps_of,
+    jitter,
+    register_property,
+    slack,
+    value_and_grad,
+    where,
+)
 from .numerics import widen
 from .strategies import logit_arrays, loss_cases
 

@@ -20,8 +20,21 @@ from hypothesis import strategies as st
 
 from lossbench.losses.registry import KNOWN_PROPERTIES
 
-from .base import (PROPERTIES, Property, assert_close, cases, eps_of, jitter, note, reduced,
-                   register_property, returned, slack, value_and_grad, where)
+from .base import (
+    PROPERTIES,
+    Property,
+    assert_close,
+    cases,
+    eps_of,
+    jitter,
+    note,
+    reduced,
+    register_property,
+    returned,
+    slack,
+    value_and_grad,
+    where,
+)
 from .numerics import bf16_autocast, jacobian_mismatch, narrowed, widen
 from .strategies import EXTREME, batch_permutations, logit_arrays, loss_cases
 

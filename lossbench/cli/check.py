@@ -13,7 +13,7 @@ from collections import Counter
 
 import click
 
-from lossbench.cli.common import InputError, print_table
+from lossbench.cli.common import InputError, plugin_option, print_table
 
 
 def _assignments(values: tuple[str, ...], flag: str, *, literal: bool) -> dict:
@@ -39,8 +39,7 @@ def _indent(text: str) -> str:
 
 @click.command("check")
 @click.argument("target")
-@click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|MODULE",
-              help="Import a file or module that registers extra losses (repeatable).")
+@plugin_option
 @click.option("--profile", type=click.Choice(["dev", "ci"]), default="dev", show_default=True,
               help="Hypothesis profile: dev (fast) or ci (more examples, derandomized).")
 @click.option("--max-examples", type=click.IntRange(1), default=None,
@@ -80,10 +79,9 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
     the properties they declare, a function on the generic ones, or with --like on
     NAME's. Exit 0 when all pass, 1 when any fails, 2 for bad input.
     """
+    from lossbench.checks import PROPERTIES, CheckTargetError, diagnose, resolve_targets
+    from lossbench.checks.runner import ordered_properties, run_property, same_error
     from lossbench.losses import PluginError, load_plugins
-
-    from . import PROPERTIES, CheckTargetError, diagnose, resolve_targets
-    from .runner import ordered_properties, run_property, same_error
 
     try:
         load_plugins(plugins)

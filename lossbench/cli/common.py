@@ -26,3 +26,19 @@ def os_error_line(exc: OSError) -> str:
     if exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)
+
+
+plugin_option = click.option(
+    "--plugin", "plugins", multiple=True, metavar="FILE.py|MODULE",
+    help="Import a file or module that registers extra losses (repeatable). A plugin is "
+         "code: it runs with your permissions, like any import.")
+
+
+def load_plugins_or_exit(plugins: tuple[str, ...]) -> None:
+    """``--plugin`` targets, loaded here first so a bad one is exit 2 before any run."""
+    from lossbench.losses import PluginError, load_plugins
+
+    try:
+        load_plugins(plugins)
+    except PluginError as exc:
+        raise InputError(f"--plugin: {exc}") from None

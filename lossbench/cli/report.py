@@ -6,18 +6,20 @@ from __future__ import annotations
 import click
 
 from lossbench.cli.common import InputError, print_table
-from lossbench.cli.status import store_errors
+from lossbench.cli.status import require_results_dir, store_errors
 
 
-def write_report(results_dir, out, experiment=None, **options):
+def write_report(results_dir, out, experiment=None, *, evidence=None,
+                 problems: list[str] | None = None, **options):
     """Write the report of one experiment (default the latest) into ``out``, by default
     DIR/reports/<experiment id>/, where no other experiment's report is; runs it left out
     are warned about; an unsafe name, an unknown experiment, --metric or --only label is
-    exit 2. Says so when some of the experiment's runs have not finished."""
-    from lossbench.store.experiments import resolve_experiment, run_ids_of
+    exit 2. Says so when some of the experiment's runs have not finished. ``evidence``: the
+    experiment's, already gathered (with the runs it left out in ``problems``)."""
     from lossbench.core.paths import UnsafePathError
     from lossbench.report.evidence import ReportRequestError
     from lossbench.report.render import build_report, report_dir_in
+    from lossbench.store.experiments import resolve_experiment, run_ids_of
     from lossbench.store.runs import DONE, StoreError, run_dir
 
     with store_errors():
@@ -34,9 +36,9 @@ def write_report(results_dir, out, experiment=None, **options):
     if final and len(missing) == len(final):
         raise click.ClickException(f"experiment {meta.get('id')}: no run has finished yet "
                                    f"(see `lossbench status {results_dir}`)")
-    problems: list[str] = []
+    problems = [] if problems is None else problems
     try:
-        report_dir = build_report(results_dir, out, problems, **options)
+        report_dir = build_report(results_dir, out, problems, evidence=evidence, **options)
     except (UnsafePathError, ReportRequestError) as exc:
         raise InputError(str(exc)) from None
     except StoreError as exc:
@@ -53,7 +55,7 @@ def write_report(results_dir, out, experiment=None, **options):
 def contradicted_claims(ev) -> list[str]:
     """The statements of the contradicted claims of ``ev`` (print_suite_summary's), each
     also printed on stderr (`lossbench run --fail-on-claims` exits 3 when there is one)."""
-    from lossbench.suite.claims import printable_names
+    from lossbench.core.escaping import printable_names
 
     bad = [r.claim for r in ev.claims if r.verdict == "contradicted"]
     for claim in bad:  # names and labels come from the results folder: shown escaped
@@ -63,16 +65,13 @@ def contradicted_claims(ev) -> list[str]:
     return [c.statement() for c in bad]
 
 
-def print_suite_summary(out, experiment: str | None = None):
-    """The verdict's table in plain text, read from the same score table as the report;
-    returns the Evidence it read (report.evidence.gather)."""
+def print_suite_summary(ev) -> None:
+    """The verdict's table in plain text, from the same evidence (score table) as the report."""
     from lossbench.report.document import fmt
-    from lossbench.report.evidence import gather
     from lossbench.report.verdict import signed
 
-    ev = gather(out, with_results=False, experiment=experiment)
-    if ev.scores.runs.empty or ev.primary.column not in ev.table:
-        return ev
+    if ev is None or ev.scores.runs.empty or ev.primary.column not in ev.table:
+        return
     for label, choice in ev.meta.get("choices", {}).items():
         setting = choice["setting"]
         chosen = ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else "none"
@@ -102,4 +101,74 @@ def print_suite_summary(out, experiment: str | None = None):
         print_table(("claim", "stated", "Δ = a − b", "verdict"),
                     [(r.claim.name, r.claim.statement(), effect_text(r), r.verdict)
                      for r in ev.claims])
-    return ev
+
+
+def _labels(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    labels = [v.strip() for v in value.split(",") if v.strip()]
+    if not labels:
+        raise InputError("--only: give one or more labels, separated by commas")
+    return labels
+
+
+@click.command("report")
+@click.argument("results_dir", metavar="DIR")
+@click.option("--out", "out", default=None, metavar="REPORT_DIR",
+              help="Report folder [default: DIR/reports/<experiment id>/].")
+@click.option("--experiment", default=None, metavar="ID",
+              help="An experiment of `lossbench runs DIR` (its id or a unique start of it) "
+                   "[default: the latest].")
+@click.option("--metric", default=None, metavar="M",
+              help="Primary metric of the verdict and statistics, e.g. val_ce or seq_rep_4 "
+                   "[default: val_ce_full, the whole-split val CE].")
+@click.option("--only", default=None, metavar="LOSS,...",
+              help="Labels to report (the baseline is always kept).")
+@click.option("--format", "fmt", type=click.Choice(["html", "latex"]), default="html",
+              show_default=True,
+              help="html: index.html, report.md and CSVs; latex: tables.tex, the verdict and "
+                   "statistics as booktabs tables (printed too).")
+@click.option("--claim", "claims", multiple=True, metavar='"A < B on METRIC"',
+              help="Test a claim too, e.g. \"unlikelihood < cross_entropy on seq_rep_4\" "
+                   "(<, >, =; optionally 'by M' or 'within M'; repeatable).")
+def report_cmd(results_dir, out, experiment, metric, only, fmt, claims):
+    """Write the comparison report of an experiment of a results directory (a sweep in
+    progress: of its finished runs)."""
+    require_results_dir(results_dir)
+    report_dir = write_report(results_dir, out, experiment, metric=metric, only=_labels(only),
+                         latex=fmt == "latex", claims=list(claims))
+    if fmt == "latex":
+        click.echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
+        click.echo(f"% written to {report_dir / 'tables.tex'}", err=True)
+    else:
+        click.echo(f"report: {report_dir}/index.html")
+
+
+@click.command("compare")
+@click.argument("results_dirs", metavar="DIR [DIR ...]", nargs=-1)
+@click.option("--out", "out", default=None, metavar="REPORT_DIR",
+              help="Report folder [default: reports/compare-<date>].")
+def compare_cmd(results_dirs, out):
+    """Compare losses across suites (each results DIR is a workload, each size of a scale
+    ladder too): steps-to-target ratios, performance profiles, a profile score, and ranks
+    with a Friedman test."""
+    from lossbench.core.paths import UnsafePathError
+    from lossbench.report.compare import build_comparison
+    from lossbench.store.experiments import suite_meta
+    from lossbench.store.runs import StoreError
+
+    try:  # one directory is enough when it is a scale ladder (lossbench.suite.scale)
+        ladder = len(results_dirs) == 1 and suite_meta(results_dirs[0]).get("scale")
+    except (StoreError, OSError):
+        ladder = False  # require_results_dir names the problem below
+    if len(results_dirs) < 2 and not ladder:
+        raise InputError("DIR: compare needs at least two results directories (or one "
+                         "scale ladder: each of its sizes is a workload)")
+    for d in results_dirs:
+        require_results_dir(d)
+    try:
+        click.echo(f"report: {build_comparison(list(results_dirs), out)}/index.html")
+    except UnsafePathError as exc:
+        raise InputError(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None

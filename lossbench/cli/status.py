@@ -26,8 +26,8 @@ def require_results_dir(path: str) -> None:
 @contextlib.contextmanager
 def store_errors():
     """An unknown --experiment is bad input (exit 2); an unreadable store is exit 1."""
-    from lossbench.store.experiments import UnknownExperiment
     from lossbench.core.paths import UnsafePathError
+    from lossbench.store.experiments import UnknownExperiment
     from lossbench.store.runs import StoreError
 
     try:
@@ -107,7 +107,7 @@ def status_cmd(results_dir, experiment):
     metrics (runs/<id>/metrics.jsonl) and its result. Safe to run at any time, from
     anywhere that sees the directory; it writes nothing.
     """
-    from lossbench.sweep.executors.progress import duration
+    from lossbench.core.text import duration
     from lossbench.store.experiments import resolve_experiment
     from lossbench.sweep.status import experiment_states, overall
 
@@ -135,7 +135,7 @@ def status_cmd(results_dir, experiment):
 def print_plan(suite, out: str, planned, estimate, workers: int) -> None:
     """The dry run's output: every run's state, the steps to train and the estimate (None
     for a Dask cluster: its workers are elsewhere)."""
-    from lossbench.sweep.executors.progress import duration
+    from lossbench.core.text import duration
 
     tuned = any(p.phase == "tuning" for p in planned)
     rows = []

@@ -12,14 +12,114 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+import string
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lossbench.data.corpora import DataConfig
 from lossbench.core.fields import check, derived, fields_ok, ranged
 
-if TYPE_CHECKING:
-    from lossbench.models.gpt import GPTConfig
+# what [data] accepts: the corpora, teachers and tokenizers lossbench.data implements
+CORPORA = ("markov", "text", "stdlib", "tokens", "hf")
+TEACHERS = ("ngram", "oracle", "smoothed")
+MARKOV_MAX_TOKENS = 200_000_000
+# printable symbols for decoding markov tokens: 'a'..'z', then 'A'..'Z', digits, punctuation
+ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation
+MARKOV_MAX_ENTRIES = 50_000_000  # V**k * V float64 ~ 400 MB; more is not a "small" benchmark
+TOKENIZER_NAMES = ("char", "byte", "bpe", "hf")
+BPE_MIN_VOCAB = 257  # the 256 byte tokens plus at least one merge
+# experiment trackers a suite's [log] or --log may name (lossbench.sweep.trackers)
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # "markov" (generated) | "text" | "stdlib" | "tokens" (a nanoGPT-style folder of ids,
+    # lossbench.data.tokens) | "hf" (a local Hugging Face dataset, lossbench.data.hf_datasets)
+    corpus: str = ranged("markov", choices=CORPORA)
+    # "text": UTF-8 file or folder (read recursively); "tokens": the folder of train.bin,
+    # val.bin, meta.json/meta.pkl; "hf": a save_to_disk folder, or .jsonl/.json/.csv/
+    # .parquet/.txt files (a file or a folder of them)
+    path: str | None = None
+    # "char" | "byte" | "bpe" | "hf" (tokenizer_path); markov symbols are their own tokens;
+    # "tokens": "char" means meta.pkl's characters if it has them, else ids are shown as ids
+    tokenizer: str = ranged("char", choices=TOKENIZER_NAMES)
+    tokenizer_path: str | None = None  # "hf": a Hugging Face tokenizer.json
+    text_field: str = "text"  # "hf" corpus: the column holding the text
+    split: str = "train"  # "hf" corpus: the split of a DatasetDict (or of the files)
+    # "bpe" only: vocabulary size (256 byte tokens + up to bpe_vocab - 256 merges,
+    # learned on the training text; fewer if it runs out of pairs); >= 257.
+    # The bpe extra: pip install "lossbench[bpe]"
+    bpe_vocab: int = ranged(512, BPE_MIN_VOCAB)
+    # the last 10% of the tokens, contiguous, like nanoGPT
+    val_fraction: float = ranged(0.1, 0.0, 1.0, low_open=True, high_open=True)
+    markov_vocab: int = ranged(16, 2, len(ALPHABET))  # symbols 'a'..'p'
+    markov_order: int = ranged(2, 1)  # tokens of context the chain conditions on
+    # Dirichlet per row; small -> peaked, low entropy
+    markov_concentration: float = ranged(0.3, 0.0, low_open=True)
+    markov_tokens: int = ranged(300_000, 2, MARKOV_MAX_TOKENS)
+    corpus_seed: int = ranged(0, 0)  # fixes the corpus; independent of the run seed
+    # "ngram" | "oracle" (markov only) | "smoothed" (no teacher)
+    teacher: str = ranged("ngram", choices=TEACHERS)
+    ngram_order: int = ranged(3, 1)  # n of the n-gram teacher: conditions on n-1 tokens
+    # add-k smoothing: every teacher probability > 0
+    ngram_add_k: float = ranged(0.1, 0.0, low_open=True)
+    # stdlib corpus: files in sorted order up to this
+    stdlib_max_bytes: int = ranged(4_000_000, 1)
+    # sha256 of the text / stdlib corpus bytes, filled in when a suite is resolved so the
+    # run id changes with the contents; load_corpus refuses other bytes. None: unchecked
+    # (markov corpora are a pure function of the fields above)
+    content_hash: str | None = derived(None)
+    tokenizer_hash: str | None = derived(None)  # sha256 of tokenizer_path's bytes, likewise
+
+    def __post_init__(self):
+        cross = []
+        if self.corpus in ("tokens", "hf") and not self.path:
+            cross.append(("path", f"path: corpus={self.corpus!r} needs a path"))
+        if (self.tokenizer == "hf") != bool(self.tokenizer_path):
+            cross.append(("tokenizer_path", "tokenizer_path: set it, to a tokenizer.json, "
+                                            "exactly when tokenizer = \"hf\""))
+        if self.corpus == "hf" and self.tokenizer not in ("hf", "byte"):
+            cross.append(("tokenizer", "tokenizer: corpus=\"hf\" is tokenized with "
+                                       "tokenizer = \"hf\" (tokenizer_path) or \"byte\""))
+        if self.corpus == "tokens" and self.tokenizer == "bpe":
+            cross.append(("tokenizer", "tokenizer: a token folder is already tokenized; "
+                                       "\"bpe\" learns its merges from text"))
+        if self.teacher == "oracle" and self.corpus != "markov":
+            cross.append(("teacher", f"teacher: 'oracle' needs corpus='markov' (the only corpus "
+                                     f"with a known distribution), got corpus={self.corpus!r}"))
+        if self.corpus == "text" and not self.path:
+            cross.append(("path", "path: corpus='text' needs a path to a file or folder"))
+        if (self.corpus == "markov" and fields_ok(self, "markov_vocab", "markov_order")
+                and self.markov_vocab ** (self.markov_order + 1) > MARKOV_MAX_ENTRIES):
+            cross.append(("markov_order", f"markov_order: the transition table has "
+                                          f"markov_vocab**(markov_order + 1) = "
+                                          f"{self.markov_vocab}**{self.markov_order + 1} entries,"
+                                          f" more than {MARKOV_MAX_ENTRIES:,}"))
+        check(self, *cross)
+
+
+ARCHS = ("gpt", "hf", "python:package.module:factory")
+
+
+def arch_problem(arch: str, hf_config: dict, hf_path: str | None) -> str | None:
+    """Why [model] arch (with its hf_config / hf_path) cannot name a model; None if it can.
+    The spelling only: whether a factory imports or a path exists is checked by preflight."""
+    if not isinstance(arch, str):
+        return f"arch: expected a string, got {arch!r}"
+    if arch.startswith("python:"):
+        if not re.fullmatch(r"python:[A-Za-z_][\w.]*:[A-Za-z_]\w*", arch):
+            return f"arch: expected \"python:package.module:factory\", got {arch!r}"
+        return None
+    if arch not in ("gpt", "hf"):
+        return f"arch: unknown value {arch!r}; expected one of {ARCHS}"
+    if arch == "hf" and bool(hf_config) == bool(hf_path):
+        return "arch: \"hf\" needs exactly one of hf_config (a table) or hf_path (a folder)"
+    if arch != "hf" and (hf_config or hf_path):
+        return f"arch: hf_config / hf_path apply to arch = \"hf\", not {arch!r}"
+    if hf_config and not isinstance(hf_config.get("model_type"), str):
+        return "hf_config: needs model_type, e.g. model_type = \"llama\""
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,8 +150,6 @@ class ModelConfig:
     arch_hash: str | None = derived(None)
 
     def __post_init__(self):
-        from lossbench.core.fields import arch_problem
-
         cross = []
         if fields_ok(self, "arch", "hf_config", "hf_path") and \
                 (text := arch_problem(self.arch, self.hf_config, self.hf_path)) is not None:
@@ -64,12 +162,6 @@ class ModelConfig:
             cross.append(("n_embd", f"n_embd ({self.n_embd}) must be divisible by "
                                     f"n_head ({self.n_head})"))
         check(self, *cross)
-
-    def to_gpt(self, vocab_size: int) -> GPTConfig:
-        """This model for a corpus of ``vocab_size`` tokens."""
-        from lossbench.models.gpt import GPTConfig  # here: lossbench.models.gpt imports this module
-
-        return GPTConfig(vocab_size=vocab_size, **dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
@@ -171,6 +263,11 @@ def parse_seeds(value: Any) -> list[int] | None:
     return None
 
 
+def hparam_columns(hparams: dict[str, Any]) -> dict[str, Any]:
+    """A run's hyperparameters as table columns: ``hp_<name>`` (summary.csv, trackers)."""
+    return {f"hp_{k}": v for k, v in hparams.items()}
+
+
 def display_name(label: str, loss: str) -> str:
     """A run's name in tables and reports: its label, else its loss (one rule for live
     configs and stored ones, :func:`lossbench.store.runs.label_of`)."""
@@ -204,9 +301,23 @@ class RunConfig:
         kwargs = {k: (sections[k](**v) if k in sections else v) for k, v in d.items()}
         return cls(**kwargs)
 
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run: the training steps, then the fine-tuning
+        phase's (0 without one)."""
+        return self.train.steps + self.finetune.steps
+
     def run_id(self) -> str:
         """Stable id: loss name plus a hash of the whole resolved config (device
-        included: CPU and CUDA runs give different numbers)."""
+        included: CPU and CUDA runs give different numbers). Computed once per config
+        (the config is frozen; its hparams dict is never changed after construction)."""
+        cached = self.__dict__.get("_run_id")
+        if cached is None:
+            cached = self._hash_id()
+            object.__setattr__(self, "_run_id", cached)
+        return cached
+
+    def _hash_id(self) -> str:
         d = self.to_dict()
         for section, key, default in _ADDED_AT_DEFAULT:
             if d[section].get(key, default) == default:

@@ -145,3 +145,9 @@ def csv_text(df: pd.DataFrame) -> str:
     holding a character of the line terminator, and with pandas' default "\n" a lone
     "\r" inside a label went unquoted, so readers split the row there."""
     return csv_safe_frame(df).to_csv(index=False, lineterminator="\r\n")
+
+
+def printable_names(options) -> str:
+    """Names joined for an error line; a label read from a results folder may hold a line
+    break or a control character, which would split the one-line error (shown escaped)."""
+    return ", ".join(o if str(o).isprintable() else repr(o)[1:-1] for o in map(str, options))

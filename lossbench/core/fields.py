@@ -12,9 +12,6 @@ either). Cross-field rules a class adds (n_embd divisible by n_head, ...) join
 the same list. All problems are raised together as one :class:`ConfigError`:
 Python users get a ValueError naming ``Class.field``, and a suite loader
 catches it and lists each problem under its file and key.
-
-The module also holds the memory estimate a suite is checked against before
-any run starts (:func:`memory_need`, :func:`machine_memory`).
 """
 
 from __future__ import annotations
@@ -22,14 +19,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
-
-GiB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -154,100 +147,3 @@ def fields_ok(obj: Any, *names: str) -> bool:
     """Are these fields of ``obj`` valid on their own? (Cross-field rules compare only
     values that are; otherwise ``None < 3`` would raise a TypeError of its own.)"""
     return all(value_problem(type(obj), n, getattr(obj, n)) is None for n in names)
-
-
-ARCHS = ("gpt", "hf", "python:package.module:factory")
-
-
-def arch_problem(arch: str, hf_config: dict, hf_path: str | None) -> str | None:
-    """Why [model] arch (with its hf_config / hf_path) cannot name a model; None if it can.
-    The spelling only: whether a factory imports or a path exists is checked by preflight."""
-    if not isinstance(arch, str):
-        return f"arch: expected a string, got {arch!r}"
-    if arch.startswith("python:"):
-        if not re.fullmatch(r"python:[A-Za-z_][\w.]*:[A-Za-z_]\w*", arch):
-            return f"arch: expected \"python:package.module:factory\", got {arch!r}"
-        return None
-    if arch not in ("gpt", "hf"):
-        return f"arch: unknown value {arch!r}; expected one of {ARCHS}"
-    if arch == "hf" and bool(hf_config) == bool(hf_path):
-        return "arch: \"hf\" needs exactly one of hf_config (a table) or hf_path (a folder)"
-    if arch != "hf" and (hf_config or hf_path):
-        return f"arch: hf_config / hf_path apply to arch = \"hf\", not {arch!r}"
-    if hf_config and not isinstance(hf_config.get("model_type"), str):
-        return "hf_config: needs model_type, e.g. model_type = \"llama\""
-    return None
-
-
-# ---- memory -------------------------------------------------------------------------
-
-# Sampling a Markov corpus holds, per token, the uniform draws as a numpy array (8 B) and as
-# a Python list of floats (~32 B), the list of sampled ids (8 B), the int64 array and its
-# hashed and split copies (3 x 8 B): about 72 bytes per token at the peak.
-MARKOV_BYTES_PER_TOKEN = 72
-# A text corpus, per token: the int64 ids and their train/val copies (16 B) and the text's
-# UTF-32 code points (4 B) while tokenizing, plus the bytes and str themselves (~4 B).
-TEXT_BYTES_PER_TOKEN = 24
-EVAL_CHUNK = 64  # evaluation forwards up to 64 windows at once (lossbench.train.evaluation)
-
-
-def memory_need(*, n_layer: int, n_head: int, n_embd: int, block_size: int, vocab: int,
-                batch_size: int, tie_weights: bool = True,
-                corpus_bytes: int = 0) -> dict[str, int]:
-    """Estimated peak bytes of one training run, fp32, by part.
-
-    With L = n_layer, H = n_head, C = n_embd, T = block_size, V = vocab, B = batch_size
-    (one micro-batch) and P the parameter count:
-
-        P           = L (12 C^2 + 13 C) + 2 C + T C + V C (x 2 when untied)
-        params      = 4 P                  the weights
-        optimizer   = 12 P                 their gradients and AdamW's two moments
-        activations = 4 B T L (17 C + 2 H T)
-                      per layer and token the backward pass keeps ~17 C floats
-                      (LayerNorm inputs and outputs, q, k, v, attention output, the
-                      4C MLP hidden before and after GELU) and two H x T attention rows
-        logits      = 4 x 3 max(B, 64) T V  the (B, T, V) logits, their softmax and
-                      gradient in the loss; evaluation forwards 64 windows at a time
-        corpus      = ``corpus_bytes``, the tokens while the corpus is built
-
-    An estimate within tens of percent, meant to catch sizes that cannot fit at all.
-    """
-    L, H, C, T, V, B = n_layer, n_head, n_embd, block_size, vocab, batch_size
-    n_params = L * (12 * C * C + 13 * C) + 2 * C + T * C + V * C * (1 if tie_weights else 2)
-    return {"params": 4 * n_params, "optimizer": 12 * n_params,
-            "activations": 4 * B * T * L * (17 * C + 2 * H * T),
-            "logits": 4 * 3 * max(B, EVAL_CHUNK) * T * V, "corpus": corpus_bytes}
-
-
-def machine_memory(device: str = "cpu") -> int | None:
-    """Total memory of the device a run uses, in bytes (None when unknown): physical RAM,
-    or the first GPU's memory for "cuda". Total, not currently free: the verdict must
-    not change with whatever else is running when the suite is loaded."""
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return None  # the command line reports the missing GPU itself
-        return torch.cuda.get_device_properties(0).total_memory
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not POSIX: do not guess
-        return None
-
-
-def size(n_bytes: float) -> str:
-    """Bytes for people: '37.2 GiB', '1,230 GiB', '512 KiB'."""
-    for unit, scale in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
-        if n_bytes >= scale:
-            value = n_bytes / scale
-            return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
-    return f"{n_bytes:.0f} B"
-
-
-def memory_problem(need: dict[str, int], have: int | None) -> str | None:
-    """``needs ~X GiB (params ..., ...) but the machine has Y GiB``, or None if it fits."""
-    total = sum(need.values())
-    if have is None or total <= have:
-        return None
-    parts = ", ".join(f"{k} {size(v)}" for k, v in need.items() if v)
-    return f"needs ~{size(total)} ({parts}) but the machine has {size(have)}"

@@ -34,6 +34,7 @@ METRICS: tuple[Metric, ...] = (
            "Cross-entropy on the fixed evaluation windows every evaluation uses (the curves "
            "and steps to target read it)."),
     Metric("final_val_ppl", "perplexity", "", True, "exp(val CE)."),
+    Metric("final_val_bpt", "val bits/token", "bits/token", True, "val CE / ln 2."),
     Metric("final_val_ce_calibrated", "calibrated CE", "nats/token", True,
            "Val CE after dividing the logits by one temperature fitted by maximum "
            "likelihood, cross-fitted on interleaved windows (fit on even windows, score odd, "
@@ -102,13 +103,22 @@ PRIMARY_COLUMNS = ("final_val_ce_full", "final_val_ce", "final_val_ce_calibrated
 
 
 def metric(column: str) -> Metric:
-    """The metric of a column; a column with no entry (a plugin's metric) gets a plain one,
-    lower taken as better for names that read as a loss or error."""
+    """The metric of a column; a column with no entry (a plugin's metric) gets a plain one
+    with no better direction: a name says nothing reliable about it (``val_bpt`` reads as
+    higher-is-better to any word list), so it is shown, never ranked or marked best."""
     if column in BY_COLUMN:
         return BY_COLUMN[column]
     name = column.removeprefix("final_")
-    lower = any(w in name for w in ("loss", "ce", "err", "rep"))
-    return Metric(column, name.replace("_", " "), "", lower, "Reported by the run as is.")
+    return Metric(column, name.replace("_", " "), "", None,
+                  "Reported by the run as is; no better direction is declared for it.")
+
+
+def tunable() -> dict[str, bool]:
+    """Evaluation metrics a [tune] table may select on, name -> lower is better: every
+    per-run final metric of the catalogue with a direction that is not a machine figure."""
+    return {m.column.removeprefix("final_"): m.lower_is_better for m in METRICS
+            if m.column.startswith("final_") and m.lower_is_better is not None
+            and not m.machine}
 
 
 def default_primary(columns) -> str:

@@ -5,8 +5,10 @@ the corpus of a comparison is fixed by ``DataConfig`` alone, batch order by
 (seed, step) alone, and the evaluation windows by the split alone.
 """
 
+from lossbench.core.config import DataConfig
+
 from .batches import eval_starts, get_batch, step_seed, train_batch_starts
-from .corpora import Corpus, DataConfig, load_corpus, split_tokens
+from .corpora import Corpus, load_corpus, split_tokens
 from .markov import MarkovSource
 from .teachers import NGramTeacher, OracleTeacher, Teacher, build_teacher
 from .tokenizers import ByteTokenizer, CharTokenizer, get_tokenizer

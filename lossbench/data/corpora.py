@@ -24,16 +24,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossbench.core.fields import (MARKOV_BYTES_PER_TOKEN, TEXT_BYTES_PER_TOKEN, check,
-                                  derived, fields_ok, ranged)
+from lossbench.core.config import DataConfig
+from lossbench.core.memory import MARKOV_BYTES_PER_TOKEN, TEXT_BYTES_PER_TOKEN
 
-from .markov import ALPHABET, MAX_TABLE_ENTRIES, MarkovSource
-from .tokenizers import (BPE_MIN_VOCAB, TOKENIZER_NAMES, ByteTokenizer, CharTokenizer,
-                         HFTokenizer, IdTokenizer, get_tokenizer)
+from .markov import MarkovSource
+from .tokenizers import (
+    ByteTokenizer,
+    CharTokenizer,
+    HFTokenizer,
+    IdTokenizer,
+    get_tokenizer,
+)
 from .tokens import inspect_folder, open_split
 
-CORPORA = ("markov", "text", "stdlib", "tokens", "hf")
-TEACHERS = ("ngram", "oracle", "smoothed")
 # stdlib directories left out: installed packages and test suites (tests hold
 # deliberately broken encodings and huge data files; the cap would be spent there)
 _STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__",
@@ -41,74 +44,6 @@ _STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__",
 # Sampling runs at ~0.65 us/token and peaks at ~72 bytes/token
 # (validation.MARKOV_BYTES_PER_TOKEN): 200M tokens are ~2 min and ~14 GiB, far past a
 # "small" benchmark; a suite is also checked against the machine's memory.
-MARKOV_MAX_TOKENS = 200_000_000
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    # "markov" (generated) | "text" | "stdlib" | "tokens" (a nanoGPT-style folder of ids,
-    # lossbench.data.tokens) | "hf" (a local Hugging Face dataset, lossbench.data.hf_datasets)
-    corpus: str = ranged("markov", choices=CORPORA)
-    # "text": UTF-8 file or folder (read recursively); "tokens": the folder of train.bin,
-    # val.bin, meta.json/meta.pkl; "hf": a save_to_disk folder, or .jsonl/.json/.csv/
-    # .parquet/.txt files (a file or a folder of them)
-    path: str | None = None
-    # "char" | "byte" | "bpe" | "hf" (tokenizer_path); markov symbols are their own tokens;
-    # "tokens": "char" means meta.pkl's characters if it has them, else ids are shown as ids
-    tokenizer: str = ranged("char", choices=TOKENIZER_NAMES)
-    tokenizer_path: str | None = None  # "hf": a Hugging Face tokenizer.json
-    text_field: str = "text"  # "hf" corpus: the column holding the text
-    split: str = "train"  # "hf" corpus: the split of a DatasetDict (or of the files)
-    # "bpe" only: vocabulary size (256 byte tokens + up to bpe_vocab - 256 merges,
-    # learned on the training text; fewer if it runs out of pairs); >= 257.
-    # The bpe extra: pip install "lossbench[bpe]"
-    bpe_vocab: int = ranged(512, BPE_MIN_VOCAB)
-    # the last 10% of the tokens, contiguous, like nanoGPT
-    val_fraction: float = ranged(0.1, 0.0, 1.0, low_open=True, high_open=True)
-    markov_vocab: int = ranged(16, 2, len(ALPHABET))  # symbols 'a'..'p'
-    markov_order: int = ranged(2, 1)  # tokens of context the chain conditions on
-    # Dirichlet per row; small -> peaked, low entropy
-    markov_concentration: float = ranged(0.3, 0.0, low_open=True)
-    markov_tokens: int = ranged(300_000, 2, MARKOV_MAX_TOKENS)
-    corpus_seed: int = ranged(0, 0)  # fixes the corpus; independent of the run seed
-    # "ngram" | "oracle" (markov only) | "smoothed" (no teacher)
-    teacher: str = ranged("ngram", choices=TEACHERS)
-    ngram_order: int = ranged(3, 1)  # n of the n-gram teacher: conditions on n-1 tokens
-    # add-k smoothing: every teacher probability > 0
-    ngram_add_k: float = ranged(0.1, 0.0, low_open=True)
-    # stdlib corpus: files in sorted order up to this
-    stdlib_max_bytes: int = ranged(4_000_000, 1)
-    # sha256 of the text / stdlib corpus bytes, filled in when a suite is resolved so the
-    # run id changes with the contents; load_corpus refuses other bytes. None: unchecked
-    # (markov corpora are a pure function of the fields above)
-    content_hash: str | None = derived(None)
-    tokenizer_hash: str | None = derived(None)  # sha256 of tokenizer_path's bytes, likewise
-
-    def __post_init__(self):
-        cross = []
-        if self.corpus in ("tokens", "hf") and not self.path:
-            cross.append(("path", f"path: corpus={self.corpus!r} needs a path"))
-        if (self.tokenizer == "hf") != bool(self.tokenizer_path):
-            cross.append(("tokenizer_path", "tokenizer_path: set it, to a tokenizer.json, "
-                                            "exactly when tokenizer = \"hf\""))
-        if self.corpus == "hf" and self.tokenizer not in ("hf", "byte"):
-            cross.append(("tokenizer", "tokenizer: corpus=\"hf\" is tokenized with "
-                                       "tokenizer = \"hf\" (tokenizer_path) or \"byte\""))
-        if self.corpus == "tokens" and self.tokenizer == "bpe":
-            cross.append(("tokenizer", "tokenizer: a token folder is already tokenized; "
-                                       "\"bpe\" learns its merges from text"))
-        if self.teacher == "oracle" and self.corpus != "markov":
-            cross.append(("teacher", f"teacher: 'oracle' needs corpus='markov' (the only corpus "
-                                     f"with a known distribution), got corpus={self.corpus!r}"))
-        if self.corpus == "text" and not self.path:
-            cross.append(("path", "path: corpus='text' needs a path to a file or folder"))
-        if (self.corpus == "markov" and fields_ok(self, "markov_vocab", "markov_order")
-                and self.markov_vocab ** (self.markov_order + 1) > MAX_TABLE_ENTRIES):
-            cross.append(("markov_order", f"markov_order: the transition table has "
-                                          f"markov_vocab**(markov_order + 1) = "
-                                          f"{self.markov_vocab}**{self.markov_order + 1} entries,"
-                                          f" more than {MAX_TABLE_ENTRIES:,}"))
-        check(self, *cross)
 
 
 @dataclass

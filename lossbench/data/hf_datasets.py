@@ -28,8 +28,7 @@ import numpy as np
 
 from lossbench.core.extras import import_extra
 
-from .tokens import (cache_dir, file_digest, folder_intact, inspect_folder,
-                     write_token_folder)
+from .tokens import cache_dir, file_digest, folder_intact, inspect_folder, write_token_folder
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet",
             ".txt": "text"}

@@ -14,16 +14,14 @@ same scheme (teachers.py).
 
 from __future__ import annotations
 
-import string
 from bisect import bisect_right
 
 import numpy as np
 
+from lossbench.core.config import ALPHABET, MARKOV_MAX_ENTRIES
+
 from .tokenizers import CharTokenizer
 
-# printable symbols for decoding: 'a'..'z', then 'A'..'Z', digits, punctuation
-ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation
-MAX_TABLE_ENTRIES = 50_000_000  # V**k * V float64 ~ 400 MB; more is not a "small" benchmark
 DENSE_MAX_CONTEXTS = 2048  # exact linear solve up to here (a 32 MB matrix)
 FLOOR = 1e-6  # every transition gets at least ~this probability (ergodic; reverse KL finite)
 
@@ -34,9 +32,9 @@ def _check_sizes(vocab_size: int, order: int) -> None:
                          f"(printable symbols), got {vocab_size}")
     if order < 1:
         raise ValueError(f"markov order must be >= 1, got {order}")
-    if vocab_size ** order * vocab_size > MAX_TABLE_ENTRIES:
+    if vocab_size ** order * vocab_size > MARKOV_MAX_ENTRIES:
         raise ValueError(f"markov transition table V**order * V = {vocab_size}**{order} * "
-                         f"{vocab_size} exceeds {MAX_TABLE_ENTRIES:,} entries; "
+                         f"{vocab_size} exceeds {MARKOV_MAX_ENTRIES:,} entries; "
                          f"lower the order or the vocabulary")
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .corpora import Corpus, DataConfig
+from lossbench.core.config import DataConfig
+
+from .corpora import Corpus
 from .markov import MarkovSource
 
 MAX_TABLE_ENTRIES = 50_000_000  # V**(order-1) * V floats (200 MB in float32)

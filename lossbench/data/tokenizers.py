@@ -25,10 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lossbench.core.config import BPE_MIN_VOCAB, TOKENIZER_NAMES
 from lossbench.core.extras import import_extra
-
-TOKENIZER_NAMES = ("char", "byte", "bpe", "hf")
-BPE_MIN_VOCAB = 257  # the 256 byte tokens plus at least one merge
 
 
 def _code_points(text: str) -> np.ndarray:

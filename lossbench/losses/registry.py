@@ -16,13 +16,13 @@ place with import side effects); third-party losses register through the
 from __future__ import annotations
 
 import difflib
-import warnings
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from lossbench.core.config import ModelConfig
-from lossbench.models.gpt import GPT, build_model
+from lossbench.models.gpt import GPT, GPTConfig, build_model
 
 from .weights import load_weights
 
@@ -171,7 +171,7 @@ def _check_imported(file: Path, digest: str) -> None:
 
 def _construct(m: ModelConfig, vocab_size: int) -> nn.Module:
     if m.arch == "gpt":
-        return GPT(m.to_gpt(vocab_size))
+        return GPT(GPTConfig.of(m, vocab_size))
     if m.arch == "hf":
         from .hf import build_hf
 
@@ -207,7 +207,7 @@ def build(m: ModelConfig, vocab_size: int, seed: int) -> nn.Module:
         raise ValueError(f"[model] {m.hf_path or m.arch}: the model definition changed since "
                          f"the suite was resolved: load the suite again")
     if m.arch == "gpt" and not m.init_from:
-        return build_model(m.to_gpt(vocab_size), seed)
+        return build_model(GPTConfig.of(m, vocab_size), seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _construct(m, vocab_size)

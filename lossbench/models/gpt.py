@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,9 +31,14 @@ from lossbench.core.fields import ranged
 @dataclass(frozen=True)
 class GPTConfig(ModelConfig):
     """A :class:`~lossbench.core.config.ModelConfig` (its fields, defaults and checks: one
-    definition) plus the corpus's vocabulary size. Usually made by ``ModelConfig.to_gpt``."""
+    definition) plus the corpus's vocabulary size. Usually made by :meth:`of`."""
 
     vocab_size: int = ranged(low=1, kw_only=True)  # V: the corpus decides, so no default
+
+    @classmethod
+    def of(cls, model: ModelConfig, vocab_size: int) -> "GPTConfig":
+        """``model`` for a corpus of ``vocab_size`` tokens."""
+        return cls(vocab_size=vocab_size, **dataclasses.asdict(model))
 
 
 class CausalSelfAttention(nn.Module):

@@ -38,13 +38,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from lossbench.suite.claims import Claim
-from lossbench.report.document import Document, fmt
 from lossbench.analysis.scores import FINISHED, ScoreTable
-from lossbench.analysis.stats import Interval, holm, interval, paired_t_seeds
+from lossbench.analysis.stats import ALPHA, Interval, holm, interval, paired_t_seeds
+from lossbench.report.document import Document, fmt
 from lossbench.report.verdict import signed, spread_text
-
-ALPHA = 0.05
+from lossbench.suite.claims import Claim
 
 
 @dataclass(frozen=True)
@@ -270,8 +268,9 @@ def section(doc: Document, results: list[ClaimResult]) -> None:
 def stated_claims(meta: dict, texts, scores: ScoreTable) -> list[Claim]:
     """The experiment's [[claims]] (validated when the suite was loaded) then the command
     line's ``--claim`` texts, checked against these runs' labels and metrics (ClaimError)."""
-    from lossbench.suite.claims import ClaimError, check_claim, parse_claim_text, printable_names
+    from lossbench.core.escaping import printable_names
     from lossbench.core.metrics import BY_COLUMN
+    from lossbench.suite.claims import ClaimError, check_claim, parse_claim_text
 
     columns = [c for c in scores.runs.columns if c.startswith("final_") or c in BY_COLUMN]
     # the record is a file anyone may have written: checked again, against every label of

@@ -8,17 +8,26 @@ from pathlib import Path
 
 import pandas as pd
 
+from lossbench.analysis.profiles import (
+    TAU_MAX,
+    ProfileBootstrap,
+    bootstrap_profiles,
+    identical_profiles,
+    label_times,
+    profile,
+    profile_score,
+    rank_across_workloads,
+    ratios,
+)
+from lossbench.analysis.scores import build_scale_scores, build_scores
+from lossbench.analysis.stats import MIN_SEEDS_FOR_CI
 from lossbench.core.paths import safe_name
 from lossbench.report import plots
 from lossbench.report.document import Document, fmt
-from lossbench.analysis.profiles import (TAU_MAX, ProfileBootstrap, bootstrap_profiles,
-                                       identical_profiles, label_times, profile, profile_score,
-                                       rank_across_workloads, ratios)
-from lossbench.report.render import default_out
-from lossbench.analysis.scores import build_scale_scores, build_scores
-from lossbench.analysis.stats import MIN_SEEDS_FOR_CI
-from lossbench.store.runs import load, suite_meta
 from lossbench.report.protocol import NOT_TUNED, protocol_of
+from lossbench.report.render import default_out
+from lossbench.store.experiments import suite_meta
+from lossbench.store.tables import load
 
 
 def _suite_name(d: Path) -> str:

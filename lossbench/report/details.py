@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from lossbench import __version__
-from lossbench.report import plots
 from lossbench.analysis.diagnostics import diagnose
+from lossbench.report import plots
 from lossbench.report.document import Document, fmt
 from lossbench.report.evidence import Evidence
-from lossbench.store.runs import label_of
 from lossbench.report.protocol import describe_tuning, metric_name
+from lossbench.store.runs import label_of
 from lossbench.suite.tuning import TuneSpec, tuning_table
 
 

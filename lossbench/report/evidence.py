@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lossbench.core.paths import safe_name
-from lossbench.core.metrics import BY_COLUMN, PRIMARY_COLUMNS, Metric, default_primary, metric
 from lossbench.analysis.scores import ScoreTable, build_scale_scores, build_scores
+from lossbench.core.metrics import BY_COLUMN, PRIMARY_COLUMNS, Metric, default_primary, metric
+from lossbench.core.paths import safe_name
 from lossbench.report.tables import comparisons, label_table, rank_table, ranked
 from lossbench.store.experiments import resolve_experiment
-from lossbench.store.runs import read_experiment
+from lossbench.store.tables import read_experiment
 
 
 class ReportRequestError(ValueError):
@@ -63,8 +63,8 @@ def shown_columns(runs: pd.DataFrame) -> list[str]:
 
 def _claims(meta: dict, texts: list[str] | None, scores: ScoreTable) -> list:
     """The suite's claims and ``texts`` (--claim) tested on ``scores`` (report.claims)."""
-    from lossbench.suite.claims import ClaimError
     from lossbench.report.claims import evaluate_claims, stated_claims
+    from lossbench.suite.claims import ClaimError
 
     try:
         return evaluate_claims(stated_claims(meta, texts, scores), scores)

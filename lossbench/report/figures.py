@@ -7,7 +7,6 @@ import pandas as pd
 from lossbench.report import plots
 from lossbench.store.runs import label_of
 
-
 REPETITION = {"final_seq_rep_4": "seq-rep-4", "final_rep": "rep", "final_wrep": "wrep"}
 
 

@@ -4,14 +4,12 @@ the results is escaped (report.evidence holds the numbers, nothing is computed h
 
 from __future__ import annotations
 
-
 from lossbench.core.escaping import latex_text
+from lossbench.core.metrics import metric
 from lossbench.report.document import fmt
 from lossbench.report.evidence import Evidence
-from lossbench.core.metrics import metric
 from lossbench.report.tables import best_labels
 from lossbench.report.verdict import mean_with_spread, signed, spread_text
-
 
 # Characters the report's own wording uses that pdfLaTeX's default fonts lack.
 _SYMBOLS = {"∞": r"$\infty$", "…": r"\dots{}", "–": "--", "−": "-", "Δ": r"$\Delta$",

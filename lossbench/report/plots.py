@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from lossbench.core.escaping import plain  # noqa: E402
 from lossbench.analysis.stats import ema  # noqa: E402
+from lossbench.core.escaping import plain  # noqa: E402
 
 BASELINE_STYLE = dict(color="k", lw=2.2, ls=(0, (5, 2.5)), zorder=10)
 LINE_ZORDER = 3  # every other curve: below the baseline, above bands and grid

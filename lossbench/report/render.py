@@ -9,7 +9,8 @@ from pathlib import Path
 from lossbench.core.atomic import atomic_write_text
 from lossbench.core.paths import contained, safe_name
 from lossbench.report import details, scale, sections
-from lossbench.report.claims import claims_table, section as claims_section
+from lossbench.report.claims import claims_table
+from lossbench.report.claims import section as claims_section
 from lossbench.report.document import Document
 from lossbench.report.evidence import Evidence, gather
 from lossbench.report.figures import build_figures
@@ -50,16 +51,19 @@ def _floor(ev: Evidence) -> float | None:
 def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
                  problems: list[str] | None = None, *, metric: str | None = None,
                  only: list[str] | None = None, latex: bool = False,
-                 experiment: str | None = None, claims: list[str] | None = None) -> Path:
+                 experiment: str | None = None, claims: list[str] | None = None,
+                 evidence: Evidence | None = None) -> Path:
     """Render the report of a results directory; returns the report folder. ``metric``:
     the primary metric (default whole-split val CE); ``only``: the labels to show (the
     baseline always stays). ``latex``: write only tables.tex (the verdict and statistics
     as booktabs tables). ``experiment``: which experiment of the directory (default the
     latest). Runs left out (a malformed result.json, an unsafe folder) are
-    named in the report and appended to ``problems``."""
+    named in the report and appended to ``problems``. ``evidence``: the experiment's,
+    already gathered with these options (`lossbench run` reads the store once)."""
     problems = [] if problems is None else problems
-    ev = gather(results_dir, metric_column=metric, only=only, problems=problems,
-                experiment=experiment, claims=claims)
+    ev = evidence if evidence is not None else gather(
+        results_dir, metric_column=metric, only=only, problems=problems,
+        experiment=experiment, claims=claims)
     out = Path(out_dir) if out_dir else experiment_out(results_dir, ev)
     if latex:
         out.mkdir(parents=True, exist_ok=True)

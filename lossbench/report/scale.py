@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 from matplotlib import ticker
 
-from lossbench.core.escaping import plain
-from lossbench.report.document import Document, fmt
-from lossbench.core.metrics import PRIMARY_COLUMNS, metric
-from lossbench.report.plots import BASELINE_STYLE, MARKERS, _colors, _legend, plt
+from lossbench.analysis.fits import Fit, crossovers, fit_ladder, rank_agreement, ranks
 from lossbench.analysis.scores import ScoreTable
 from lossbench.analysis.stats import MIN_SEEDS_FOR_CI, interval
+from lossbench.core.escaping import plain
+from lossbench.core.metrics import PRIMARY_COLUMNS, metric
+from lossbench.report.document import Document, fmt
+from lossbench.report.plots import BASELINE_STYLE, MARKERS, _colors, _legend, plt
 from lossbench.report.tables import comparisons
 from lossbench.report.verdict import signed, spread_text
-from lossbench.analysis.fits import Fit, crossovers, fit_ladder, rank_agreement, ranks
 from lossbench.suite.scale import MIN_SIZES_FOR_FIT, size_label
 
 N_BOOT = 500

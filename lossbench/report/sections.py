@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 
 from lossbench.analysis.diagnostics import DEGENERATE_MARGIN, LATE_FRACTION, NOT_CONVERGED_DROP
+from lossbench.analysis.stats import MIN_SEEDS_FOR_CI, min_wilcoxon_p
+from lossbench.core.metrics import metric
+from lossbench.core.text import duration
 from lossbench.report.document import Bold, Document, fmt
 from lossbench.report.evidence import Evidence
-from lossbench.core.metrics import metric
-from lossbench.analysis.stats import MIN_SEEDS_FOR_CI, min_wilcoxon_p
-from lossbench.report.tables import best_labels
-from lossbench.report.verdict import (duration, mean_with_spread, signed, spread_text,
-                                      verdict_rows)
 from lossbench.report.protocol import protocol_of
+from lossbench.report.tables import best_labels
+from lossbench.report.verdict import mean_with_spread, signed, spread_text, verdict_rows
 
 
 def protocol(ev: Evidence) -> str:

@@ -11,12 +11,18 @@ import numpy as np
 import pandas as pd
 
 from lossbench.analysis.diagnostics import degenerate, not_converged
-from lossbench.core.metrics import metric
 from lossbench.analysis.scores import FINISHED, ScoreTable
-from lossbench.analysis.stats import (CI_KIND, holm, interval, mean_ranks, paired_comparison,
-                                    probability_of_improvement_ci, seeds_needed)
-
-ALPHA = 0.05
+from lossbench.analysis.stats import (
+    ALPHA,
+    CI_KIND,
+    holm,
+    interval,
+    mean_ranks,
+    paired_comparison,
+    probability_of_improvement_ci,
+    seeds_needed,
+)
+from lossbench.core.metrics import metric
 
 
 def _flags(g: pd.DataFrame) -> tuple[int, int]:

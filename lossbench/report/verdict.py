@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 
 from lossbench.analysis.diagnostics import DEGENERATE_MARGIN, LATE_FRACTION, NOT_CONVERGED_DROP
-from lossbench.report.document import fmt
+from lossbench.analysis.stats import ALPHA, min_wilcoxon_p
 from lossbench.core.metrics import Metric
-from lossbench.analysis.stats import min_wilcoxon_p
-
-ALPHA = 0.05
+from lossbench.core.text import duration
+from lossbench.report.document import fmt
 
 
 def signed(v: float) -> str:
@@ -35,16 +34,6 @@ def mean_with_spread(row, column: str) -> str:
     if math.isfinite(low) and math.isfinite(high):
         text += f" [{fmt(low)}, {fmt(high)}]"
     return text
-
-
-def duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "unknown time"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def seeds_clause(c) -> str:

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from lossbench.core.atomic import atomic_write_json, sweep_temp_files
 from lossbench.core.locks import file_lock
 from lossbench.core.paths import contained, name_problem, safe_name
-from lossbench.store.runs import TABLES_LOCK, StoreError, read_json_object, suite_meta
+from lossbench.core.schema import TABLES_LOCK
+from lossbench.store.runs import StoreError, read_json_object
 
 if TYPE_CHECKING:
     from lossbench.core.config import RunConfig
@@ -43,6 +44,13 @@ _NOT_CONFIG = ("loss", "hparams", "seed", "label")  # what differs between a sui
 
 class UnknownExperiment(LookupError):
     """An experiment selector that names no experiment of the directory (one line)."""
+
+
+def suite_meta(out: str | Path) -> dict[str, Any]:
+    """suite.json: the suite as resolved, its final run ids and, if tuned, the tuning.
+    ``{}`` when absent; StoreError when it is not a JSON object (it may come from anyone)."""
+    path = Path(out) / "suite.json"
+    return read_json_object(path) if path.exists() else {}
 
 
 def _iso(when: dt.datetime) -> str:

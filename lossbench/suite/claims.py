@@ -19,13 +19,14 @@ a bad claim is one line naming the file and key, exit 2, before any run starts.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import asdict, dataclass
 
-from lossbench.core.metrics import BY_COLUMN
+from lossbench.core.escaping import printable_names
 from lossbench.core.fields import ProblemList
+from lossbench.core.metrics import BY_COLUMN
+from lossbench.core.text import did_you_mean
 
 DIRECTIONS = ("lower", "higher", "equal")
 SYMBOLS = {"lower": "<", "higher": ">", "equal": "≈"}
@@ -81,17 +82,6 @@ def metric_column(name: str, columns) -> str | None:
     return None
 
 
-def printable_names(options) -> str:
-    """Names joined for an error line; a label read from a results folder may hold a line
-    break or a control character, which would split the one-line error (shown escaped)."""
-    return ", ".join(o if str(o).isprintable() else repr(o)[1:-1] for o in map(str, options))
-
-
-def _closest(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
-    return f" (did you mean {printable_names(close)}?)" if close else ""
-
-
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -102,16 +92,16 @@ def check_claim(raw: dict, where: str, labels, columns=BY_COLUMN) -> tuple[Claim
     the metric columns a claim may name."""
     if not isinstance(raw, dict):
         return None, [f"{where}: expected a table with keys {', '.join(KEYS)}"]
-    errors = [f"{where}: unknown key {k!r}{_closest(str(k), KEYS)}" for k in raw if k not in KEYS]
+    errors = [f"{where}: unknown key {k!r}{did_you_mean(str(k), KEYS)}" for k in raw if k not in KEYS]
     errors += [f"{where}: {k}: required" for k in REQUIRED if k not in raw]
     labels = list(labels)
     a, b = raw.get("a"), raw.get("b")
     if "a" in raw and not (isinstance(a, str) and a in labels):
-        errors.append(f"{where}: a: {a!r} is not a label of the suite{_closest(str(a), labels)}"
+        errors.append(f"{where}: a: {a!r} is not a label of the suite{did_you_mean(str(a), labels)}"
                       f" (labels: {printable_names(labels)})")
     if "b" in raw and not (_number(b) or (isinstance(b, str) and b in labels)):
         errors.append(f"{where}: b: {b!r} is neither a label of the suite "
-                      f"{_closest(str(b), labels)}nor a finite number (labels: "
+                      f"{did_you_mean(str(b), labels)}nor a finite number (labels: "
                       f"{printable_names(labels)})")
     if isinstance(a, str) and a == b:
         errors.append(f"{where}: a and b are the same label {a!r}: nothing to compare")
@@ -120,7 +110,7 @@ def check_claim(raw: dict, where: str, labels, columns=BY_COLUMN) -> tuple[Claim
     if "metric" in raw and column is None:
         known = sorted(c.removeprefix("final_") for c in columns)
         errors.append(f"{where}: metric: {metric!r} is not a final metric"
-                      f"{_closest(str(metric), known)} (metrics: {printable_names(known)})")
+                      f"{did_you_mean(str(metric), known)} (metrics: {printable_names(known)})")
     direction = raw.get("direction")
     if "direction" in raw and direction not in DIRECTIONS:
         errors.append(f"{where}: direction: expected one of {', '.join(DIRECTIONS)}, got "

@@ -23,7 +23,6 @@ and the key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import math
 import tomllib
@@ -31,16 +30,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossbench.suite.claims import Claim, parse_claims
-from lossbench.core.config import (EvalConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig,
-                              parse_seeds)
-from lossbench.data.corpora import DataConfig
-from lossbench.losses import get_loss, list_losses
+from lossbench.core.config import (
+    TRACKERS,
+    DataConfig,
+    EvalConfig,
+    FinetuneConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    parse_seeds,
+)
+from lossbench.core.fields import ConfigError, ProblemList
 from lossbench.core.paths import name_problem
+from lossbench.core.text import did_you_mean
+from lossbench.losses import get_loss, list_losses
+from lossbench.suite.claims import Claim, parse_claims
 from lossbench.suite.preflight import device_problem, resolve_corpus, resolve_model, tune_problems
 from lossbench.suite.scale import ScaleSpec, at_size, parse_scale
 from lossbench.suite.tuning import TuneSpec, parse_tune
-from lossbench.core.fields import ConfigError, ProblemList
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "finetune": FinetuneConfig}
@@ -68,16 +75,9 @@ class Suite:
     claims: tuple[Claim, ...] = ()  # [[claims]]: effects the report tests (lossbench.suite.claims)
 
 
-def _closest(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
 def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
     """[log] trackers = ["tensorboard", "mlflow", "wandb"]: names checked here, packages
     when the sweep starts."""
-    from lossbench.sweep.trackers import KNOWN
-
     if not isinstance(table, dict) or set(table) - {"trackers"}:
         extra = set(table) - {"trackers"} if isinstance(table, dict) else ()
         errors.append(f"{where}: [log]: expected a table with only 'trackers'"
@@ -88,9 +88,9 @@ def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
         errors.append(f"{where}: log.trackers: expected a list of names, got {trackers!r}")
         return ()
     for t in trackers:
-        if t not in KNOWN:
-            errors.append(f"{where}: log.trackers: unknown tracker {t!r}{_closest(t, KNOWN)} "
-                          f"(known: {', '.join(KNOWN)})")
+        if t not in TRACKERS:
+            errors.append(f"{where}: log.trackers: unknown tracker {t!r}{did_you_mean(t, TRACKERS)} "
+                          f"(known: {', '.join(TRACKERS)})")
     return tuple(dict.fromkeys(trackers))
 
 
@@ -129,7 +129,7 @@ def _section(doc: dict, name: str, where: str, errors: list[str]):
     values = {}
     for key, value in table.items():
         if key not in fields:
-            errors.append(f"{where}: [{name}] unknown key {key!r}{_closest(key, fields)}")
+            errors.append(f"{where}: [{name}] unknown key {key!r}{did_you_mean(key, fields)}")
         elif fields[key].metadata.get("derived"):
             errors.append(f"{where}: [{name}] {key}: computed by lossbench, not set in a suite")
         else:
@@ -147,7 +147,7 @@ def _section(doc: dict, name: str, where: str, errors: list[str]):
 def _finetune_problems(ft: FinetuneConfig, known: list[str]) -> list[str]:
     """Every run builds its fine-tuning loss (even with steps = 0): it must exist."""
     if ft.loss not in known:
-        return [f"[finetune] loss: unknown loss {ft.loss!r}{_closest(ft.loss, known)}"]
+        return [f"[finetune] loss: unknown loss {ft.loss!r}{did_you_mean(ft.loss, known)}"]
     return [f"[finetune] hparams: {m}" for m in get_loss(ft.loss).validate_hparams(ft.hparams)]
 
 
@@ -173,7 +173,7 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
             continue
         name = entry["name"]
         if name not in known:
-            errors.append(f"{where}: {key}: unknown loss {name!r}{_closest(name, known)}")
+            errors.append(f"{where}: {key}: unknown loss {name!r}{did_you_mean(name, known)}")
             continue
         spec = get_loss(name)
         if spec.finetune_only:
@@ -233,8 +233,10 @@ def _needs_ngram(data: DataConfig, finetune: FinetuneConfig,
         "teacher_probs" in known[n].extra_inputs for n in losses if n in known)
 
 
-def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
-    """Parse, validate and expand a suite. Raises SuiteError listing every problem."""
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+               seeds: list[int] | None = None, device: str | None = None) -> Suite:
+    """Parse, validate and expand a suite. Raises SuiteError listing every problem.
+    ``overrides``: ``--set KEY=VALUE`` texts; ``seeds`` and ``device`` replace the file's."""
     where = str(path)
     try:
         doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -245,10 +247,14 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     except (UnicodeDecodeError, IsADirectoryError) as exc:
         raise SuiteError([f"{where}: cannot read: {exc}"]) from None
     _apply_overrides(doc, list(overrides))
+    if seeds is not None:
+        doc["seeds"] = list(seeds)
+    if device is not None:
+        doc["device"] = device
     errors: list[str] = []
     for key in doc:
         if key not in TOP_LEVEL:
-            errors.append(f"{where}: unknown key or section {key!r}{_closest(key, TOP_LEVEL)}")
+            errors.append(f"{where}: unknown key or section {key!r}{did_you_mean(key, TOP_LEVEL)}")
     name = doc.get("name", Path(path).stem)
     if problem := name_problem(name):  # it becomes results/<name>
         errors.append(f"{where}: name: {problem}")

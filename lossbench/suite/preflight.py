@@ -12,13 +12,13 @@ import hashlib
 import itertools
 from pathlib import Path
 
-from lossbench.core.config import ModelConfig, RunConfig, TrainConfig
-from lossbench.data.corpora import CorpusFacts, DataConfig, corpus_facts
+from lossbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.core.fields import value_problem
+from lossbench.core.memory import machine_memory, memory_need, memory_problem
+from lossbench.data.corpora import CorpusFacts, corpus_facts
 from lossbench.data.teachers import MAX_TABLE_ENTRIES as NGRAM_MAX_ENTRIES
 from lossbench.data.teachers import NGRAM_CHUNK
 from lossbench.suite.tuning import TRAIN_KEYS, TuneSpec, apply_setting, settings
-from lossbench.core.fields import (machine_memory, memory_need, memory_problem,
-                                  value_problem)
 
 # the n-gram teacher's peak per counted position (measured with tracemalloc, orders 1 and
 # 2): the int64 tokens, context ids and (context, target) ids of one chunk, 8 bytes each

@@ -82,10 +82,10 @@ def count_params(model: ModelConfig, vocab: int) -> int:
     """The model's own count (a weightless model on the meta device: no memory used)."""
     import torch
 
-    from lossbench.models.gpt import GPT
+    from lossbench.models.gpt import GPT, GPTConfig
 
     with torch.device("meta"):
-        return GPT(model.to_gpt(vocab)).num_params(non_embedding=True)
+        return GPT(GPTConfig.of(model, vocab)).num_params(non_embedding=True)
 
 
 def _count_polynomial(model: ModelConfig, vocab: int):

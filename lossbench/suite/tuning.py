@@ -37,14 +37,13 @@ import numpy as np
 import pandas as pd
 
 from lossbench.core.config import RunConfig, TrainConfig, parse_seeds
+from lossbench.core.metrics import tunable
 from lossbench.losses import get_loss
 
 # train keys that may be tuned (the rest change the budget or the numbers' meaning)
 TRAIN_KEYS = ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "warmup_steps")
 # selection metrics (summary column final_<name>) -> lower is better?
-METRICS = {"val_ce": True, "val_ce_calibrated": True, "val_ppl": True, "val_bpt": True,
-           "val_acc": False, "ece": True, "excess_ce": True, "seq_rep_4": True, "rep": True,
-           "wrep": True, "uniq": False}
+METRICS = tunable()  # name -> lower is better (the catalogue: lossbench.core.metrics)
 
 
 @dataclass(frozen=True)

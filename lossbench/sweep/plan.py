@@ -23,12 +23,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossbench.train.checkpoint import CHECKPOINT
 from lossbench.core.config import RunConfig
-from lossbench.store.runs import (DONE, GIVE_UP_AFTER, MalformedResult, check_run_folder,
-                               read_result, run_dir, same_failures_in_a_row, settled,
-                               stored_status)
+from lossbench.store.runs import (
+    DONE,
+    GIVE_UP_AFTER,
+    MalformedResult,
+    check_run_folder,
+    read_result,
+    run_dir,
+    same_failures_in_a_row,
+    settled,
+    stored_status,
+)
 from lossbench.suite.load import Suite
+from lossbench.train.checkpoint import CHECKPOINT
 
 WORKER_START_S = 3.0  # a spawned worker: Python, torch and lossbench imported (2-3 s idle)
 PROBE_STEPS = 10
@@ -49,7 +57,7 @@ class Planned:
 
     @property
     def total(self) -> int:
-        return self.config.train.steps + self.config.finetune.steps
+        return self.config.total_steps
 
 
 def _checkpoint_step(folder: Path) -> int | None:
@@ -73,7 +81,7 @@ def classify(config: RunConfig, out: Path, phase: str, *, retry: bool = True,
     """What the sweep would do with this run: the same rules as runner.partition."""
     folder = run_dir(out, config.run_id())
     check_run_folder(out, folder)
-    total = config.train.steps + config.finetune.steps
+    total = config.total_steps
     final = settled(folder, retry=retry, give_up_after=give_up_after)
     if final is not None:
         detail = final
@@ -106,7 +114,7 @@ def plan_suite(suite: Suite, out: str | Path, *, retry: bool = True,
     configs = _earlier_finals(out, earlier) if earlier else []
     if configs:
         return planned + [classify(r, out, "final", **kw) for r in configs]
-    return planned + [Planned(r, "final", "new", "after tuning", r.train.steps + r.finetune.steps)
+    return planned + [Planned(r, "final", "new", "after tuning", r.total_steps)
                       for r in suite.runs]
 
 
@@ -168,7 +176,7 @@ class Probe:
 
     def run_seconds(self, config: RunConfig, start: int) -> float:
         """A run from step ``start`` to its end: its updates and evaluations."""
-        total = config.train.steps + config.finetune.steps
+        total = config.total_steps
         every = max(1, config.eval.eval_every)
         evals = sum(1 for done in range(start + 1, total + 1) if done % every == 0
                     or done in (config.train.steps, total)) + (start == 0)
@@ -178,8 +186,8 @@ class Probe:
 def probe(config: RunConfig) -> Probe:
     """Train PROBE_STEPS steps of ``config``'s model in memory (no folder, no checkpoint)
     with an evaluation before the first and after the last, and time each part."""
-    from lossbench.train.observers import Observer
     from lossbench.train.loop import train_run
+    from lossbench.train.observers import Observer
 
     times: list[tuple[str, int, float]] = []
 

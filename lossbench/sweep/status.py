@@ -13,12 +13,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossbench.train.checkpoint import CHECKPOINT
+from lossbench.core.locks import LOCK
 from lossbench.store.experiments import run_ids_of
 from lossbench.store.metrics_log import METRICS_FILE, read_metrics
-from lossbench.core.locks import LOCK
-from lossbench.store.runs import (DONE, MalformedResult, StoreError, check_run_folder, label_of,
-                               read_result, run_dir)
+from lossbench.store.runs import (
+    DONE,
+    MalformedResult,
+    StoreError,
+    check_run_folder,
+    label_of,
+    read_result,
+    run_dir,
+)
+from lossbench.train.checkpoint import CHECKPOINT
 
 # metrics written this recently mean running, even when the lock is not visible here (a
 # Dask worker on another machine: flock does not cross every network filesystem)

@@ -1,6 +1,6 @@
 """Run a sweep on an existing Dask cluster (``lossbench[dask]``).
 
-Each pending run becomes one task calling :func:`lossbench.sweep.sweep.execute_run`
+Each pending run becomes one task calling :func:`lossbench.sweep.attempt.execute_run`
 on a worker; the task writes into the shared results directory, so the
 directory must be visible to every worker under the same path (a shared
 filesystem on a cluster; the local disk for workers on this machine).
@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from lossbench.core.config import RunConfig
-from lossbench.sweep.executors import ExecutorUnavailable, Job, SweepInterrupted
+from lossbench.sweep.executors.base import ExecutorUnavailable, Job, SweepInterrupted
 from lossbench.sweep.executors.signals import interrupts
 
 MISSING = 'the Dask executor needs distributed: pip install "lossbench[dask]"'
@@ -108,7 +108,7 @@ def _task(config_dict: dict, job: Job) -> tuple[str, str]:
     from distributed import get_worker
     from distributed.worker import thread_state
 
-    from lossbench.sweep.sweep import execute_run
+    from lossbench.sweep.attempt import execute_run
 
     worker, key = get_worker(), thread_state.key
 

@@ -8,9 +8,8 @@ with a pool, it kills the workers without waiting for their checkpoints.
 
 from __future__ import annotations
 
-
 from lossbench.core.config import RunConfig
-from lossbench.sweep.executors import Job, SweepInterrupted
+from lossbench.sweep.executors.base import Job, SweepInterrupted
 from lossbench.sweep.executors.progress import SweepBar
 from lossbench.sweep.executors.signals import interrupts
 
@@ -32,7 +31,7 @@ class LocalExecutor:
             bar.close()
 
     def _inline(self, tasks: list[tuple[str, dict]], bar: SweepBar) -> dict[str, str]:
-        from lossbench.sweep.sweep import execute_run  # lazily: the runner imports this package
+        from lossbench.sweep.attempt import execute_run  # lazily: the runner imports this package
 
         statuses: dict[str, str] = {}
         signals = 0

@@ -17,7 +17,7 @@ import os
 import time
 from collections import deque
 
-from lossbench.sweep.executors import Job
+from lossbench.sweep.executors.base import Job
 from lossbench.sweep.executors.progress import SweepBar
 from lossbench.sweep.executors.signals import signals_blocked
 from lossbench.sweep.executors.worker import main as worker_main
@@ -109,7 +109,7 @@ class Pool:
         w.conn.close()
         self.workers.remove(w)
         if w.run_id is not None and not self.signals:
-            from lossbench.sweep.sweep import record_lost_run
+            from lossbench.sweep.attempt import record_lost_run
 
             record_lost_run(self.job.out, w.run_id,
                             f"worker process died (exit code {w.process.exitcode})")

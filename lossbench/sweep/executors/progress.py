@@ -16,6 +16,7 @@ import sys
 import time
 
 from lossbench.core.config import RunConfig
+from lossbench.core.text import duration
 
 
 def _seconds_from_env(name: str, default: float) -> float:
@@ -30,18 +31,6 @@ def _seconds_from_env(name: str, default: float) -> float:
 PROGRESS_EVERY_S = _seconds_from_env("LOSSBENCH_PROGRESS_EVERY_S", 30.0)
 
 
-def duration(seconds: float) -> str:
-    """'45 s', '3 min', '2 h 05 min': rounded as a person would say it."""
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 90:
-        return f"{max(0, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 class SweepBar:
     """Counts training steps; ``step`` is cheap, redraws and lines are throttled."""
 
@@ -49,7 +38,7 @@ class SweepBar:
                  out: str | None = None):
         from tqdm import tqdm
 
-        self.totals = {r.run_id(): r.train.steps + r.finetune.steps for r in pending}
+        self.totals = {r.run_id(): r.total_steps for r in pending}
         self.names = {r.run_id(): (r.display_name, r.seed) for r in pending}
         self.running: dict[str, tuple[int, int]] = {}  # run_id -> (done, total)
         self.finished: set[str] = set()
@@ -120,7 +109,7 @@ class SweepBar:
         trained = sum(last - self._base[r] for r, last in self._last.items())
         paced = now - (self._paced_from or now)
         rate = trained / paced if paced > 0 else 0.0
-        eta = duration((total - done) / rate) if rate > 0 else "?"
+        eta = duration((total - done) / rate, "?") if rate > 0 else "?"
         pct = f" ({100 * done / total:.0f}%)" if total else ""
         return (f"{self.label}: {done:,}/{total:,} steps{pct}, {len(self.finished)}/"
                 f"{len(self.totals)} runs finished, {len(self.running)} running, "

@@ -63,7 +63,7 @@ def _serve(conn, stop_flag, job, parent_pid: int) -> None:
             return
         run_id, config_dict = task
         try:
-            from lossbench.sweep.sweep import execute_run
+            from lossbench.sweep.attempt import execute_run
 
             status = "interrupted" if stop() else execute_run(
                 config_dict, job, progress, stop)[1]

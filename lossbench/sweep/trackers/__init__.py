@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.core.atomic import atomic_write_json
-from lossbench.core.config import display_name
-from lossbench.train.observers import Observer
+from lossbench.core.config import TRACKERS, display_name
 from lossbench.core.schema import STEP_METRICS
+from lossbench.train.observers import Observer
 
-KNOWN = ("tensorboard", "mlflow", "wandb")
+KNOWN = TRACKERS
 INSTALL = {name: f"pip install 'lossbench[{name}]'" for name in KNOWN}
 
 
