@@ -43,4 +43,7 @@ def test_shipped_suite_run_ids_are_pinned(rel, monkeypatch):
     if "stdlib" in text and platform.python_version() != PINNED["python"]:
         pytest.skip(f"the stdlib corpus is this Python's sources: pinned on {PINNED['python']}")
     monkeypatch.chdir(ROOT)  # suites name their data relative to the repository root
-    assert run_ids(Path(rel)) == PINNED["suites"][rel]
+    # a suite may gain runs (a new loss, a new seed); every pinned run must still be one of
+    # its runs, with the same id
+    ids = set(run_ids(Path(rel)))
+    assert [i for i in PINNED["suites"][rel] if i not in ids] == []

@@ -85,6 +85,24 @@ def test_dry_run_of_a_new_directory_starts_and_writes_nothing(tmp_path, capsys, 
     assert "nothing started, nothing written" in stdout
 
 
+def test_dry_run_json_is_the_plan_for_scripts(tmp_path, capsys, no_processes):
+    suite, out = write_suite(tmp_path), tmp_path / "results"
+    code, stdout, _ = cli(capsys, "run", suite, "--out", out, "--dry-run", "--json",
+                          "--workers", "1")
+    assert code == 0 and not out.exists()
+    plan = json.loads(stdout)  # nothing but the JSON on stdout
+    assert [r["run_id"] for r in plan["runs"]] == [r.run_id() for r in load_suite(suite).runs]
+    assert {(r["label"], r["seed"], r["state"], r["steps_left"]) for r in plan["runs"]} == \
+        {(loss, s, "new", 20) for loss in ("cross_entropy", "mse") for s in (0, 1)}
+    assert plan["steps_to_train"] == 80 and plan["estimate_s"] > 0
+    run_suite(load_suite(suite), out, workers=1, show_progress=False)
+    code, stdout, _ = cli(capsys, "run", suite, "--out", out, "--dry-run", "--json")
+    plan = json.loads(stdout)
+    assert {r["state"] for r in plan["runs"]} == {"finished"} and plan["estimate_s"] is None
+    code, _, stderr = cli(capsys, "run", suite, "--out", out, "--json")
+    assert code == 2 and "--json: applies to --dry-run" in stderr
+
+
 def test_dry_run_after_a_partial_sweep_says_what_is_finished_resumable_or_new(
         tmp_path, capsys, no_processes):
     load_plugins((PLUGIN,))

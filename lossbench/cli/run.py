@@ -8,7 +8,7 @@ import click
 
 from lossbench.cli.common import InputError, load_plugins_or_exit, os_error_line, plugin_option
 from lossbench.cli.report import contradicted_claims, print_suite_summary, write_report
-from lossbench.cli.status import print_plan, store_errors
+from lossbench.cli.status import plan_json, print_plan, store_errors
 from lossbench.store.runs import GIVE_UP_AFTER
 from lossbench.sweep.executors import ExecutorUnavailable
 
@@ -26,6 +26,9 @@ from lossbench.sweep.executors import ExecutorUnavailable
 @click.option("--dry-run", is_flag=True,
               help="Validate, then list the runs (finished, resumable, new), the steps to "
                    "train and an estimated wall time; start and write nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="With --dry-run: print the plan as JSON (each run's id, label, seed, state "
+                   "and steps; the estimate) for scripts and CI.")
 @click.option("--workers", default="auto", show_default=True, metavar="N|auto",
               help="Worker processes (local executor).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
@@ -46,7 +49,7 @@ from lossbench.sweep.executors import ExecutorUnavailable
 @click.option("--give-up-after", type=click.IntRange(0), default=GIVE_UP_AFTER, show_default=True,
               metavar="N", help="Stop retrying a run that failed the same way N times in a row "
                                 "(0: always retry).")
-def run_cmd(suite_path, out, report_out, seeds, dry_run, workers, executor, scheduler, device,
+def run_cmd(suite_path, out, report_out, seeds, dry_run, as_json, workers, executor, scheduler, device,
             overrides, plugins, no_report, trackers, no_retry, give_up_after, fail_on_claims):
     """Sweep a suite: losses x hyperparameter grids x seeds over identical runs.
 
@@ -65,8 +68,11 @@ def run_cmd(suite_path, out, report_out, seeds, dry_run, workers, executor, sche
     log = _trackers(suite, trackers)
     _check_device(suite)
     out = out or f"results/{suite.name}"
+    if as_json and not dry_run:
+        raise InputError("--json: applies to --dry-run (the plan); a sweep's results are "
+                         "DIR/summary.csv and `lossbench runs DIR`")
     if dry_run:
-        _print_plan(suite, out, n_workers, executor, retry=not no_retry,
+        _print_plan(suite, out, n_workers, executor, as_json, retry=not no_retry,
                     give_up_after=give_up_after)
         sys.exit(0)
     from lossbench.sweep.sweep import run_suite
@@ -144,8 +150,9 @@ def _check_device(suite) -> None:
             raise InputError("--device cuda: torch sees no CUDA device on this machine")
 
 
-def _print_plan(suite, out, n_workers, executor, **options) -> None:
-    """--dry-run: each run's state and an estimate of the sweep's wall time."""
+def _print_plan(suite, out, n_workers, executor, as_json: bool, **options) -> None:
+    """--dry-run: each run's state and an estimate of the sweep's wall time (as a table, or
+    JSON with --json)."""
     from lossbench.sweep.plan import WORKER_START_S, estimate, plan_suite, process_age
     from lossbench.sweep.sweep import auto_workers
 
@@ -154,7 +161,10 @@ def _print_plan(suite, out, n_workers, executor, **options) -> None:
         n = n_workers or auto_workers(suite)
         start_s = min(process_age() or WORKER_START_S, 60.0)  # before the probe
         guess = estimate(planned, out, n, start_s) if executor == "local" else None
-        print_plan(suite, out, planned, guess, n)
+        if as_json:
+            click.echo(plan_json(suite, out, planned, guess, n))
+        else:
+            print_plan(suite, out, planned, guess, n)
 
 
 def _evidence(out, experiment, problems: list[str]):

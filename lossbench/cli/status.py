@@ -163,3 +163,16 @@ def print_plan(suite, out: str, planned, estimate, workers: int) -> None:
         click.echo(f"≈ {duration(estimate.seconds)}{exact} on {workers} worker"
                    f"{'s' * (workers != 1)} ({estimate.basis})")
     click.echo("dry run: nothing started, nothing written")
+
+
+def plan_json(suite, out: str, planned, estimate, workers: int) -> str:
+    """The dry run as JSON: the suite, each run (id, label, seed, phase, state, steps) and
+    the wall-time estimate (null for a Dask cluster or when nothing is left to train)."""
+    import json
+
+    steps = sum(p.steps_left for p in planned if p.state != "finished")
+    return json.dumps({
+        "suite": suite.name, "out": str(out), "workers": workers, "steps_to_train": steps,
+        "estimate_s": estimate.seconds if estimate is not None and steps else None,
+        "estimate_basis": estimate.basis if estimate is not None and steps else None,
+        "runs": [p.to_dict() for p in planned]}, indent=2)

@@ -59,6 +59,13 @@ class Planned:
     def total(self) -> int:
         return self.config.total_steps
 
+    def to_dict(self) -> dict:
+        """One run of the plan for scripts (`lossbench run --dry-run --json`)."""
+        return {"run_id": self.config.run_id(), "label": self.config.display_name,
+                "loss": self.config.loss, "seed": self.config.seed, "phase": self.phase,
+                "state": self.state, "detail": self.detail, "steps_left": self.steps_left,
+                "total_steps": self.total}
+
 
 def _checkpoint_step(folder: Path) -> int | None:
     """The step a checkpoint resumes from; None when there is none or it does not read as a
