@@ -20,8 +20,9 @@ aspect ratio over a wide band, so fixing it removes a choice without favouring a
 (steps = ceil(r x N / tokens per step), Chinchilla's r = 20; Hoffmann et al. 2022), or
 neither ([train] steps everywhere).
 
-Everything here is pure: the fits, rank agreement and crossovers take arrays and return
-numbers (scipy.optimize.curve_fit, scipy.stats.kendalltau); the report words them.
+Everything here is pure (parameters are counted on weightless meta-device models). What the
+report says about a ladder (fits, rank agreement, crossovers) is
+:mod:`lossbench.analysis.fits`.
 """
 
 from __future__ import annotations
@@ -152,8 +153,27 @@ def parse_scale(table: Any, where: str, errors: list[str], *, model: ModelConfig
         errors.append(f"{w} must be a table")
         return None
     n0 = len(errors)
-    for key in set(table) - SCALE_KEYS:
-        errors.append(f"{w} unknown key {key!r} (known: {', '.join(sorted(SCALE_KEYS))})")
+    errors += _option_problems(table, model, w)
+    if len(errors) > n0:
+        return None
+    head_size, aspect = table.get("head_size", 8), table.get("aspect", 32)
+    shapes = (_requested_shapes(table["params"], model, vocab, head_size, aspect, w, errors)
+              if "params" in table else _explicit_shapes(table["sizes"], head_size, w, errors))
+    if shapes is None or len(errors) > n0:
+        return None
+    steps, ratio = table.get("steps"), table.get("tokens_per_param")
+    sizes = _sizes(shapes, model, train, vocab, steps, ratio, w, errors)
+    if sizes is None or len(errors) > n0:
+        return None
+    budget = (f"{ratio:g} training tokens per parameter" if ratio is not None
+              else f"{steps if steps is not None else train.steps} steps at every size")
+    return ScaleSpec(tuple(sizes), budget)
+
+
+def _option_problems(table: dict, model: ModelConfig, w: str) -> list[str]:
+    """The section's keys and scalar options, and whether its model can be laddered."""
+    errors = [f"{w} unknown key {key!r} (known: {', '.join(sorted(SCALE_KEYS))})"
+              for key in set(table) - SCALE_KEYS]
     if getattr(model, "arch", "gpt") != "gpt" or getattr(model, "init_from", None):
         errors.append(f"{w} needs the built-in GPT trained from scratch ([model] arch = "
                       f"\"gpt\", no init_from): the shape rule sets its layers and width")
@@ -172,47 +192,65 @@ def parse_scale(table: Any, where: str, errors: list[str], *, model: ModelConfig
     if ("params" in table) == ("sizes" in table):
         errors.append(f"{w} give either params = [...] or sizes = [{{ n_layer = .., n_embd = .. "
                       f"}}, ...]")
-    if len(errors) > n0:
+    return errors
+
+
+Shape = tuple[int, int, int, "float | None"]  # n_layer, n_head, n_embd, parameters asked for
+
+
+def _requested_shapes(wanted: Any, model: ModelConfig, vocab: int, head_size: int,
+                      aspect: float, w: str, errors: list[str]) -> list[Shape] | None:
+    """``params = [...]``: each count's shape by the shape rule."""
+    if not isinstance(wanted, list) or not wanted or not all(map(_positive, wanted)):
+        errors.append(f"{w} params: expected a non-empty list of positive numbers")
         return None
-    shapes: list[tuple[int, int, int, float | None]] = []
-    if "params" in table:
-        wanted = table["params"]
-        if not isinstance(wanted, list) or not wanted or not all(map(_positive, wanted)):
-            errors.append(f"{w} params: expected a non-empty list of positive numbers")
-            return None
-        for p in wanted:
-            shape = shape_for(float(p), model, vocab, head_size=head_size, aspect=aspect)
-            if isinstance(shape, str):
-                errors.append(f"{w} params: {shape}")
-            else:
-                shapes.append((*shape, float(p)))
-    else:
-        sizes = table["sizes"]
-        if not isinstance(sizes, list) or not sizes:
-            errors.append(f"{w} sizes: expected a non-empty list of tables")
-            return None
-        for i, s in enumerate(sizes):
-            extra = set(s) - {"n_layer", "n_embd", "n_head"} if isinstance(s, dict) else {"?"}
-            if extra or not all(_positive(s.get(k), integer=True) for k in ("n_layer", "n_embd")):
-                errors.append(f"{w} sizes[{i}]: expected {{ n_layer = .., n_embd = .. }} "
-                              f"(n_head optional) as positive integers")
-                continue
-            if s["n_layer"] > MAX_LAYERS or s["n_embd"] > MAX_WIDTH:
-                errors.append(f"{w} sizes[{i}]: at most {MAX_LAYERS} layers and {MAX_WIDTH} "
-                              f"wide (got {s['n_layer']} x {s['n_embd']})")
-                continue
-            n_head = s.get("n_head", max(1, s["n_embd"] // head_size))
-            if "n_head" not in s and s["n_embd"] % n_head:  # the default did not divide it
-                errors.append(f"{w} sizes[{i}]: n_embd ({s['n_embd']}) is not a multiple of "
-                              f"head_size ({head_size}): give n_head")
-                continue
-            if not _positive(n_head, integer=True) or s["n_embd"] % n_head:
-                errors.append(f"{w} sizes[{i}]: n_embd ({s['n_embd']}) must be divisible by "
-                              f"n_head ({n_head})")
-                continue
-            shapes.append((s["n_layer"], n_head, s["n_embd"], None))
-    if len(errors) > n0:
+    shapes = []
+    for p in wanted:
+        shape = shape_for(float(p), model, vocab, head_size=head_size, aspect=aspect)
+        if isinstance(shape, str):
+            errors.append(f"{w} params: {shape}")
+        else:
+            shapes.append((*shape, float(p)))
+    return shapes
+
+
+def _explicit_shapes(sizes: Any, head_size: int, w: str,
+                     errors: list[str]) -> list[Shape] | None:
+    """``sizes = [{ n_layer = .., n_embd = .. }, ...]``, each checked."""
+    if not isinstance(sizes, list) or not sizes:
+        errors.append(f"{w} sizes: expected a non-empty list of tables")
         return None
+    shapes = []
+    for i, s in enumerate(sizes):
+        problem = _explicit_problem(s, head_size)
+        if problem:
+            errors.append(f"{w} sizes[{i}]: {problem}")
+        else:
+            shapes.append((s["n_layer"], s.get("n_head", max(1, s["n_embd"] // head_size)),
+                           s["n_embd"], None))
+    return shapes
+
+
+def _explicit_problem(s: Any, head_size: int) -> str | None:
+    extra = set(s) - {"n_layer", "n_embd", "n_head"} if isinstance(s, dict) else {"?"}
+    if extra or not all(_positive(s.get(k), integer=True) for k in ("n_layer", "n_embd")):
+        return "expected { n_layer = .., n_embd = .. } (n_head optional) as positive integers"
+    if s["n_layer"] > MAX_LAYERS or s["n_embd"] > MAX_WIDTH:
+        return (f"at most {MAX_LAYERS} layers and {MAX_WIDTH} wide "
+                f"(got {s['n_layer']} x {s['n_embd']})")
+    n_head = s.get("n_head", max(1, s["n_embd"] // head_size))
+    if "n_head" not in s and s["n_embd"] % n_head:  # the default did not divide it
+        return (f"n_embd ({s['n_embd']}) is not a multiple of head_size ({head_size}): "
+                f"give n_head")
+    if not _positive(n_head, integer=True) or s["n_embd"] % n_head:
+        return f"n_embd ({s['n_embd']}) must be divisible by n_head ({n_head})"
+    return None
+
+
+def _sizes(shapes: list[Shape], model: ModelConfig, train: TrainConfig, vocab: int,
+           steps: int | None, ratio: float | None, w: str,
+           errors: list[str]) -> list[Size] | None:
+    """The ladder's sizes, smallest first, counted, budgeted and named."""
     out = []
     for n_layer, n_head, n_embd, wanted in shapes:
         m = dataclasses.replace(model, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
@@ -224,8 +262,6 @@ def parse_scale(table: Any, where: str, errors: list[str], *, model: ModelConfig
         out.append(Size("", n_layer, n_head, n_embd, n,
                         budget_steps(n, train, model.block_size, steps=steps,
                                      tokens_per_param=ratio), wanted))
-    if len(errors) > n0:
-        return None
     out.sort(key=lambda s: s.n_params)
     labels = [size_label(s.n_params) for s in out]
     out = [dataclasses.replace(s, label=lab if labels.count(lab) == 1
@@ -237,6 +273,4 @@ def parse_scale(table: Any, where: str, errors: list[str], *, model: ModelConfig
         if train.warmup_steps > s.steps:
             errors.append(f"{w} size {s.label} trains {s.steps} steps, fewer than "
                           f"[train] warmup_steps = {train.warmup_steps}")
-    budget = (f"{ratio:g} training tokens per parameter" if ratio is not None
-              else f"{steps if steps is not None else train.steps} steps at every size")
-    return ScaleSpec(tuple(out), budget)
+    return out
