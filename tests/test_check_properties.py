@@ -2,6 +2,7 @@
 (float32 gradcheck, CPU bf16, a loss without a graph), diagnoses that say what is
 wrong, and per-token values recovered from reduced losses."""
 
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -11,8 +12,14 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 
-from lossbench.checks import (PROPERTIES, LossCase, diagnose, resolve_targets, run_property,
-                              seeded_tensors)
+from lossbench.checks import (
+    PROPERTIES,
+    LossCase,
+    diagnose,
+    resolve_targets,
+    run_property,
+    seeded_tensors,
+)
 from lossbench.checks.autocast import cuda_op_lists, emulated
 from lossbench.checks.base import eps_of, slack
 from lossbench.checks.claimed import _reduction_hint
@@ -234,7 +241,7 @@ def test_thorough_profile_reaches_long_sequences_and_large_vocabularies():
     spec = spec_of("idioms.py:fp32_cross_entropy")
     seen = []
 
-    @settings(max_examples=12, database=None, deadline=None)
+    @settings(max_examples=12, database=None, deadline=None, derandomize=True)
     @given(case=loss_cases(spec))
     def draw(case):
         seen.append(case.logits.shape)
@@ -304,7 +311,7 @@ def test_tolerance_ignores_nan_values_instead_of_collapsing():
     spec = spec_of("idioms.py:fp32_cross_entropy")
     case = LossCase(torch.zeros(1, 2, 3, dtype=torch.float64), torch.tensor([[0, 1]]))
     tol = slack(spec, case, torch.tensor([float("nan"), 1e3]))
-    assert tol == tol and tol >= 64 * torch.finfo(torch.float32).eps * 1e3
+    assert not math.isnan(tol) and tol >= 64 * torch.finfo(torch.float32).eps * 1e3
     path = REAL / "idioms.py"
     # shift_invariant on large fp32 values beside a NaN: roundoff, not a failure
     (nan_spec,) = resolve_targets(f"{path}:fp32_cross_entropy", like="cross_entropy")

@@ -15,9 +15,10 @@ place cannot corrupt a drawn case (``inputs_unchanged`` reports it, once).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +132,7 @@ class Adapter:
         self.__name__ = getattr(target, "__name__", type(target).__name__)
         self._watch: list | None = None
 
-    def variant(self, **changes) -> "Adapter":
+    def variant(self, **changes) -> Adapter:
         """The same callable under other options (diagnosis hints)."""
         return Adapter(self.target, self.sig, replace(self.opts, **changes), self.teacher_kind,
                        self.hparam_params, self.fixed)

@@ -28,10 +28,8 @@ _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
 _CHECKS_DIR = str(Path(__file__).resolve().parent)
 
 # Python-level functions torch's lists do not name because autocast sees their aten pieces.
-_FP32_COMPOSITES = frozenset("""
-    __rdiv__ __rpow__ __rtruediv__ cross_entropy softmin normalize nll_loss2d
-    binary_cross_entropy_with_logits kl_div log_softmax softmax logsumexp""".split())
-_LOWER_COMPOSITES = frozenset("__matmul__ __rmatmul__ inner".split())
+_FP32_COMPOSITES = frozenset(["__rdiv__", "__rpow__", "__rtruediv__", "cross_entropy", "softmin", "normalize", "nll_loss2d", "binary_cross_entropy_with_logits", "kl_div", "log_softmax", "softmax", "logsumexp"])
+_LOWER_COMPOSITES = frozenset(["__matmul__", "__rmatmul__", "inner"])
 # Used when torch's test lists are missing (a stripped install): the documented lists.
 _FALLBACK = {
     "lower": """_convolution conv1d conv2d conv3d conv_tbc conv_transpose1d conv_transpose2d
@@ -129,7 +127,7 @@ def call_site() -> str:
     frame = sys._getframe(1)
     while frame is not None:
         name = frame.f_code.co_filename
-        if not (name.startswith(_TORCH_DIR) or name.startswith("<") or name == __file__):
+        if not (name.startswith((_TORCH_DIR, "<")) or name == __file__):
             return "" if name.startswith(_CHECKS_DIR) else f"{Path(name).name}:{frame.f_lineno}"
         frame = frame.f_back
     return ""
@@ -186,8 +184,9 @@ class CudaAutocastPolicy(TorchFunctionMode):
 def emulated(**kwargs):
     """:class:`CudaAutocastPolicy` inside CPU autocast: the autocast flag is what code that
     turns autocast off (``with torch.autocast(device, enabled=False)``) switches, and the
-    policy follows it. CPU autocast's own casts add nothing CUDA's lists do not: its
-    lower-precision ops are CUDA's, its float32 ones only upcast."""
+    policy follows it. CPU autocast's own casts lower no op CUDA keeps (its lower-precision
+    ops are on CUDA's list); its float32 list upcasts a few ops CUDA leaves alone (fft,
+    linalg), where the emulation may miss a bf16 error but cannot invent one."""
     with torch.autocast("cpu", dtype=torch.bfloat16), CudaAutocastPolicy(**kwargs) as mode:
         yield mode
 
@@ -210,7 +209,7 @@ def worst_site(run, error_of, limit: int = 16) -> tuple[str, float] | None:
         try:
             with CudaAutocastPolicy(isolate=site):
                 err = error_of(run())
-        except Exception:  # an op that cannot run in float32 alone: no verdict for it
+        except Exception:  # noqa: BLE001, S112  an op that cannot run in float32 alone
             continue
         if best is None or err > best[1]:
             best = (site, err)

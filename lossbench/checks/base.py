@@ -3,8 +3,9 @@ know a spec's reduction and the precision it computes in."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from hypothesis import strategies as st
@@ -59,7 +60,7 @@ _SCORE: list[float] = []
 
 
 def aim(score: float) -> None:
-    if score == score:  # not NaN
+    if not math.isnan(score):
         _SCORE.append(float(score))
 
 

@@ -7,6 +7,7 @@ from float64's to the precision the loss computes in (:func:`~.base.slack`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -15,8 +16,20 @@ from hypothesis import strategies as st
 
 from lossbench.losses._common import smoothed_one_hot
 
-from .base import (aim, assert_close, cases, eps_of, finite_max, jitter, like_returned,
-                   reference_of, register_property, slack, value_and_grad, where)
+from .base import (
+    aim,
+    assert_close,
+    cases,
+    eps_of,
+    finite_max,
+    jitter,
+    like_returned,
+    reference_of,
+    register_property,
+    slack,
+    value_and_grad,
+    where,
+)
 from .numerics import widen
 from .strategies import logit_arrays, loss_cases
 
@@ -136,14 +149,16 @@ def _reduction_hint(ratio: float, case) -> str:
     common mistake explains, the commonest first (or every one that fits, when several do)."""
     B, T, V = case.logits.shape
     n = int(case.keep.sum())
-    if n == 0 or not ratio or ratio != ratio:
+    if n == 0 or not ratio or math.isnan(ratio):
         return ""
     fits = [what for what, r in (
         (f"by all {B * T} positions, not the {n} kept ones", B * T / n),
         (f"by the batch size {B}", B), (f"by the sequence length {T}", T),
         (f"by the number of classes V = {V}", V),
         (f"by all {B * T * V} logits", B * T * V / n)) if r != 1 and abs(ratio / r - 1) < 1e-3]
-    return f"; divided {' or '.join(fits)}?" if fits else ""
+    if not fits:
+        return ""
+    return f"; divided {fits[0]}?" + (f" (or {'? or '.join(fits[1:])}?)" if fits[1:] else "")
 
 
 @register_property("reduction", "the returned scalar is the mean (--reduction mean) or the sum "

@@ -166,7 +166,7 @@ def _search(spec, prop, profile: str, overrides: dict, seed: int | None, plan):
     with shape_plan(plan):
         try:
             search()
-        except Exception as exc:  # the loss under test may raise anything
+        except Exception as exc:  # noqa: BLE001  the loss under test may raise anything
             return exc, (last[0] if last else None), failing
     return None, None, failing
 

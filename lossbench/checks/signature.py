@@ -21,8 +21,15 @@ import torch
 from lossbench.losses import GENERIC_PROPERTIES, LossSpec, get_loss
 from lossbench.losses.registry import HParam
 
-from .adapters import (REDUCTIONS, TEACHER_KINDS, Adapter, CheckOptions, CheckSpec,
-                       CheckTargetError, Signature)
+from .adapters import (
+    REDUCTIONS,
+    TEACHER_KINDS,
+    Adapter,
+    CheckOptions,
+    CheckSpec,
+    CheckTargetError,
+    Signature,
+)
 from .strategies import IGNORE_INDICES
 
 _TARGET_LIKE = re.compile(r"target|label|^y$|gold|tgt", re.IGNORECASE)

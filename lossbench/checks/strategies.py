@@ -10,10 +10,11 @@ failing property prints a counterexample you can paste into a session::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,16 +112,16 @@ class LossCase:
     def keep(self) -> torch.Tensor:
         return self.targets != self.ignore_index
 
-    def row(self, b: int) -> "LossCase":
+    def row(self, b: int) -> LossCase:
         """Row ``b`` of this case as a batch of one."""
         return replace(self, logits=self.logits[b:b + 1], targets=self.targets[b:b + 1],
                        extras={k: v[b:b + 1] for k, v in self.extras.items()}, aux={}, recipe="")
 
-    def to(self, device) -> "LossCase":
+    def to(self, device) -> LossCase:
         return replace(self, logits=self.logits.to(device), targets=self.targets.to(device),
                        extras={k: v.to(device) for k, v in self.extras.items()})
 
-    def permuted(self, perm: torch.Tensor) -> "LossCase":
+    def permuted(self, perm: torch.Tensor) -> LossCase:
         """The same case with batch rows reordered."""
         return replace(self, logits=self.logits[perm], targets=self.targets[perm],
                        extras={k: v[perm] for k, v in self.extras.items()}, aux={}, recipe="")
