@@ -2,8 +2,10 @@
 and one-line errors), with the check command of lossbench.cli.check."""
 
 import json
+import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,127 @@ def test_losses_table_has_references():
     proc = lossbench("losses")
     assert proc.returncode == 0
     assert "Welleck" in proc.stdout and "Crammer" in proc.stdout and "focal" in proc.stdout
+
+
+# --------------------------------------------------------------------------- calling conventions
+
+
+def test_loss_without_targets_is_called_with_its_teacher_and_its_own_arguments(check):
+    """kd(student, teacher, temperature): --set temperature accounts for the third parameter,
+    so nothing is taken as the targets (it was: "takes no parameter 'temperature'")."""
+    kd = f"{REAL}/kd_no_targets.py:kl_div_loss"
+    base = ["--teacher", "logits:logits_teacher", "--flat", "--reduction", "mean",
+            "--max-examples", "5"]
+    code, out, err = check(kd, *base, "--set", "temperature=4")
+    assert code == 0, out + err
+    assert "takes no targets" in out and " 0 failed" in out
+    code, out, _ = check(kd, *base, "--targets", "none", "--range", "temperature=1:8")
+    assert code == 0, out
+    code, out, err = check(kd, *base)  # temperature has no default and no value: ask
+    assert code == 2 and "does 'temperature' take the targets?" in err
+    assert "--targets none" in err and "--set temperature=VALUE" in err
+
+
+def test_criterion_object_taking_the_batch_and_the_model_output_as_dicts(check):
+    code, out, err = check(f"{REAL}/twinkle.py:CrossEntropyLoss", "--targets", "inputs",
+                           "--targets-key", "labels", "--logits-key", "logits",
+                           "--ignore-index", "-100", "--reduction", "mean", "--max-examples", "5")
+    assert code == 0, out + err
+    assert "reduction  " in out and " 0 failed" in out
+
+
+def test_class_method_entry_and_model_output_attributes(check, tmp_path):
+    path = tmp_path / "criterion.py"
+    path.write_text(
+        "import torch.nn.functional as F\n\n"
+        "class Criterion:\n"
+        "    def __init__(self, label_smoothing=0.0):\n"
+        "        self.label_smoothing = label_smoothing\n\n"
+        "    def compute_loss(self, model_output, batch):\n"
+        "        logits = model_output.logits  # a model hub's output object\n"
+        "        assert model_output[0] is logits and model_output['logits'] is logits\n"
+        "        return F.cross_entropy(logits.flatten(0, 1), batch['labels'].flatten(),\n"
+        "                               label_smoothing=self.label_smoothing)\n")
+    code, out, err = check(f"{path}:Criterion.compute_loss", "--logits-key", "logits",
+                           "--targets-key", "labels", "--ignore-index", "-100", "--reduction",
+                           "mean", "--like", "label_smoothing",
+                           "--hparam-name", "smoothing=label_smoothing", "--max-examples", "5")
+    assert code == 0, out + err
+    assert "matches_reference" in out and " 0 failed" in out
+
+
+def test_vocab_arg_passes_the_vocabulary_size_to_the_constructor(check):
+    target = f"{REAL}/apl.py:NormalizedCrossEntropy"
+    code, out, err = check(target, "--flat", "--reduction", "mean", "--vocab-arg", "num_classes",
+                           "--max-examples", "5")
+    assert code == 0, out + err
+    code, _, err = check(target, "--flat", "--reduction", "mean")
+    assert code == 2 and "--vocab-arg NAME for the vocabulary size" in err
+
+
+def test_in_place_loss_fails_once_and_its_reproduction_shows_the_inputs_before_the_call(
+        check, tmp_path):
+    """A label smoother that clamps the caller's labels (clamp_min_) used to fail six
+    properties under wrong diagnoses, and its reproductions showed the clamped labels."""
+    path = tmp_path / "smoother.py"
+    path.write_text(
+        "import torch.nn.functional as F\n\n"
+        "def smoothed(logits, labels, *, ignore_index=-100, epsilon=0.1):\n"
+        "    log_probs = -F.log_softmax(logits, dim=-1)\n"
+        "    padding_mask = labels.eq(ignore_index)\n"
+        "    labels.clamp_min_(0)\n"
+        "    nll = log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)\n"
+        "    loss = (1 - epsilon) * nll + epsilon * log_probs.mean(-1)\n"
+        "    return loss.masked_fill(padding_mask, 0.0)\n")
+    code, out, _ = check(f"{path}:smoothed", "--max-examples", "30", "--seed", "0")
+    assert code == 1
+    rows = [line.split() for line in out.splitlines() if "smoothed " in line]
+    assert [r[1] for r in rows if r[2] == "FAIL"] == ["inputs_unchanged"], out
+    assert "modifies its argument 'labels' in place during the call" in out
+    reproduction = out.split("Falsifying example (runnable):\n")[1].split("\n\n")[0]
+    reproduction = textwrap.dedent(reproduction)
+    case = reproduction.split("case = ")[1].split("PROPERTIES")[0]
+    assert re.search(r"targets=torch\.tensor\(\[\[[^\]]*-(1|100)\b", case), case  # not clamped
+    with pytest.raises(AssertionError, match="modifies its argument 'labels'"):
+        exec(reproduction, {})
+
+
+def test_a_crash_at_some_ignore_ids_is_one_line_suggesting_the_users_own(check):
+    code, out, _ = check(f"{REAL}/axolotl_chunked.py:chunked_fix_cross_entropy", "--reduction",
+                         "mean")
+    assert code == 1 and "property" not in out  # no table of nine identical crashes
+    assert "with ignore_index=-1 on a plain input, but runs with ignore_index=-100, 0" in out
+    assert "--ignore-index K (K = -100 runs)" in out
+    code, out, _ = check(f"{REAL}/axolotl_chunked.py:chunked_fix_cross_entropy", "--reduction",
+                         "mean", "--ignore-index", "-100", "--max-examples", "5")
+    assert code == 0, out
+
+
+def test_non_causal_sum_is_asked_about_then_checked_on_its_total(check):
+    target = f"{REAL}/parlai_repetition.py:repetition_ul_loss"
+    code, out, _ = check(target, "--reduction", "sum")
+    assert code == 1 and "property" not in out
+    assert "depends on later positions" in out and "pass --non-causal" in out
+    code, out, _ = check(target, "--reduction", "sum", "--non-causal", "--max-examples", "10")
+    assert code == 0, out
+    assert "token_local " in out and "reduction: not checked" in out
+
+
+@pytest.mark.parametrize("args,fragment", [
+    ([f"{REAL}/focal.py:FocalLoss", "--targets", "nope"], "--targets: "),
+    ([f"{REAL}/focal.py:FocalLoss", "--range", "gamma=1"], "--range: expected NAME=LO:HI"),
+    ([f"{REAL}/focal.py:FocalLoss", "--like", "focal", "--range", "gamma=0:99"],
+     "--range gamma=0:99: outside focal's range"),
+    ([f"{REAL}/focal.py:FocalLoss", "--range", "gama=0:1"], "takes no parameter 'gama'"),
+    ([f"{REAL}/apl.py:NormalizedCrossEntropy", "--vocab-arg", "classes"],
+     "--vocab-arg: "),
+    ([f"{REAL}/focal.py:FocalLoss", "--targets-key", "labels", "--targets", "none"],
+     "--targets-key: the function takes no targets"),
+    ([f"{REAL}/focal.py:FocalLoss.nope"], "has no method 'nope'"),
+    (["focal", "--chunk", "8"], "--chunk: applies to FILE.py:FUNCTION"),
+])
+def test_new_options_that_do_not_fit_exit_2_with_one_line(check, args, fragment):
+    code, out, err = check(*args)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], err

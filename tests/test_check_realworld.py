@@ -2,11 +2,14 @@
 each defect is found by the properties that should find it, and no correct
 implementation fails anything (no false alarms).
 
-The fixtures are ours, written in the style of public repositories: nn.Module classes,
-mean- and sum-reduced scalars, (N, V) inputs, log-probabilities, in-vocabulary padding
-ids, teacher logits. Each route is the command line a user would type; ``--like`` routes
-check an implementation against a built-in loss. Searches are derandomized ("ci") and do
-not shrink, so verdicts are stable and the file runs in about a minute on 2 cores.
+The fixtures are ours: the first set written in the style of public repositories
+(nn.Module classes, mean- and sum-reduced scalars, (N, V) inputs, log-probabilities,
+in-vocabulary padding ids, teacher logits); the second (PUBLIC_*) rewritten after named public
+code, each file giving its source, version, licence and the ground truth with its evidence
+(criterion objects over dicts, losses without targets, in-place updates, Fenchel-Young
+einsums, sequence-level penalties, constructor arguments that must equal V). Each route is
+the command line a user would type; ``--like`` routes check an implementation against a
+built-in loss. Searches are derandomized ("ci") and do not shrink, so verdicts are stable.
 """
 
 from pathlib import Path
@@ -25,6 +28,50 @@ FAIRSEQ = {"log_probs": True, "ignore_index": 1, "reduction": "sum", "fixed": {"
 Z_LIKE = {"like": "z_loss", "hparam_names": {"coefficient": "z_loss_weight"}}
 KD = {"flat": True, "reduction": "mean", "teacher": "logits"}
 KD_LIKE = {**KD, "like": "kl", "fixed": {"smoothing": 0.1}}  # kl's smoothing: unused with a teacher
+
+# The second set (docs/check.md, "How well it works"): rewritten after public code.
+TWINKLE = {"targets": "inputs", "targets_key": "labels", "logits_key": "logits",
+           "ignore_index": -100}
+KD_T = {"flat": True, "reduction": "mean", "teacher": "logits:logits_teacher"}
+SPARSEMAX = {"flat": True, "ignore_index": 1}
+PUBLIC_CORRECT = [
+    ("kd_no_targets.py:kl_div_loss", {**KD_T, "fixed": {"temperature": 4.0}}),
+    ("kd_no_targets.py:kl_div_loss",
+     {**KD_T, "like": "kl", "fixed": {"temperature": 1.0, "smoothing": 0.1}}),
+    ("twinkle.py:CrossEntropyLoss", {**TWINKLE, **MEAN}),
+    ("twinkle.py:CrossEntropyLoss", {**TWINKLE, **MEAN, "like": "cross_entropy"}),
+    ("axolotl_chunked.py:chunked_fix_cross_entropy", {**MEAN, "ignore_index": -100}),
+    ("axolotl_chunked.py:chunked_fix_cross_entropy",
+     {**MEAN, "ignore_index": -100, "like": "cross_entropy"}),
+    ("parlai_repetition.py:repetition_ul_loss", {**SUM, "non_causal": True}),
+    ("apl.py:NormalizedCrossEntropy", {**FLAT, **MEAN, "vocab_arg": "num_classes"}),
+]
+PUBLIC_BUGGY = [
+    # float32 logits overwritten with the softmax (in-place subtraction and exp)
+    ("megatron_ce.py:vocab_parallel_cross_entropy", {}, {"inputs_unchanged"}, set()),
+    ("megatron_ce.py:vocab_parallel_cross_entropy", {"like": "cross_entropy"},
+     {"inputs_unchanged"}, set()),
+    # the backward stores the gradient into the caller's logits
+    ("twinkle.py:ChunkedCrossEntropyLoss", {**TWINKLE, **FLAT, "fixed": {"chunk_size": 2}},
+     {"inputs_unchanged"}, set()),
+    # correct math, but under CUDA autocast its einsum runs in bf16 and the Fenchel-Young sum
+    # cancels terms of the size of the logits: a measured loss of precision, with its op
+    ("sparsemax.py:FYSparsemaxLoss", {**SPARSEMAX, **MEAN}, {"bf16_autocast"}, set()),
+    # a hand-written backward that ignores grad_output: padding gets gradient
+    ("sparsemax.py:SparsemaxLoss", {**SPARSEMAX, **SUM, "fixed": {"reduction": "sum"}},
+     {"ignored_tokens_inert", "gradient_matches_finite_differences"}, {"token_local"}),
+]
+# Routes that stop before any property, with one line naming the cause and the option.
+DIAGNOSED = [
+    # an (N, V) loss checked without --flat: its prefixes are not its per-token values
+    ("label_smoothing.py:LabelSmoothingCrossEntropy", MEAN, "pass --flat"),
+    # the function's ignore_index is not used: -1 raises, -100 runs
+    ("axolotl_chunked.py:chunked_fix_cross_entropy", MEAN, "--ignore-index K (K = -100 runs)"),
+    # an ignore id is honoured only when >= 0
+    ("sparsemax.py:FYSparsemaxLoss", {**FLAT, **MEAN}, "--ignore-index K (K = 0 runs)"),
+    # a repeated n-gram is flagged on all its tokens: not causal
+    ("parlai_repetition.py:repetition_ul_loss", SUM, "pass --non-causal"),
+]
 
 # (target, options, properties that must fail, properties that may also fail). A correct
 # implementation has both empty: any failure is a false alarm. "May" lists the knock-on
@@ -58,7 +105,7 @@ BUGGY = [
     # NaN gradient for gamma < 1: the default gamma = 2 hides it; --like draws gamma
     ("focal.py:focal_loss_pow", FLAT, set(), set()),
     ("focal.py:focal_loss_pow", {**FLAT, "like": "focal"},
-     {"finite_at_extremes"}, {"bf16_autocast"}),
+     {"finite_at_extremes"}, {"bf16_autocast", "ignored_tokens_inert"}),
     # smoothing term not masked at padding id 1
     ("label_smoothing.py:label_smoothed_nll_loss_v0", FAIRSEQ,
      {"output_contract", "ignored_tokens_inert"}, {"reduction"}),
@@ -82,8 +129,6 @@ BUGGY = [
      {"minimal_at_perfect_prediction", "nonnegative"}),
     # fused backward missing the chain rule's factor 2.4
     ("idioms.py:scaled_ce_wrong_backward", {}, {"gradient_matches_finite_differences"}, set()),
-    # not a defect of the loss: an (N, V) loss checked without --flat reads (B, T, V) wrongly
-    ("label_smoothing.py:LabelSmoothingCrossEntropy", MEAN, {"token_local"}, set()),
 ]
 
 
@@ -99,16 +144,26 @@ def _id(target, options):
     return target.split(":")[1] + "".join(f"-{k}" for k in options if k != "fixed")
 
 
-@pytest.mark.parametrize("target,options", CORRECT, ids=[_id(*c) for c in CORRECT])
+@pytest.mark.parametrize("target,options", CORRECT + PUBLIC_CORRECT,
+                         ids=[_id(*c) for c in CORRECT + PUBLIC_CORRECT])
 def test_correct_implementation_passes_everything(target, options):
     assert _failures(target, options) == {}
 
 
-@pytest.mark.parametrize("target,options,must,may", BUGGY, ids=[_id(*c[:2]) for c in BUGGY])
+@pytest.mark.parametrize("target,options,must,may", BUGGY + PUBLIC_BUGGY,
+                         ids=[_id(*c[:2]) for c in BUGGY + PUBLIC_BUGGY])
 def test_defect_is_found_by_the_right_properties(target, options, must, may):
     failed = _failures(target, options)
     assert must <= set(failed), failed
     assert set(failed) <= must | may, failed
+
+
+@pytest.mark.parametrize("target,options,fragment", DIAGNOSED,
+                         ids=[_id(*c[:2]) for c in DIAGNOSED])
+def test_route_that_cannot_run_stops_with_the_cause_and_the_option(target, options, fragment):
+    (spec,) = resolve_targets(str(REAL / target), **options)
+    diagnosis = diagnose(spec)
+    assert diagnosis is not None and fragment in diagnosis.message, diagnosis
 
 
 def test_like_with_an_unsupported_hyperparameter_end_stops_with_one_diagnosis():
@@ -116,4 +171,14 @@ def test_like_with_an_unsupported_hyperparameter_end_stops_with_one_diagnosis():
                               **FLAT, **MEAN, like="label_smoothing")
     diagnosis = diagnose(spec)
     assert "smoothing=1" in diagnosis.message and "--set smoothing=VALUE" in diagnosis.message
+    assert "--range smoothing=LO:HI" in diagnosis.message
     assert "assert smoothing < 1.0" in diagnosis.detail  # the user's own frame
+
+
+def test_range_narrows_a_like_hyperparameter_to_what_the_implementation_accepts():
+    """timm's assert smoothing < 1.0 is a precondition: --range keeps the draw inside it."""
+    options = {**FLAT, **MEAN, "like": "label_smoothing", "ranges": {"smoothing": (0.0, 0.9)}}
+    (spec,) = resolve_targets(str(REAL / "label_smoothing.py:LabelSmoothingCrossEntropy"),
+                              **options)
+    assert (spec.hparams["smoothing"].low, spec.hparams["smoothing"].high) == (0.0, 0.9)
+    assert _failures("label_smoothing.py:LabelSmoothingCrossEntropy", options) == {}

@@ -2,8 +2,9 @@
 
 Used by ``lossbench check`` and by the test suite, which is parametrized over
 the registry so every new loss is checked for free. :func:`load_target` adapts a
-loss in its real-world shape (mean-reduced, (N, V), an ``nn.Module`` class, a fixed
-padding id, teacher logits) to the properties' per-token contract.
+loss in its real-world shape (mean-reduced, (N, V), an ``nn.Module`` class or a criterion
+object, dict inputs, a fixed padding id, teacher logits, no targets) to the properties'
+per-token contract.
 
 The names below load on first use: the command line imports this package to register
 `lossbench check`, and its other commands should not pay for torch and hypothesis.
@@ -17,7 +18,8 @@ _WHERE = {
     "CheckOptions": "adapters", "CheckSpec": "adapters", "CheckTargetError": "adapters",
     "Diagnosis": "runner", "PropertyResult": "runner", "check_loss": "runner",
     "diagnose": "runner", "run_property": "runner",
-    "LossCase": "strategies", "load_target": "targets", "resolve_targets": "targets",
+    "LossCase": "strategies", "seeded_tensors": "strategies", "ModelOutput": "adapters",
+    "load_target": "targets", "resolve_targets": "targets",
 }
 __all__ = list(_WHERE)
 

@@ -3,8 +3,9 @@ know a spec's reduction and the precision it computes in."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from hypothesis import strategies as st
@@ -21,14 +22,15 @@ class Property:
     doc: str
     strategy: Callable[[LossSpec], st.SearchStrategy]
     check: Callable[[LossSpec, LossCase], None]
+    long_shapes: bool = True  # a second search on long and wide inputs (strategies.ShapePlan)
 
 
 PROPERTIES: dict[str, Property] = {}
 
 
-def register_property(name: str, doc: str, strategy):
+def register_property(name: str, doc: str, strategy, long_shapes: bool = True):
     def decorator(check):
-        PROPERTIES[name] = Property(name, doc, strategy, check)
+        PROPERTIES[name] = Property(name, doc, strategy, check, long_shapes)
         return check
     return decorator
 
@@ -38,8 +40,34 @@ def cases(**kw):
 
 
 def where(mask: torch.Tensor) -> str:
+    if mask.dim() == 0:
+        return "the total" if bool(mask) else "nowhere"
     idx = mask.nonzero()
     return f"position {tuple(idx[0].tolist())}" if len(idx) else "nowhere"
+
+
+def finite_max(*values: torch.Tensor) -> float:
+    """The largest finite |value| (0 when there is none): a NaN or inf elsewhere must not
+    turn a tolerance into NaN."""
+    found = [v.detach().abs()[torch.isfinite(v.detach())] for v in values if v.numel()]
+    return max((float(v.max()) for v in found if v.numel()), default=0.0)
+
+
+# The worst violation a check saw on the current example, relative to the loss's scale: the
+# runner passes it to hypothesis.target() (the search steers towards larger violations) and
+# prefers a counterexample whose violation is not lost in rounding.
+_SCORE: list[float] = []
+
+
+def aim(score: float) -> None:
+    if not math.isnan(score):
+        _SCORE.append(float(score))
+
+
+def take_score() -> float | None:
+    score = max(_SCORE, default=None)
+    _SCORE.clear()
+    return score
 
 
 def assert_close(actual, expected, what: str, *, rtol: float, atol: float, mask=None):
@@ -49,6 +77,9 @@ def assert_close(actual, expected, what: str, *, rtol: float, atol: float, mask=
     actual, expected = torch.broadcast_tensors(actual.to(dtype), expected.to(dtype))
     # NaN only matches NaN: a NaN loss is finite_at_extremes' failure, not every property's
     bad = ~torch.isclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+    both = torch.isfinite(actual) & torch.isfinite(expected)
+    if both.any():
+        aim(float((actual - expected).abs()[both].max()) / max(finite_max(expected), 1e-12))
     if bad.any():
         i = tuple(bad.nonzero()[0].tolist())
         at = f" at position {i}" if mask is None and i else ""
@@ -83,6 +114,30 @@ def reduced(spec) -> bool:
     return getattr(spec, "reduction", "none") != "none"
 
 
+def totals(spec) -> bool:
+    """A reduced loss checked on its total: per-token values cannot be recovered (its loss at
+    a position depends on later positions), so ``spec.fn`` returns the scalar itself."""
+    return getattr(spec, "per_token", "prefix") == "total"
+
+
+def reference_of(spec) -> Callable:
+    """--like NAME's reference, called without the function's own --range parameters."""
+    ref, own = spec.reference_impl, set(getattr(spec, "own_hparams", ()))
+    if not own:
+        return ref
+    return lambda logits, targets, **kw: ref(logits, targets,
+                                             **{k: v for k, v in kw.items() if k not in own})
+
+
+def like_returned(spec, case, per_token: torch.Tensor) -> torch.Tensor:
+    """Per-token values (of a reference) in the form ``spec.fn`` returns: as they are, or
+    reduced as the loss reduces them when it is checked on its total."""
+    if not totals(spec):
+        return per_token
+    kept = torch.where(case.keep, per_token, torch.zeros_like(per_token)).sum()
+    return kept / case.keep.sum().clamp(min=1) if spec.reduction == "mean" else kept
+
+
 def returned(spec) -> Callable:
     """What the user's function itself returns, in lossbench's call: the scalar of a
     reduced loss, else the per-token values. Properties about the value the user
@@ -108,8 +163,7 @@ def slack(spec, case: LossCase, *values: torch.Tensor) -> float:
     eps = eps_of(spec, case)
     if not narrowed(eps) and not reduced(spec):
         return 0.0
-    scale = max((float(v.detach().abs().max()) for v in values if v.numel()), default=0.0)
-    return 64 * eps * (1.0 + scale) * (case.targets.shape[1] if reduced(spec) else 1)
+    return 64 * eps * (1.0 + finite_max(*values)) * (case.targets.shape[1] if reduced(spec) else 1)
 
 
 # Properties that pass with a caveat (bf16: a small error) leave a note here; the runner

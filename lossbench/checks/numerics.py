@@ -1,5 +1,5 @@
-"""Numerics the properties share: the precision a loss really computes in, CUDA's
-autocast op policy (emulated on CPU), and a Jacobian check that says where it fails.
+"""Numerics the properties share: the precision a loss really computes in and a Jacobian
+check that says where it fails (CUDA's autocast policy is in :mod:`.autocast`).
 
 A loss that casts to fp32 inside (``logits.float()``, common in real code) cannot
 pass a float64 check at float64 tolerances: its roundoff is 1e9 times larger. The
@@ -76,56 +76,6 @@ def widen(eps: float, rtol: float, atol: float, scale: float = 1.0) -> tuple[flo
     return max(rtol, 256 * eps), max(atol, 256 * eps * max(1.0, scale))
 
 
-# --------------------------------------------------------------------------- autocast
-
-# CUDA's autocast float32 list (torch.amp docs, "CUDA Ops that can autocast to float32",
-# plus logsumexp from aten's list). CPU autocast's float32 list is much shorter and leaves
-# log_softmax, softmax, logsumexp, exp and pow in bf16, so a loss that is exact under CUDA
-# autocast looks wrong under CPU autocast: on CPU we emulate CUDA's float32 policy.
-CUDA_FP32_OPS = frozenset("""
-    __pow__ __rdiv__ __rpow__ __rtruediv__ acos asin binary_cross_entropy_with_logits cosh
-    cosine_embedding_loss cdist cosine_similarity cross_entropy cumprod cumsum dist erfinv exp
-    expm1 group_norm hinge_embedding_loss kl_div l1_loss layer_norm log log_softmax log10 log1p
-    log2 logsumexp margin_ranking_loss mse_loss multilabel_margin_loss multi_margin_loss
-    nll_loss norm normalize pdist poisson_nll_loss pow prod reciprocal rsqrt sinh
-    smooth_l1_loss soft_margin_loss softmax softmin softplus sum renorm tan
-    triplet_margin_loss""".split())
-
-
-def _to_fp32(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.float() if obj.dtype in (torch.bfloat16, torch.float16) else obj
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_fp32(x) for x in obj)
-    if isinstance(obj, dict):
-        return {k: _to_fp32(v) for k, v in obj.items()}
-    return obj
-
-
-class CudaAutocastPolicy(TorchFunctionMode):
-    """CUDA autocast's float32 policy at the Python API level, on any device: ops on its
-    float32 list run in float32, everything else in its input dtypes. Calls with an
-    explicit ``dtype=`` are left alone, as autocast leaves them. CUDA's bf16 list
-    (matmuls) is not emulated: losses rarely multiply matrices, and the regions where
-    code turns autocast off (``torch.autocast(..., enabled=False)``) cannot be seen
-    from here, so emulating it could round what CUDA would not."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        # F.softmax & co. pass dtype=None through to here: only an explicit dtype opts out
-        if kwargs.get("dtype") is None and getattr(func, "__name__", "") in CUDA_FP32_OPS:
-            args, kwargs = _to_fp32((args, kwargs))
-        return func(*args, **kwargs)
-
-
-def bf16_autocast(device: str):
-    """The autocast a bf16 training step runs the loss under on ``device``: CUDA's own
-    on CUDA, its float32 op policy emulated on CPU (see :class:`CudaAutocastPolicy`)."""
-    if device == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return CudaAutocastPolicy()
-
-
 # --------------------------------------------------------------------------- gradients
 
 
@@ -144,13 +94,14 @@ def jacobian_mismatch(f, x: torch.Tensor, *, step: float, atol: float,
     worst entry outside ``atol + rtol * |numeric|``, or None. Unlike torch's gradcheck
     it names the entry and both values, so a 2x wrong gradient reads differently from
     roundoff."""
-    x = x.detach().requires_grad_(True)
-    out = f(x)
-    flat = out.reshape(-1)
-    analytic = torch.zeros(flat.numel(), x.numel(), dtype=torch.float64)
-    if flat.requires_grad:
-        for i in range(flat.numel()):
-            (g,) = torch.autograd.grad(flat[i], x, retain_graph=True, allow_unused=True)
+    out = f(x.detach())
+    analytic = torch.zeros(out.numel(), x.numel(), dtype=torch.float64)
+    for i in range(out.numel()):
+        # one forward per row: a hand-written backward may consume what it saved (in place)
+        xi = x.detach().clone().requires_grad_(True)
+        flat = f(xi).reshape(-1)
+        if flat.requires_grad:
+            (g,) = torch.autograd.grad(flat[i], xi, allow_unused=True)
             if g is not None:
                 analytic[i] = g.reshape(-1).double()
     numeric = torch.zeros_like(analytic)

@@ -1,5 +1,6 @@
 """The hypothesis profiles of the property checks: "dev" for quick local feedback, "ci" for
-more examples, derandomized so CI is reproducible (HYPOTHESIS_PROFILE=ci)."""
+more examples, derandomized so CI is reproducible (HYPOTHESIS_PROFILE=ci), "thorough" for
+long and wide inputs (T >= 256, V >= 4096: see strategies.PLANS) and more examples."""
 
 from hypothesis import HealthCheck, settings
 
@@ -7,3 +8,4 @@ _COMMON = dict(deadline=None, print_blob=False, report_multiple_bugs=False,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("dev", max_examples=40, **_COMMON)
 settings.register_profile("ci", max_examples=150, derandomize=True, **_COMMON)
+settings.register_profile("thorough", max_examples=100, **_COMMON)

@@ -23,19 +23,21 @@ from lossbench.losses.registry import KNOWN_PROPERTIES
 from .base import (
     PROPERTIES,
     Property,
+    aim,
     assert_close,
     cases,
     eps_of,
+    finite_max,
     jitter,
-    note,
     reduced,
     register_property,
     returned,
     slack,
+    totals,
     value_and_grad,
     where,
 )
-from .numerics import bf16_autocast, jacobian_mismatch, narrowed, widen
+from .numerics import jacobian_mismatch, narrowed, widen
 from .strategies import EXTREME, batch_permutations, logit_arrays, loss_cases
 
 __all__ = ["PROPERTIES", "Property"]
@@ -50,6 +52,8 @@ def _output_contract(spec, case):
         if not isinstance(whole, torch.Tensor) or not whole.is_floating_point() or whole.dim():
             raise AssertionError(f"--reduction {spec.reduction}: expected a float scalar, got "
                                  f"{type(whole).__name__} {tuple(getattr(whole, 'shape', ()))}")
+        if totals(spec):
+            return  # no per-token values: ignored_tokens_inert checks the total
     out = case.call(spec.fn)
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
         raise AssertionError(f"expected a float tensor, got {type(out).__name__} "
@@ -61,6 +65,8 @@ def _output_contract(spec, case):
                              f"{tuple(out.shape)}{hint}")
     # exactly 0 per token; a recovered value is a difference of row totals: roundoff of those
     moved = (out.abs() > (slack(spec, case, out) if reduced(spec) else 0.0)) & ~case.keep
+    if case.keep.any() and (~case.keep).any():
+        aim(finite_max(out[~case.keep]) / max(finite_max(out[case.keep]), 1e-12))
     if moved.any():
         i = tuple(moved.nonzero()[0].tolist())
         if reduced(spec):
@@ -85,8 +91,18 @@ def _finite_at_extremes(spec, case):
 @st.composite
 def _case_and_noise(draw, spec):
     case = draw(loss_cases(spec))
+    if case.recipe:  # a long case: noise from a seed, as its logits
+        return replace(case, aux={"noise_seed": torch.tensor(draw(st.integers(0, 2 ** 16)))})
     noise = draw(logit_arrays(tuple(case.logits.shape), magnitude=1e3), label="noise")
     return replace(case, aux={"noise": torch.from_numpy(noise)})
+
+
+def _noise(case):
+    if "noise" in case.aux:
+        return case.aux["noise"]
+    g = torch.Generator().manual_seed(int(case.aux["noise_seed"]))
+    return (1e3 * torch.rand(case.logits.shape, generator=g, dtype=torch.float64) * 2 - 1e3) \
+        .to(case.logits.dtype)
 
 
 @register_property("ignored_tokens_inert",
@@ -94,7 +110,7 @@ def _case_and_noise(draw, spec):
                    "gradient; ignored positions get zero gradient", _case_and_noise)
 def _ignored_tokens_inert(spec, case):
     keep, fn = case.keep, returned(spec)
-    other = torch.where(keep.unsqueeze(-1), case.logits, case.aux["noise"])
+    other = torch.where(keep.unsqueeze(-1), case.logits, _noise(case))
     out1, g1 = value_and_grad(fn, case)
     out2, g2 = value_and_grad(fn, case, logits=other)
     rtol, atol = widen(eps_of(spec, case), 1e-12, 1e-12, scale=float(out1.abs().max()))
@@ -103,11 +119,26 @@ def _ignored_tokens_inert(spec, case):
     gtol = widen(eps_of(spec, case), 1e-12, 1e-12)
     assert_close(g2, g1, "gradient at a kept position moved", rtol=gtol[0], atol=gtol[1],
                  mask=keep)
+    kept_scale = max(finite_max(g1[keep]), finite_max(g2[keep])) if keep.any() else 0.0
     for g in (g1, g2):
         bad = (g != 0).any(-1) & ~keep
-        if bad.any():
-            value = g[tuple(bad.nonzero()[0])]
-            raise AssertionError(f"gradient {value.tolist()} at ignored {where(bad)}, expected 0")
+        if not bad.any():
+            continue
+        size = finite_max(g[bad])
+        aim(size / (kept_scale if kept_scale else 1.0))
+        at = tuple(int(k) for k in bad.nonzero()[0])
+        if not torch.isfinite(g[at]).all():
+            relative = "it is not finite"
+        elif kept_scale:
+            relative = (f"its largest entry {finite_max(g[at]):.3g} is "
+                        f"{finite_max(g[at]) / kept_scale:.3g} of the largest gradient at a kept "
+                        f"position ({kept_scale:.3g}), not rounding")
+        elif keep.any():
+            relative = "while the gradient at every kept position is 0"
+        else:
+            relative = "(no position is kept in this example)"
+        raise AssertionError(f"gradient {g[at].tolist()} at ignored position {at}, expected 0: "
+                             f"{relative}")
 
 
 @st.composite
@@ -138,6 +169,7 @@ def _row_independent(spec, case):
             alone = case.row(b).call(spec.fn)[0]
             rtol, atol = widen(eps_of(spec, case), 1e-10, 1e-12, scale=float(out.abs().max()))
             bad = ~torch.isclose(out[b], alone.to(out.dtype), rtol=rtol, atol=atol, equal_nan=True)
+            aim(finite_max(out[b] - alone.to(out.dtype)) / max(finite_max(out), 1e-12))
             if bad.any():
                 t = int(bad.nonzero()[0])
                 raise AssertionError(
@@ -151,6 +183,7 @@ def _row_independent(spec, case):
              for b in range(B) if spec.reduction == "sum" or kept[b] > 0]
     combined = torch.stack(parts).sum() / (kept.sum() if spec.reduction == "mean" else 1)
     rtol, atol = widen(eps_of(spec, case), 1e-10, 1e-12, scale=float(whole.abs()))
+    aim(finite_max(whole - combined.to(whole.dtype)) / max(finite_max(whole), 1e-12))
     if not torch.isclose(whole, combined.to(whole.dtype), rtol=rtol, atol=atol, equal_nan=True):
         how = ("the sum of its rows' losses" if spec.reduction == "sum" else
                "the kept-token-weighted mean of its rows' losses")
@@ -161,15 +194,19 @@ def _row_independent(spec, case):
 
 
 @register_property("token_local", "a position's loss depends on its own logits only (earlier "
-                   "targets may matter; other positions' logits may not)",
-                   cases(max_batch=2, max_time=4))
+                   "targets may matter; other positions' logits may not); a loss checked on its "
+                   "total: the gradient at a position moves only with that position's logits",
+                   cases(max_batch=2, max_time=4), long_shapes=False)
 def _token_local(spec, case):
-    x = case.logits.detach().clone().requires_grad_(True)
-    out = case.call(spec.fn, logits=x)
-    if not out.requires_grad:
-        return
+    if totals(spec):
+        return _token_local_total(spec, case)
     for b, t in case.keep.nonzero().tolist():
-        (g,) = torch.autograd.grad(out[b, t], x, retain_graph=True, allow_unused=True)
+        # a fresh forward per position: a hand-written backward may consume what it saved
+        x = case.logits.detach().clone().requires_grad_(True)
+        out = case.call(spec.fn, logits=x)
+        if not out.requires_grad:
+            return
+        (g,) = torch.autograd.grad(out[b, t], x, allow_unused=True)
         if g is None:
             continue
         own = float(g[b, t].abs().max())
@@ -177,6 +214,7 @@ def _token_local(spec, case):
         g[b, t] = 0
         # float64 per-token: exact zeros; recovered or float32 values: roundoff of `own`
         tol = max(1e-12 * (1 + own), slack(spec, case, torch.tensor(own)))
+        aim(float(g.abs().max()) / max(own, 1e-12))
         if g.abs().max() > tol:
             i = tuple(int(k) for k in torch.unravel_index(g.abs().argmax(), g.shape))
             raise AssertionError(
@@ -185,10 +223,37 @@ def _token_local(spec, case):
                 f"depend on its own logits only (are (B, T, V) logits read as (N, V)? --flat)")
 
 
+def _token_local_total(spec, case):
+    """The gradient of the total at each position, before and after moving another position's
+    logits by 0.5 along a fixed direction: a sum of per-position terms keeps it exactly."""
+    fn, V = returned(spec), case.logits.shape[-1]
+
+    def grad_at(logits):
+        x = logits.detach().clone().requires_grad_(True)
+        out = case.call(fn, logits=x)
+        return torch.autograd.grad(out, x)[0] if out.requires_grad else torch.zeros_like(x)
+
+    base = grad_at(case.logits)
+    direction = torch.cos(torch.arange(V, dtype=torch.float64) * 2.4).to(case.logits.dtype)
+    tol = max(1e-12, 1e3 * eps_of(spec, case) * (1 + finite_max(base)))
+    for b, s in case.keep.nonzero().tolist():
+        moved = case.logits.clone()
+        moved[b, s] += 0.5 * direction
+        change = (grad_at(moved) - base).abs()
+        change[b, s] = 0
+        aim(finite_max(change) / max(finite_max(base), 1e-12))
+        if change.max() > tol:
+            i = tuple(int(k) for k in torch.unravel_index(change.argmax(), change.shape))
+            raise AssertionError(
+                f"the gradient at position {i[:2]} moves by {change[i].item():.6g} when the "
+                f"logits at position {(b, s)} move: a position's loss must depend on its own "
+                f"logits only (are (B, T, V) logits read as (N, V)? --flat)")
+
+
 @register_property("gradient_matches_finite_differences",
                    "autograd gradient equals central finite differences (float64; at float32 "
                    "step and tolerance for a loss that computes in float32)",
-                   cases(magnitude=5.0, max_batch=2, max_time=4, max_vocab=6))
+                   cases(magnitude=5.0, max_batch=2, max_time=4, max_vocab=6), long_shapes=False)
 def _gradcheck(spec, case):
     fn, x = returned(spec), jitter(case.logits)
     scale = float(case.call(fn, logits=x).detach().abs().max())
@@ -210,39 +275,6 @@ def _gradcheck(spec, case):
             f"{step:g}{precision})")
 
 
-BF16_PASS, BF16_FAIL = 1e-4, 1.6e-2  # of the largest loss value; 1.6e-2 is 2 bf16 ulps at 1
-
-
-@register_property("bf16_autocast", f"bf16 logits under bf16 autocast (CUDA's op policy, "
-                   f"emulated on CPU) give the fp32 loss on the same values: within "
-                   f"{BF16_PASS:g} of the largest loss passes, up to {BF16_FAIL:g} warns, more "
-                   f"fails; the gradient is finite", cases(magnitude=50.0, dtype=np.float32))
-def _bf16(spec, case):
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    case, fn = case.to(device), returned(spec)
-    low = case.logits.bfloat16()
-    with bf16_autocast(device):
-        out, grad = value_and_grad(fn, case, logits=low)
-    ref = case.call(fn, logits=low.float()).detach().float()
-    if not torch.isfinite(grad.float()).all():
-        raise AssertionError(f"non-finite bf16 gradient at {where(~torch.isfinite(grad.float()))}")
-    out, finite = out.float(), torch.isfinite(ref)
-    if (~torch.isfinite(out) & finite).any():
-        raise AssertionError(f"bf16 loss is {out[~torch.isfinite(out) & finite][0].item()} where "
-                             f"the fp32 loss on the same values is finite")
-    scale = max(float(ref[finite].abs().max()) if finite.any() else 0.0, 1e-3)
-    diff = torch.where(finite, (out - ref).abs(), 0.0)
-    err = float(diff.max()) / scale
-    i = tuple(int(k) for k in torch.unravel_index(diff.argmax(), diff.shape)) if diff.dim() else ()
-    detail = (f"{out[i].item()!r} under bf16 autocast vs {ref[i].item()!r} in fp32 on the same "
-              f"values{f' at position {i}' if i else ''}, {err:.2g} of the largest loss")
-    if err > BF16_FAIL:
-        raise AssertionError(f"{detail}: more than {BF16_FAIL:g} (the loss computes in bf16)")
-    if err > BF16_PASS:
-        note(err, f"{detail} (pass <= {BF16_PASS:g} < warn <= {BF16_FAIL:g}): part of the loss "
-                  f"computes in bf16")
-
-
-from . import claimed  # noqa: E402,F401  the per-loss properties register on import
+from . import bf16, claimed, inputs  # noqa: F401  the other properties register on import
 
 assert set(KNOWN_PROPERTIES) <= set(PROPERTIES), "every named property needs an implementation"

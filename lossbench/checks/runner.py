@@ -8,6 +8,7 @@ a :class:`PropertyResult`, with Python that reproduces the failure.
 from __future__ import annotations
 
 import inspect
+import math
 import traceback
 import warnings
 from collections import Counter
@@ -15,15 +16,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, given, settings, target
 
 from lossbench.losses import GENERIC_PROPERTIES, LossSpec
 
 from . import profiles  # noqa: F401  the "dev" and "ci" settings profiles
 from .adapters import Adapter, CheckTargetError
-from .base import returned, take_notes
+from .base import returned, take_notes, take_score
 from .properties import PROPERTIES
-from .strategies import LossCase
+from .recovery import causality_violation
+from .strategies import LossCase, plan_for, shape_plan
 from .targets import load_target, resolve_targets
 
 __all__ = ["CheckTargetError", "Diagnosis", "PropertyResult", "check_loss", "diagnose",
@@ -107,17 +109,76 @@ def _collapse(caught) -> tuple[tuple[str, int], ...]:
 
 def reproduction(spec, prop: str, case: LossCase, source: str | None = None) -> str:
     source = source or getattr(spec, "source", "") or f"load_target({spec.name!r})"
-    return "\n".join(["import torch", "from lossbench.checks import PROPERTIES, LossCase, "
-                      "load_target", f"spec = {source}", f"case = {case!r}",
+    names = "PROPERTIES, LossCase, load_target" + (", seeded_tensors" if case.recipe else "")
+    return "\n".join(["import torch", f"from lossbench.checks import {names}",
+                      f"spec = {source}", f"case = {case!r}",
                       f"PROPERTIES[{prop!r}].check(spec, case)  # raises the failure above"])
+
+
+def _steer(score: float | None, label: str) -> None:
+    """Point the search at larger violations (hypothesis.target)."""
+    if score is not None and math.isfinite(score):
+        target(score, label=label)
+
+
+def _size(case: LossCase) -> tuple:
+    return (case.logits.numel(), float(case.logits.detach().abs().sum()))
+
+
+def _telling(failing: list[tuple[float, LossCase]], shrunk: LossCase | None) -> LossCase | None:
+    """The counterexample to print: hypothesis' shrunk one, unless shrinking lost the size of
+    the violation (a gradient of 1e-10 at all-zero logits reads as rounding): then the
+    smallest failing example whose violation, relative to the loss's scale, is at least half
+    the largest seen."""
+    if shrunk is None or not failing:
+        return shrunk
+    best = max(score for score, _ in failing)
+    mine = next((score for score, case in reversed(failing) if case is shrunk), None)
+    if mine is None or mine >= 0.1 * best:
+        return shrunk
+    return min((case for score, case in failing if score >= 0.5 * best), key=_size)
+
+
+def _search(spec, prop, profile: str, overrides: dict, seed: int | None, plan):
+    """One hypothesis search: (the exception it ended with or None, the last example, the
+    failing examples with their violation scores)."""
+    last: list[LossCase] = []
+    failing: list[tuple[float, LossCase]] = []
+
+    @settings(settings.get_profile(profile), **overrides)
+    @given(case=prop.strategy(spec))
+    def search(case):
+        last[:] = [case]  # hypothesis replays the shrunk failing example last
+        take_score()
+        try:
+            prop.check(spec, case)
+        except AssertionError:
+            score = take_score()
+            if score is not None:
+                failing.append((score, case))
+            _steer(score, prop.name)
+            raise
+        _steer(take_score(), prop.name)
+
+    if seed is not None:
+        from hypothesis import seed as hypothesis_seed
+        search = hypothesis_seed(seed)(search)
+    with shape_plan(plan):
+        try:
+            search()
+        except Exception as exc:  # noqa: BLE001  the loss under test may raise anything
+            return exc, (last[0] if last else None), failing
+    return None, None, failing
 
 
 def run_property(spec: LossSpec, prop_name: str, *, profile: str = "dev",
                  max_examples: int | None = None, seed: int | None = None,
                  source: str | None = None, shrink: bool = True) -> PropertyResult:
     """Search for a counterexample to one property; never raises for a failing loss.
-    ``source``: Python that rebuilds ``spec``, for the reproduction. ``shrink=False``
-    reports the first failing example as found (faster, for verdict-only callers)."""
+    Small inputs first; when they pass, a shorter search on long and wide inputs
+    (:class:`~.strategies.ShapePlan`). ``source``: Python that rebuilds ``spec``, for the
+    reproduction. ``shrink=False`` reports the first failing example as found (faster, for
+    verdict-only callers)."""
     prop = PROPERTIES[prop_name]
     overrides = {"database": None}
     if not shrink:
@@ -126,18 +187,11 @@ def run_property(spec: LossSpec, prop_name: str, *, profile: str = "dev",
         overrides["max_examples"] = max_examples
     if seed is not None:
         overrides["derandomize"] = False
-
-    last: list[LossCase] = []
-
-    @settings(settings.get_profile(profile), **overrides)
-    @given(case=prop.strategy(spec))
-    def search(case):
-        last[:] = [case]  # hypothesis replays the shrunk failing example last
-        prop.check(spec, case)
-
-    if seed is not None:
-        from hypothesis import seed as hypothesis_seed
-        search = hypothesis_seed(seed)(search)
+    n = overrides.get("max_examples", settings.get_profile(profile).max_examples)
+    searches = [(overrides, None)]
+    if prop.long_shapes:
+        searches.append(({**overrides, "max_examples": max(4, n // 4)},
+                         plan_for(profile, getattr(spec, "chunk", None))))
     # Inputs are tiny: intra-op threads only add overhead (fp64 log_softmax on such
     # tensors is orders of magnitude slower with 2 threads than with 1).
     threads = torch.get_num_threads()
@@ -147,28 +201,44 @@ def run_property(spec: LossSpec, prop_name: str, *, profile: str = "dev",
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            search()
-        except Exception as exc:  # the loss under test may raise anything
-            case = last[0] if last else None
-            if _raised_by_check(exc):
-                message, error = str(exc), ""
-            else:
-                message = raised_line(exc, _user_files(spec))
-                error = user_traceback(exc, _user_files(spec))
-            result = PropertyResult(
-                spec.name, prop_name, False, message.strip(),
-                repr(case) if case is not None else "", case, error=error,
-                reproduction=reproduction(spec, prop_name, case, source) if case else "")
+            for settings_, plan in searches:
+                exc, case, failing = _search(spec, prop, profile, settings_, seed, plan)
+                if exc is not None:
+                    result = _failure(spec, prop, exc, case, failing, source)
+                    break
         finally:
             torch.set_num_threads(threads)
     return replace(result, warning=take_notes() if result.passed else "",
                    warnings=_collapse(caught))
 
 
+def _failure(spec, prop, exc, case, failing, source) -> PropertyResult:
+    if _raised_by_check(exc):
+        message, error = str(exc), ""
+        chosen = _telling(failing, case)
+        if chosen is not case:
+            try:
+                prop.check(spec, chosen)
+            except AssertionError as again:
+                case, message = chosen, str(again)
+    else:
+        message = raised_line(exc, _user_files(spec))
+        error = user_traceback(exc, _user_files(spec))
+    return PropertyResult(spec.name, prop.name, False, message.strip(),
+                          repr(case) if case is not None else "", case, error=error,
+                          reproduction=reproduction(spec, prop.name, case, source) if case else "")
+
+
+ORDER = ("inputs_unchanged", *GENERIC_PROPERTIES, "matches_reference", "reduction")
+
+
 def ordered_properties(spec: LossSpec) -> list[str]:
-    """Generic ones first (in their documented order), then the rest by name."""
-    first = [p for p in (*GENERIC_PROPERTIES, "reduction") if p in spec.properties]
-    return first + sorted(spec.properties - set(first))
+    """inputs_unchanged (every loss), the generic ones in their documented order, a
+    reference mismatch before a reduction one (a wrong value also breaks the reduction),
+    then the rest by name."""
+    claimed = set(spec.properties) | {"inputs_unchanged"}
+    first = [p for p in ORDER if p in claimed]
+    return first + sorted(claimed - set(first))
 
 
 def check_loss(spec: LossSpec, **kwargs) -> list[PropertyResult]:
@@ -187,10 +257,10 @@ class Diagnosis:
     detail: str = ""
 
 
-def _plain_case(spec) -> LossCase:
+def _plain_case(spec, ignore: int | None) -> LossCase:
+    """2x3 positions, 5 classes, float64; the last position of row 0 ignored with ``ignore``."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
-    ignore = (getattr(spec, "ignore_indices", (-100,)) or (None,))[0]
     targets = torch.tensor([[1, 4, 2 if ignore is None else ignore], [0, 2, 3]])
     extras = {}
     if getattr(spec, "needs_teacher", False):
@@ -234,33 +304,80 @@ def _flat_hint(spec, case) -> str:
             else "; it runs on (B, T, V) logits: drop --flat")
 
 
+def _some_ids(spec, errors: dict, ran: list, files) -> Diagnosis:
+    """The loss raises for some of the ignore ids drawn, not for others."""
+    bad = list(errors)
+    exc = errors[bad[0]]
+    also = f" (and {', '.join(map(str, bad[1:]))})" if bad[1:] else ""
+    good = ", ".join(str(i) for i, _, _ in ran)
+    fix = (f"; it honours only some padding ids: check it with the one your data uses, "
+           f"--ignore-index K (K = {ran[0][0]} runs)" if isinstance(spec.fn, Adapter) else "")
+    return Diagnosis(f"{raised_line(exc, files)} with ignore_index={bad[0]}{also} on a plain "
+                     f"input, but runs with ignore_index={good}{fix}", user_traceback(exc, files))
+
+
+def _range_ends(spec, case, files) -> Diagnosis | None:
+    """Does it take the whole range of each drawn hyperparameter (--like NAME's, --range's)?"""
+    for name, hp in spec.hparams.items():
+        for value in sorted({hp.low, hp.high} - {hp.default}):
+            try:
+                case.call(returned(spec), **{name: value})
+            except Exception as exc:
+                where = "--range" if hp.doc == "--range" else spec.description.split()[-1]
+                return Diagnosis(
+                    f"{raised_line(exc, files)} at {name}={value:g}, in the range "
+                    f"[{hp.low:g}, {hp.high:g}] of {where}: narrow it with --range "
+                    f"{name}=LO:HI, or hold it with --set {name}=VALUE", user_traceback(exc, files))
+    return None
+
+
 def diagnose(spec: LossSpec) -> Diagnosis | None:
-    """Call the loss once on a plain input (2x3 positions, 5 classes, float64). An exception
-    or a return value that would fail every property stops the run with one message
-    instead of a cascade of failures."""
-    case, files = _plain_case(spec), _user_files(spec)
+    """Call the loss on a plain input (2x3 positions, 5 classes, float64), once per ignore id
+    it will be drawn with. An exception or a return value that would fail every property
+    stops the run with one message instead of a cascade of failures."""
+    files = _user_files(spec)
+    errors, ran = {}, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its warnings are reported by the properties
-        try:
-            out = case.call(returned(spec))
-        except Exception as exc:
+        for ignore in getattr(spec, "ignore_indices", (-100,)) or (None,):
+            case = _plain_case(spec, ignore)
+            try:
+                ran.append((ignore, case, case.call(returned(spec))))
+            except Exception as exc:  # noqa: BLE001  the loss under test may raise anything
+                errors[ignore] = exc
+        if not ran:
+            exc, case = next(iter(errors.values())), _plain_case(spec, next(iter(errors)))
             return Diagnosis(f"{raised_line(exc, files)} on a plain input (logits (2, 3, 5), "
                              f"targets (2, 3)){_flat_hint(spec, case)}",
                              user_traceback(exc, files))
+        if errors:
+            return _some_ids(spec, errors, ran, files)
+        _, case, out = ran[0]
         problem = _shape_problem(spec, out, case)
         if problem:
             return Diagnosis(problem)
-        if isinstance(spec.fn, Adapter):  # --like NAME: does it take NAME's whole ranges?
-            for name, hp in spec.hparams.items():
-                for value in sorted({hp.low, hp.high} - {hp.default}):
-                    try:
-                        case.call(returned(spec), **{name: value})
-                    except Exception as exc:
-                        return Diagnosis(
-                            f"{raised_line(exc, files)} at {name}={value:g}, in the range "
-                            f"[{hp.low:g}, {hp.high:g}] of {spec.description.split()[-1]}: hold "
-                            f"it with --set {name}=VALUE", user_traceback(exc, files))
+        if isinstance(spec.fn, Adapter):
+            return _range_ends(spec, case, files) or _not_causal(spec)
     return None
+
+
+def _not_causal(spec) -> Diagnosis | None:
+    """A reduced loss whose per-token values its prefixes do not give: ask which it is."""
+    adapter = spec.fn
+    if adapter.opts.reduction == "none" or adapter.opts.non_causal:
+        return None
+    found = causality_violation(adapter.raw, adapter.opts.reduction, spec.defaults(),
+                                spec.needs_teacher)
+    if not found:
+        return None
+    flat = "" if adapter.opts.flat else (
+        "; or, if it takes (N, V) logits, pass --flat" if causality_violation(
+            adapter.variant(flat=True).raw, adapter.opts.reduction, spec.defaults(),
+            spec.needs_teacher) is None else "")
+    return Diagnosis(f"--reduction {adapter.opts.reduction}: the loss at a position depends on "
+                     f"later positions ({found}), so its per-token values cannot be recovered "
+                     f"from row prefixes. A sequence-level loss? pass --non-causal to check its "
+                     f"total and its gradient at each position{flat}")
 
 
 def same_error(a: PropertyResult, b: PropertyResult) -> bool:

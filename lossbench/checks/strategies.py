@@ -10,8 +10,11 @@ failing property prints a counterexample you can paste into a session::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +26,64 @@ from lossbench.losses.registry import LossSpec
 # Small shapes: properties are about the math, and shrinking works best on few elements.
 MAX_BATCH, MAX_TIME, MAX_VOCAB = 3, 6, 8
 IGNORE_INDICES = (-100, -1, 0)  # 0: an in-vocabulary padding id must be honoured too
-EXTREME = 1e4  # the stability bound the checks promise for fp32 logits (README)
+EXTREME = 1e4  # the stability bound the checks promise for fp32 logits (docs/check.md)
+
+
+@dataclass(frozen=True)
+class ShapePlan:
+    """The long and wide shapes of a second search, after the small one passed, so that code
+    that splits its input into chunks (of tokens or of classes) runs more than one chunk. Their
+    values come from a drawn seed (:func:`seeded_tensors`), not element by element: drawing
+    thousands of elements would be slow, and shrinking them would not make them readable.
+    (Mixed into one search, they would win: a seed is a shorter example than its elements.)"""
+
+    times: tuple[int, ...]  # sequence lengths of long cases (V small)
+    vocabs: tuple[int, ...]  # vocabulary sizes of wide cases (T small)
+
+
+# Just past the powers of two chunked code uses (chunks of 16/32/64 tokens, 128 classes);
+# "thorough" goes to T >= 256 and V >= 4096, one at a time so that a case stays cheap.
+PLANS = {"dev": ShapePlan((17, 33, 65), (129,)), "ci": ShapePlan((17, 33, 65), (129,)),
+         "thorough": ShapePlan((257, 300), (4097, 4200))}
+_PLAN: ContextVar[ShapePlan | None] = ContextVar("shape_plan", default=None)
+
+
+def plan_for(profile: str, chunk: int | None = None) -> ShapePlan:
+    """The profile's plan, or shapes around a stated chunk size (``--chunk N``)."""
+    if chunk:
+        return ShapePlan((chunk - 1, chunk + 1, 2 * chunk + 1), (chunk + 1,))
+    return PLANS.get(profile, PLANS["dev"])
+
+
+@contextmanager
+def shape_plan(plan: ShapePlan | None):
+    token = _PLAN.set(plan)
+    try:
+        yield
+    finally:
+        _PLAN.reset(token)
+
+
+def seeded_tensors(B: int, T: int, V: int, *, seed: int, scale: float, dtype: str = "float64",
+                   ignore_index: int | None = None, ignore_rate: float = 0.0,
+                   keep_first: bool = False, teacher: bool = False) -> dict:
+    """logits (B, T, V) ~ N(0, scale^2) clipped to +-3 scale, targets in [0, V) with a share
+    ``ignore_rate`` set to ``ignore_index``, and a teacher distribution when asked: a long or
+    wide case that its printed reproduction rebuilds from these arguments."""
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(B, T, V, generator=g, dtype=torch.float64) * scale)
+    logits = logits.clamp(-3 * scale, 3 * scale).to(getattr(torch, dtype))
+    targets = torch.randint(0, V, (B, T), generator=g)
+    if ignore_index is not None and ignore_rate:
+        drop = torch.rand(B, T, generator=g, dtype=torch.float64) < ignore_rate
+        if keep_first:
+            drop[0, 0] = False
+        targets = torch.where(drop, ignore_index, targets)
+    extras = {}
+    if teacher:
+        extras["teacher_probs"] = torch.randn(B, T, V, generator=g, dtype=torch.float64) \
+            .softmax(-1).to(logits.dtype)
+    return {"logits": logits, "targets": targets, "extras": extras}
 
 
 def _tensor_repr(t: torch.Tensor) -> str:
@@ -41,6 +101,7 @@ class LossCase:
     hparams: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. teacher_probs (B, T, V)
     aux: dict[str, torch.Tensor] = field(default_factory=dict)  # a property's own draws (noise, perm)
+    recipe: str = ""  # seeded_tensors(...) that rebuilds logits, targets, extras (long cases)
 
     def call(self, fn: Callable, logits: torch.Tensor | None = None, **override) -> torch.Tensor:
         """Per-token loss (B, T) of ``fn`` on this case (optionally on other logits)."""
@@ -51,26 +112,29 @@ class LossCase:
     def keep(self) -> torch.Tensor:
         return self.targets != self.ignore_index
 
-    def row(self, b: int) -> "LossCase":
+    def row(self, b: int) -> LossCase:
         """Row ``b`` of this case as a batch of one."""
         return replace(self, logits=self.logits[b:b + 1], targets=self.targets[b:b + 1],
-                       extras={k: v[b:b + 1] for k, v in self.extras.items()}, aux={})
+                       extras={k: v[b:b + 1] for k, v in self.extras.items()}, aux={}, recipe="")
 
-    def to(self, device) -> "LossCase":
+    def to(self, device) -> LossCase:
         return replace(self, logits=self.logits.to(device), targets=self.targets.to(device),
                        extras={k: v.to(device) for k, v in self.extras.items()})
 
-    def permuted(self, perm: torch.Tensor) -> "LossCase":
+    def permuted(self, perm: torch.Tensor) -> LossCase:
         """The same case with batch rows reordered."""
         return replace(self, logits=self.logits[perm], targets=self.targets[perm],
-                       extras={k: v[perm] for k, v in self.extras.items()}, aux={})
+                       extras={k: v[perm] for k, v in self.extras.items()}, aux={}, recipe="")
 
     def __repr__(self) -> str:
-        parts = [f"logits={_tensor_repr(self.logits)}", f"targets={_tensor_repr(self.targets)}",
-                 f"ignore_index={self.ignore_index}"]
+        if self.recipe:
+            parts = [f"**{self.recipe}", f"ignore_index={self.ignore_index}"]
+        else:
+            parts = [f"logits={_tensor_repr(self.logits)}", f"targets={_tensor_repr(self.targets)}",
+                     f"ignore_index={self.ignore_index}"]
         if self.hparams:
             parts.append(f"hparams={self.hparams!r}")
-        for name in ("extras", "aux"):
+        for name in (("aux",) if self.recipe else ("extras", "aux")):
             if getattr(self, name):
                 inner = ", ".join(f"{k!r}: {_tensor_repr(v)}" for k, v in getattr(self, name).items())
                 parts.append(f"{name}={{{inner}}}")
@@ -135,6 +199,11 @@ def loss_cases(draw, spec: LossSpec, *, magnitude: float = 20.0, dtype=np.float6
     """
     if ignore_indices is None:
         ignore_indices = getattr(spec, "ignore_indices", IGNORE_INDICES)
+    plan = _PLAN.get()
+    if plan is not None and (max_time, max_vocab) == (MAX_TIME, MAX_VOCAB):
+        kind = draw(st.sampled_from(["long", "wide"]), label="shape kind")
+        return draw(_seeded_cases(spec, kind, plan, magnitude, dtype, max_batch, min_batch,
+                                  draw_hparams, ignore_indices))
     B, T, V = draw(shapes(max_batch=max_batch, max_time=max_time, max_vocab=max_vocab,
                           min_batch=min_batch))
     logits = draw(logit_arrays((B, T, V), magnitude=magnitude, dtype=dtype), label="logits")
@@ -151,6 +220,29 @@ def loss_cases(draw, spec: LossSpec, *, magnitude: float = 20.0, dtype=np.float6
         extras["teacher_probs"] = torch.from_numpy(teacher).to(torch.from_numpy(logits).dtype)
     return LossCase(torch.from_numpy(logits), torch.from_numpy(targets),
                     -100 if ignore_index is None else ignore_index, hparams, extras)
+
+
+@st.composite
+def _seeded_cases(draw, spec, kind, plan, magnitude, dtype, max_batch, min_batch, draw_hparams,
+                  ignore_indices):
+    """A long (T from the plan, V <= 8) or wide (V from the plan, T <= 3) case, from a seed."""
+    B = draw(st.integers(min_batch, max(min_batch, min(max_batch, 2))), label="B")
+    if kind == "long":
+        T, V = draw(st.sampled_from(plan.times), label="T"), draw(st.integers(2, MAX_VOCAB))
+    else:
+        T, V = draw(st.integers(1, 3), label="T"), draw(st.sampled_from(plan.vocabs), label="V")
+    ignore_index = draw(st.sampled_from(ignore_indices)) if ignore_indices else None
+    teacher = "teacher_probs" in spec.extra_inputs and (getattr(spec, "needs_teacher", False)
+                                                        or draw(st.booleans()))
+    args = dict(B=B, T=T, V=V, seed=draw(st.integers(0, 2 ** 16), label="seed"),
+                scale=draw(st.sampled_from([1.0, magnitude / 3])),
+                dtype="float32" if dtype == np.float32 else "float64", ignore_index=ignore_index,
+                ignore_rate=draw(st.sampled_from([0.0, 0.25])) if ignore_index is not None else 0.0,
+                keep_first=getattr(spec, "reduction", "none") == "mean", teacher=teacher)
+    recipe = "seeded_tensors(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
+    hparams = draw(hparam_values(spec, use_defaults=not draw_hparams), label="hparams")
+    return LossCase(**seeded_tensors(**args), ignore_index=-100 if ignore_index is None
+                    else ignore_index, hparams=hparams, recipe=recipe)
 
 
 def batch_permutations(batch: int):

@@ -11,21 +11,31 @@ import torch
 from lossbench.losses import LossSpec, PluginError, get_loss, list_losses
 from lossbench.losses.registry import import_target
 
-from .adapters import FLAGS, CheckOptions, CheckTargetError, function_spec
+from .adapters import FLAGS, CheckOptions, CheckTargetError
+from .signature import function_spec
 
 
 def _load_object(target: str):
+    """(callable, method): ``file.py:NAME`` or ``file.py:Class.method``, a criterion class
+    built per call whose ``method`` computes the loss (``obj.method`` for an instance)."""
     where, _, attr = target.rpartition(":")
     try:
         module = import_target(where)
     except PluginError as exc:
         raise CheckTargetError(str(exc)) from None
-    obj = getattr(module, attr, None)
+    name, _, method = attr.partition(".")
+    obj = getattr(module, name, None)
     if obj is None:
-        raise CheckTargetError(f"{where} has no function {attr!r}{_candidates(module)}")
+        raise CheckTargetError(f"{where} has no function {name!r}{_candidates(module)}")
+    if method:
+        if "." in method or not callable(getattr(obj, method, None)):
+            raise CheckTargetError(f"{where}:{name} has no method {method!r}")
+        if not inspect.isclass(obj):
+            return getattr(obj, method), None
+        return obj, method
     if not callable(obj):
         raise CheckTargetError(f"{where}:{attr} is not callable")
-    return obj
+    return obj, None
 
 
 def _candidates(module) -> str:
@@ -46,7 +56,8 @@ def resolve_targets(target: str, **options) -> list[LossSpec]:
     are :class:`CheckOptions` fields; they apply to function targets only."""
     opts = CheckOptions(**options)
     if ":" in target:
-        return [function_spec(_load_object(target), target, opts)]
+        obj, method = _load_object(target)
+        return [function_spec(obj, target, opts, method)]
     is_file = target.endswith(".py") or Path(target).is_file()
     if not is_file:
         if opts.changed():

@@ -33,6 +33,20 @@ def _assignments(values: tuple[str, ...], flag: str, *, literal: bool) -> dict:
     return out
 
 
+def _ranges(values: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """--range NAME=LO:HI (repeatable)."""
+    out = {}
+    for name, value in _assignments(values, "--range", literal=False).items():
+        lo, sep, hi = value.partition(":")
+        try:
+            out[name] = (float(lo), float(hi))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"--range: expected NAME=LO:HI with numbers, got {name}={value}")
+    return out
+
+
 def _indent(text: str) -> str:
     return textwrap.indent(text, "    ")
 
@@ -40,8 +54,10 @@ def _indent(text: str) -> str:
 @click.command("check")
 @click.argument("target")
 @plugin_option
-@click.option("--profile", type=click.Choice(["dev", "ci"]), default="dev", show_default=True,
-              help="Hypothesis profile: dev (fast) or ci (more examples, derandomized).")
+@click.option("--profile", type=click.Choice(["dev", "ci", "thorough"]), default="dev",
+              show_default=True,
+              help="Hypothesis profile: dev (fast), ci (more examples, derandomized) or thorough "
+                   "(long and wide inputs, T >= 256 and V >= 4096).")
 @click.option("--max-examples", type=click.IntRange(1), default=None,
               help="Examples per property (overrides the profile).")
 @click.option("--seed", type=int, default=None, help="Hypothesis seed for a reproducible search.")
@@ -69,15 +85,38 @@ def _indent(text: str) -> str:
                    "holds NAME's hyperparameter at VALUE (repeatable).")
 @click.option("--hparam-name", "renames", multiple=True, metavar="NAME=PARAM",
               help="With --like: pass NAME's hyperparameter NAME as the function's PARAM.")
+@click.option("--range", "ranges", multiple=True, metavar="NAME=LO:HI",
+              help="Draw NAME from [LO, HI]: narrows a --like hyperparameter's range, or draws "
+                   "one of the function's own parameters (repeatable).")
+@click.option("--targets", "targets_param", default=None, metavar="NAME|none",
+              help="The parameter that takes the targets, or none for a loss without targets "
+                   "[default: the first positional parameter after the logits that no other "
+                   "option gives a value].")
+@click.option("--logits-key", default=None, metavar="KEY",
+              help="Pass the logits inside a model output: out[KEY], out.KEY and out[0].")
+@click.option("--targets-key", default=None, metavar="KEY",
+              help="Pass the targets inside a batch dict: batch[KEY].")
+@click.option("--vocab-arg", default=None, metavar="NAME",
+              help="An argument of the function or its class that must equal the vocabulary "
+                   "size (num_classes=V); passed on every call.")
+@click.option("--chunk", type=click.IntRange(2), default=None, metavar="N",
+              help="The function splits its input into chunks of N (tokens or classes): draw "
+                   "shapes around N instead of the profile's long shapes.")
+@click.option("--non-causal", is_flag=True,
+              help="With --reduction: the loss at a position may depend on later positions; "
+                   "check its total and its gradient at each position (detected on its own "
+                   "when it shows on a plain input).")
 def check_cmd(target, plugins, profile, max_examples, seed, only, like, reduction, flat,
-              log_probs, ignore_index, teacher, fixed, renames):
+              log_probs, ignore_index, teacher, fixed, renames, ranges, targets_param,
+              logits_key, targets_key, vocab_arg, chunk, non_causal):
     """Property-test losses with hypothesis.
 
     TARGET is a registered loss name, `all`, `path/file.py:NAME` or `module:NAME`,
     where NAME is a function, an nn.Module class (built with the drawn
-    hyperparameters, then called) or a callable. Registered losses are checked on
-    the properties they declare, a function on the generic ones, or with --like on
-    NAME's. Exit 0 when all pass, 1 when any fails, 2 for bad input.
+    hyperparameters, then called), a callable, or Class.method (a criterion class built
+    per call, then its method called). Registered losses are checked on the properties
+    they declare, a function on the generic ones, or with --like on NAME's. Exit 0 when
+    all pass, 1 when any fails, 2 for bad input.
     """
     from lossbench.checks import PROPERTIES, CheckTargetError, diagnose, resolve_targets
     from lossbench.checks.runner import ordered_properties, run_property, same_error
@@ -90,7 +129,10 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
     options = dict(reduction=reduction, flat=flat, log_probs=log_probs, ignore_index=ignore_index,
                    teacher=teacher, like=like,
                    fixed=_assignments(fixed, "--set", literal=True),
-                   hparam_names=_assignments(renames, "--hparam-name", literal=False))
+                   hparam_names=_assignments(renames, "--hparam-name", literal=False),
+                   ranges=_ranges(ranges), targets=targets_param, logits_key=logits_key,
+                   targets_key=targets_key, vocab_arg=vocab_arg, chunk=chunk,
+                   non_causal=non_causal)
     try:
         specs = resolve_targets(target, **options)
     except CheckTargetError as exc:
@@ -102,7 +144,7 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
         raise InputError(f"--property: unknown {unknown}; known: "
                               f"{', '.join(sorted(PROPERTIES))}")
     for p in only:
-        if not any(p in s.properties for s in specs):
+        if not any(p in ordered_properties(s) for s in specs):
             applies = ", ".join(ordered_properties(specs[0])) if len(specs) == 1 else ""
             how = ("claim a registered loss's properties with --like NAME"
                    if getattr(specs[0], "source", "") else "the loss does not claim it")
