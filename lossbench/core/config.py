@@ -312,6 +312,10 @@ def display_name(label: str, loss: str) -> str:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One training run: the loss and its hyperparameters, the run seed, and the data,
+    model, train, eval and finetune sections. Everything that can change a result is in
+    here, so equal configs give equal results and :meth:`run_id` names the result."""
+
     loss: str = "cross_entropy"
     hparams: dict[str, Any] = field(default_factory=dict)
     seed: int = 0  # initial weights, batch order and dropout masks: never the loss
