@@ -1,6 +1,7 @@
 """MkDocs hooks: pages generated on every build, so none of them can go stale.
 
-- ``reference/suite-keys.md`` from the config fields' metadata (lossbench.suite.keys);
+- ``reference/suite-keys.md`` from the config fields' metadata (lossbench.suite.keys),
+  in place of the committed copy (which tests/test_suite_keys.py keeps equal to it);
 - ``index.md``, ``benchmarks.md`` and ``contributing.md`` from README.md, BENCHMARKS.md
   and CONTRIBUTING.md at the repository root, with README's repository-relative links
   (``docs/sweeps.md``, ``BENCHMARKS.md``) rewritten to the site's pages. A link that
@@ -42,6 +43,11 @@ def site_links(markdown: str) -> str:
 
 
 def on_files(files, config):
+    # the committed copy (for readers of the repository) is replaced by a fresh one;
+    # tests/test_suite_keys.py fails when the two differ
+    committed = files.get_file_from_path("reference/suite-keys.md")
+    if committed is not None:
+        files.remove(committed)
     files.append(File.generated(config, "reference/suite-keys.md",
                                 content=suite_keys_markdown()))
     for page, source in FROM_ROOT.items():

@@ -29,9 +29,11 @@ def test_readme_quick_start_is_the_two_commands_and_ci_runs_the_second_verbatim(
 
 def _imports(text: str):
     """(module, name) of every `from lossbench... import ...` in the text's code."""
-    for module, names in re.findall(r"^\s*from (lossbench[\w.]*) import ([\w, ]+)", text, re.M):
-        for name in names.split(","):
-            yield module, name.strip()
+    pattern = r"^\s*from (lossbench[\w.]*) import (?:\(([\w,\s]+)\)|([\w, ]+))"
+    for module, wrapped, names in re.findall(pattern, text, re.M):
+        for name in (wrapped or names).split(","):
+            if name.strip():
+                yield module, name.strip().split(" as ")[0]
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(ROOT)))

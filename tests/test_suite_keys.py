@@ -3,6 +3,7 @@ validates suites (lossbench.suite.keys, run by the docs build): every key a suit
 must be on it with its own description, and the rows must say what the fields declare."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,15 @@ def _row(page: str, key: str, section: str) -> str:
     """The table row of ``key`` under the heading of ``section``."""
     part = page.split(f"## `[{section}]`", 1)[1].split("\n## ", 1)[0]
     return next(line for line in part.splitlines() if line.startswith(f"| `{key}` |"))
+
+
+COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "reference" / "suite-keys.md"
+
+
+def test_the_committed_page_is_current():
+    assert COMMITTED.read_text(encoding="utf-8") == keys.suite_keys_markdown(), (
+        "docs/reference/suite-keys.md is stale: python -m lossbench.suite.keys > "
+        "docs/reference/suite-keys.md")
 
 
 def test_every_field_of_every_section_has_a_description():
