@@ -16,7 +16,7 @@ catches it and lists each problem under its file and key.
 
 ``doc`` is the field's description, kept in its metadata (not in ``to_dict()``,
 so never in a run id): the suite-key reference (docs/reference/suite-keys.md) is
-generated from it when the docs are built, so it cannot go stale.
+generated from it by lossbench.suite.keys, so it cannot go stale.
 """
 
 from __future__ import annotations
