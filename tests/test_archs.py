@@ -227,6 +227,7 @@ def test_chunked_brier_and_z_loss_equal_the_registered_losses(name):
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_a_factory_in_the_working_directory_imports_from_the_lossbench_script(tmp_path):
     """The `lossbench` script does not put the working directory on sys.path (python -P
     imitates it); a factory module in the project the user runs from must still import."""

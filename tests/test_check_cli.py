@@ -58,6 +58,7 @@ def test_broken_loss_is_caught_with_a_runnable_reproduction(fn, prop):
         exec(result.reproduction, {})
 
 
+@pytest.mark.slow
 def test_failure_prints_table_reproduction_and_exits_1(check):
     code, out, err = check(f"{BROKEN}:naive_ce", "--max-examples", "20")
     assert code == 1, err
@@ -86,6 +87,7 @@ def negative_plugin():
         del sys.modules[name]
 
 
+@pytest.mark.slow
 def test_plugin_loss_claiming_a_false_property_fails(check, negative_plugin):
     code, out, _ = check("fixture_negative_ce", "--plugin", negative_plugin, "--max-examples", "50")
     assert code == 1
@@ -93,6 +95,7 @@ def test_plugin_loss_claiming_a_false_property_fails(check, negative_plugin):
     assert f"plugins=['{negative_plugin}']" in out  # the reproduction loads the plugin
 
 
+@pytest.mark.slow
 def test_real_shapes_without_adapters(check):
     """A mean-reduced nn.Module, an (N, V) function and a fairseq-style sum with padding
     id 1 and log-probabilities are checked as they are."""
@@ -128,6 +131,7 @@ def test_mean_reduced_return_is_one_line_diagnosis(check):
     assert "property" not in out  # no table of cascading failures
 
 
+@pytest.mark.slow
 def test_exception_in_the_loss_is_printed_once_with_its_own_frames(check, tmp_path):
     path = tmp_path / "raising.py"
     path.write_text("import torch\n\n"
@@ -203,6 +207,7 @@ def test_bad_input_exits_2_with_one_line(check, args, fragment):
     assert lines[0].startswith("lossbench: error:") and fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_losses_json_lists_every_registered_loss():
     proc = lossbench("losses", "--json")
     assert proc.returncode == 0
@@ -214,6 +219,7 @@ def test_losses_json_lists_every_registered_loss():
     assert names == set(fresh.stdout.split()) and "cross_entropy" in names
 
 
+@pytest.mark.slow
 def test_losses_table_has_references():
     proc = lossbench("losses")
     assert proc.returncode == 0

@@ -98,6 +98,7 @@ def test_suite_carries_and_validates_its_claims(tmp_path):
         load_suite(path)
 
 
+@pytest.mark.slow
 def test_bad_claim_exits_2_with_one_line_before_any_run(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(SUITE + '[[claims]]\na = "focal"\nb = "cross_entropy"\nmetric = "val_ce"\n'
@@ -241,6 +242,7 @@ def run(*args, cwd=None):
                           capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_fail_on_claims_report_claim_and_escaping(tmp_path):
     suite = tmp_path / "c.toml"
     suite.write_text(tiny_toml("c", '["cross_entropy", "mse"]', seeds=(0, 1, 2),

@@ -248,6 +248,7 @@ def _cli(*args):
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_compare_two_suites_writes_the_profile_report(tmp_path):
     from lossbench.suite.load import load_suite
     from lossbench.sweep.sweep import run_suite
@@ -274,6 +275,7 @@ def test_compare_two_suites_writes_the_profile_report(tmp_path):
     assert "Friedman test not run" in md and "shared hyperparameters, not tuned" in md
 
 
+@pytest.mark.slow
 def test_compare_bad_input_is_one_line_exit_2(tmp_path):
     proc = _cli("compare", str(tmp_path))
     assert proc.returncode == 2 and "at least two" in proc.stderr

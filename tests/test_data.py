@@ -127,6 +127,7 @@ def test_bpe_training_is_deterministic():
     assert a.merges() != BpeTokenizer.fit(_words_text(5_000, seed=1), 400).merges()
 
 
+@pytest.mark.slow
 def test_bpe_training_is_deterministic_across_processes():
     code = ("import hashlib, sys; from lossbench.data.tokenizers import BpeTokenizer; "
             "t = BpeTokenizer.fit(sys.stdin.read(), 400); "

@@ -33,6 +33,7 @@ def headline(report_dir):
     return pd.read_csv(report_dir / "headline.csv").set_index("label")
 
 
+@pytest.mark.slow
 def test_two_invocations_with_different_sets_are_two_experiments(tmp_path):
     """The issue's first complaint: a 10-step rerun into the same directory must neither mix
     its runs into the 20-step tables nor replace the 20-step report."""
@@ -86,6 +87,7 @@ def test_identical_rerun_reuses_its_experiment_and_the_runs_are_shared(tmp_path)
     assert set(load(out, experiment=a.experiment)[0].label) == {"cross_entropy", "mse"}
 
 
+@pytest.mark.slow
 def test_load_by_a_unique_start_of_the_id_and_unknown_ids(tmp_path):
     suite, out = write_suite(tmp_path), tmp_path / "out"
     a = run_suite(load_suite(suite), out, workers=1, show_progress=False)
@@ -100,6 +102,7 @@ def test_load_by_a_unique_start_of_the_id_and_unknown_ids(tmp_path):
     assert "--experiment: 'nope' names no experiment" in proc.stderr
 
 
+@pytest.mark.slow
 def test_runs_lists_the_experiments_with_what_changed(tmp_path):
     suite, out = write_suite(tmp_path), tmp_path / "out"
     a = run_suite(load_suite(suite), out, workers=1, show_progress=False)
@@ -115,6 +118,7 @@ def test_runs_lists_the_experiments_with_what_changed(tmp_path):
     assert "2 done" in second and "seeds [0, 1]→[0]" in second and "train.steps 20→10" in second
 
 
+@pytest.mark.slow
 def test_report_out_and_out_decide_where_things_go(tmp_path):
     suite = write_suite(tmp_path)
     elsewhere, report = tmp_path / "elsewhere", tmp_path / "my-report"
@@ -145,6 +149,7 @@ def test_a_directory_from_before_experiments_is_one_experiment(tmp_path):
     assert len(load(out, experiment=legacy["id"])[0]) == 4 and set(load(out)[0].steps) == {10}
 
 
+@pytest.mark.slow
 def test_experiment_files_are_checked(tmp_path):
     suite, out = write_suite(tmp_path), tmp_path / "out"
     run_suite(load_suite(suite), out, workers=1, show_progress=False)
@@ -192,6 +197,7 @@ def test_seeds_option(tmp_path, monkeypatch, capsys):
         assert err.startswith("lossbench: error: --seeds:")
 
 
+@pytest.mark.slow
 def test_report_of_a_sweep_in_progress_shows_the_finished_runs(tmp_path):
     from lossbench.report.evidence import gather
 
@@ -212,6 +218,7 @@ def test_report_of_a_sweep_in_progress_shows_the_finished_runs(tmp_path):
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "report2").exists()
 
 
+@pytest.mark.slow
 def test_report_of_an_earlier_experiment_and_of_a_sweep_in_progress(tmp_path):
     suite, out = write_suite(tmp_path), tmp_path / "out"
     a = run_suite(load_suite(suite), out, workers=1, show_progress=False)

@@ -9,6 +9,8 @@ report must read as they did.
 import shutil
 from pathlib import Path
 
+import pytest
+
 from helpers import lossbench_cli
 
 from lossbench.store.tables import load
@@ -21,6 +23,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
             for p in sorted((root / "runs").rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
+@pytest.mark.slow
 def test_rerun_of_a_legacy_results_directory_trains_nothing(tmp_path):
     out = tmp_path / "legacy"
     shutil.copytree(LEGACY, out)

@@ -246,6 +246,7 @@ def test_hf_dataset_suite_runs_end_to_end_tokenized_once(tmp_path, saved_dataset
         load_suite(suite_file(tmp_path, {**data, "text_field": "body"}, name="bad"))
 
 
+@pytest.mark.slow
 def test_missing_extra_is_one_line_naming_the_pip_command(tmp_path, saved_dataset):
     path, _ = saved_dataset
     data = {"corpus": "hf", "path": str(path), "tokenizer": "hf",
@@ -274,6 +275,7 @@ def test_token_folder_run_is_deterministic_and_resumes(token_folder, tmp_path):
     assert records_text(resumed) == records_text(a) and same_weights(resumed.model, a.model)
 
 
+@pytest.mark.slow
 def test_training_batches_do_not_grow_the_resident_set(tmp_path):
     """Batches are positioned reads, not faults on the long-lived map: a map's touched pages
     stay resident (~1.5 MiB per random window), so 2400 windows of a 128 MiB file would

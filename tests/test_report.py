@@ -4,9 +4,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from helpers import FIXTURES, tiny_suite, tiny_toml
 
 
+@pytest.mark.slow
 def test_report_renders_with_failed_and_diverged_runs(tmp_path):
     suite = tiny_suite(tmp_path, extra_losses='"fixture_raises", "fixture_nan"')
     out, report = tmp_path / "out", tmp_path / "report"
@@ -59,6 +62,7 @@ def test_report_renders_with_failed_and_diverged_runs(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_report_of_a_non_results_dir_is_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lossbench", "report", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
@@ -66,6 +70,7 @@ def test_report_of_a_non_results_dir_is_exit_2(tmp_path):
     assert proc.stderr.strip().startswith("lossbench: error: DIR:")
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_every_run_failed_still_gets_a_report(tmp_path):
     suite = tmp_path / "allfail.toml"
     suite.write_text('baseline = "fixture_raises"\n'

@@ -50,6 +50,7 @@ def chromium(tmp_path, *args) -> str:
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_the_verdict_is_on_the_first_screen(report, tmp_path):
     shot = tmp_path / "first-screen.png"
     chromium(tmp_path, f"--screenshot={shot}", (report / "index.html").as_uri())
@@ -63,6 +64,7 @@ def test_the_verdict_is_on_the_first_screen(report, tmp_path):
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_every_image_loads_in_headless_chromium(report, tmp_path):
     html = (report / "index.html").read_text()
     n_images = html.count("<img ")

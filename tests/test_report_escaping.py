@@ -243,7 +243,10 @@ def test_md_block_escapes_what_would_start_a_block(text, expected):
     assert md_block(text) == expected
 
 
-@pytest.mark.parametrize("label", CRASHERS)
+# every figure of the report per label (~1.5 s each): two in the fast lane, all in the full suite
+@pytest.mark.parametrize("label", [
+    pytest.param(label, marks=() if label in (MATH, "$x^{$") else pytest.mark.slow)
+    for label in CRASHERS])
 def test_labels_are_drawn_as_plain_text(label):
     """Each figure draws (no mathtext error), and shows the label character for character."""
     labels = [label, "cross_entropy"]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import FIXTURES, assert_same_results, tiny_suite
 
 from lossbench.store.tables import load
@@ -36,6 +38,7 @@ def test_sweep_writes_store_and_tables(tmp_path):
     assert {name: (tmp_path / "out" / name).read_bytes() for name in tables} == tables
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_worker_count(tmp_path):
     suite = load_suite(tiny_suite(tmp_path))
     run_suite(suite, tmp_path / "w1", workers=1)
@@ -43,6 +46,7 @@ def test_results_do_not_depend_on_worker_count(tmp_path):
     assert_same_results(tmp_path / "w1", tmp_path / "w2")
 
 
+@pytest.mark.slow
 def test_sigkill_and_rerun_equals_uninterrupted(tmp_path):
     path = tiny_suite(tmp_path, steps=60)
     reference = tmp_path / "reference"
@@ -65,6 +69,7 @@ def test_sigkill_and_rerun_equals_uninterrupted(tmp_path):
     assert_same_results(reference, out)
 
 
+@pytest.mark.slow
 def test_failed_and_diverged_runs_are_results(tmp_path):
     path = tiny_suite(tmp_path, extra_losses='"fixture_raises", "fixture_nan"')
     proc = subprocess.run([sys.executable, "-m", "lossbench", "run", str(path), "--out",

@@ -109,6 +109,7 @@ def test_fit_recovers_a_noiseless_law():
     assert law.alpha == pytest.approx(TRUTH.alpha, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_fit_intervals_cover_the_truth_in_most_replicates():
     """Twenty synthetic ladders (8 seeds, noise sd 0.01 nats): the point estimates land near
     the truth and each parameter's bootstrap interval covers it in most of them."""

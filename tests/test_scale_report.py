@@ -53,6 +53,7 @@ def test_every_size_loss_and_seed_is_an_ordinary_run(tmp_path):
     assert len(base) == 2 * 2
 
 
+@pytest.mark.slow
 def test_report_has_a_scale_section(ladder):
     meta = json.loads((ladder / "suite.json").read_text())
     report = next((ladder / "reports").iterdir())
@@ -91,6 +92,7 @@ def test_report_has_a_scale_section(ladder):
     assert f"every section but Scale reports its largest size, {last}" in md
 
 
+@pytest.mark.slow
 def test_tuned_at_the_smallest_size_and_run_at_every_size(ladder):
     meta = json.loads((ladder / "suite.json").read_text())
     tuning = [json.loads((ladder / "runs" / t["run_id"] / "config.json").read_text())
@@ -106,6 +108,7 @@ def test_tuned_at_the_smallest_size_and_run_at_every_size(ladder):
     assert "tune\\] chose each loss's setting at the smallest size" in md  # [ ] escaped
 
 
+@pytest.mark.slow
 def test_compare_takes_each_size_as_a_workload(ladder, tmp_path):
     proc = lossbench("compare", ladder, "--out", tmp_path / "cmp")
     assert proc.returncode == 0, proc.stderr
@@ -114,6 +117,7 @@ def test_compare_takes_each_size_as_a_workload(ladder, tmp_path):
     assert set(workloads.runs) == {4}  # 2 losses x 2 seeds at each size
 
 
+@pytest.mark.slow
 def test_a_bad_scale_section_is_one_line_and_exit_2(tmp_path):
     path = write_suite(tmp_path,
                        extra="[scale]\nparams = [10.0]\nsteps = 5\ntokens_per_param = 2\n")
@@ -124,6 +128,7 @@ def test_a_bad_scale_section_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_status_and_the_run_summary_name_the_size(ladder):
     meta = json.loads((ladder / "suite.json").read_text())
     proc = lossbench("status", ladder)

@@ -72,6 +72,7 @@ def test_checkpoint_of_another_shape_is_refused_not_fatal(tmp_path):
     assert list(folder.glob("checkpoint.pt.rejected-*"))
 
 
+@pytest.mark.slow
 def test_failed_run_is_retried_on_rerun_and_finishes(tmp_path):
     flag = tmp_path / "fail-now"
     flag.touch()
@@ -93,6 +94,7 @@ def test_failed_run_is_retried_on_rerun_and_finishes(tmp_path):
     assert [e["status"] for e in attempts(folder) if e["event"] == "end"] == ["failed", "done"]
 
 
+@pytest.mark.slow
 def test_same_failure_twice_gives_up_and_no_retry_keeps_failed(tmp_path):
     suite = one_run_suite(tmp_path, loss="fixture_raises")
     out = tmp_path / "out"
@@ -141,6 +143,7 @@ def test_leftover_temp_files_are_swept_and_files_honour_the_umask(tmp_path):
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
 
 
+@pytest.mark.slow
 def test_two_sweeps_on_one_directory_train_each_run_once(tmp_path):
     path = tmp_path / "two.toml"
     path.write_text(tiny_toml("two", '["cross_entropy", "mse"]', seeds=(0, 1),
@@ -159,6 +162,7 @@ def test_two_sweeps_on_one_directory_train_each_run_once(tmp_path):
         assert len(starts) == 1, (run_id, starts)
 
 
+@pytest.mark.slow
 def test_symlinked_run_folder_pointing_outside_is_refused(tmp_path):
     suite = load_suite(one_run_suite(tmp_path))
     elsewhere = tmp_path / "elsewhere"
@@ -173,6 +177,7 @@ def test_symlinked_run_folder_pointing_outside_is_refused(tmp_path):
     assert "Traceback" not in proc.stderr and not any(elsewhere.iterdir())
 
 
+@pytest.mark.slow
 def test_results_path_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "out").write_text("not a folder")
     proc = lossbench("run", one_run_suite(tmp_path), "--out", tmp_path / "out", "--workers", "1",
@@ -181,6 +186,7 @@ def test_results_path_that_is_a_file_is_one_line(tmp_path):
     assert proc.stderr.count("\n") == 1 and str(tmp_path / "out") in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_file_where_a_run_folder_should_be_is_one_line(tmp_path):
     suite = load_suite(one_run_suite(tmp_path))
     folder = run_dir(tmp_path / "out", suite.runs[0].run_id())
@@ -204,6 +210,7 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_line_and_loses_nothing(tmp_path, small_fs):
     path = tmp_path / "big.toml"  # a checkpoint of ~2 MB cannot fit in 1 MiB
     path.write_text(tiny_toml("big", '["cross_entropy"]', seeds=(0,),
@@ -215,6 +222,7 @@ def test_disk_full_is_one_line_and_loses_nothing(tmp_path, small_fs):
     assert not list(small_fs.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_read_only_results_directory_is_one_line(tmp_path, small_fs):
     suite = one_run_suite(tmp_path)
     assert lossbench("run", suite, "--out", small_fs / "out", "--workers", "1",
@@ -230,6 +238,7 @@ def test_read_only_results_directory_is_one_line(tmp_path, small_fs):
     assert (small_fs / "out" / "summary.csv").read_text() == before
 
 
+@pytest.mark.slow
 def test_report_names_and_skips_a_malformed_result(tmp_path):
     suite = load_suite(one_run_suite(tmp_path, seeds=(0, 1)))
     out = tmp_path / "out"
@@ -244,6 +253,7 @@ def test_report_names_and_skips_a_malformed_result(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../../evil", "a/b", ".hidden"])
+@pytest.mark.slow
 def test_report_of_a_crafted_suite_name_is_exit_2_and_writes_nothing(tmp_path, name):
     suite = load_suite(one_run_suite(tmp_path))
     out = tmp_path / "sub" / "out"
@@ -258,6 +268,7 @@ def test_report_of_a_crafted_suite_name_is_exit_2_and_writes_nothing(tmp_path, n
     assert sorted(p for p in tmp_path.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_report_of_a_suite_json_that_is_not_an_object_is_one_line(tmp_path):
     suite = load_suite(one_run_suite(tmp_path))
     run_suite(suite, tmp_path / "out", workers=1)

@@ -82,7 +82,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("text,fragment", CASES, ids=[c[1][:30] for c in CASES])
+# each case is a `lossbench run` subprocess (~3 s, most of it importing torch): the fast lane
+# (-m "not slow") runs the first through the real command, the full suite all of them
+@pytest.mark.parametrize("text,fragment", [
+    pytest.param(*c, id=c[1][:30], marks=() if i == 0 else pytest.mark.slow)
+    for i, c in enumerate(CASES)])
 def test_malformed_suite_exits_2_with_one_line(tmp_path, text, fragment):
     path = write(tmp_path, text)
     proc = subprocess.run([sys.executable, "-m", "lossbench", "run", str(path), "--out",
@@ -99,6 +103,7 @@ def test_toml_syntax_error_names_the_line(tmp_path):
         load_suite(write(tmp_path, 'name = "x"\nlosses = ["a",, "b"]\nseeds = [0]\n'))
 
 
+@pytest.mark.slow
 def test_missing_suite_file():
     proc = subprocess.run([sys.executable, "-m", "lossbench", "run", "no_such_suite.toml"],
                           capture_output=True, text=True, timeout=120)

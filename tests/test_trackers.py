@@ -185,6 +185,7 @@ def assert_equal_curves(logged, expected, *, rel=0.0):
 # --- a sweep with --log NAME: what was logged equals curves.csv ----------------------------
 
 @pytest.mark.parametrize("name", KNOWN)
+@pytest.mark.slow
 def test_tracker_logs_equal_curves_csv(name, tmp_path, isolated, baseline):
     available(name)
     out = tmp_path / "out"
@@ -198,6 +199,7 @@ def test_tracker_logs_equal_curves_csv(name, tmp_path, isolated, baseline):
     CHECK[name](out, run_id, config, expected, tags)
 
 
+@pytest.mark.slow
 def test_run_attaches_the_report_to_mlflow_runs(tmp_path, isolated):
     """`lossbench run --log mlflow`: the report folder becomes each final run's artifacts."""
     from click.testing import CliRunner
@@ -220,6 +222,7 @@ def test_run_attaches_the_report_to_mlflow_runs(tmp_path, isolated):
     assert local.read_bytes() == (report / "index.html").read_bytes()
 
 
+@pytest.mark.slow
 def test_pool_workers_leave_no_wandb_temporary_folders(tmp_path, isolated, monkeypatch):
     """Workers end with os._exit; with a tracker they first run the exit handlers, in which
     W&B removes the temporary folders it made."""
@@ -285,6 +288,7 @@ class Crash(Observer):
 
 
 @pytest.mark.parametrize("name", KNOWN)
+@pytest.mark.slow
 def test_resumed_run_continues_its_tracker_run(name, tmp_path, isolated, baseline):
     available(name)
     (config,) = load_suite(suite_file(tmp_path, "resumed")).runs
@@ -395,6 +399,7 @@ def test_mlflow_skinny_without_sqlalchemy_names_the_pip_command(monkeypatch):
         check_trackers(["mlflow"])
 
 
+@pytest.mark.slow
 def test_unknown_tracker_is_exit_2_before_any_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lossbench", "run", str(suite_file(tmp_path)),
                            "--log", "nope", "--out", str(tmp_path / "out"), "--no-report"],

@@ -122,6 +122,7 @@ def test_bad_tune_sections_are_one_line_errors(tmp_path, grid, message):
     assert any(message in line and "t.toml" in line for line in err.value.errors), err.value.errors
 
 
+@pytest.mark.slow
 def test_tuned_sweep_uses_each_losss_winning_setting(tmp_path):
     grid = "[tune.grid]\nlr = { log_grid = [1e-3, 3e-2, 3] }\ngamma = [1.0, 3.0]"
     suite = load_suite(_write(tmp_path, grid))
@@ -153,6 +154,7 @@ def test_tuned_sweep_uses_each_losss_winning_setting(tmp_path):
     assert again.skipped == len(meta["tuning_runs"]) + 6
 
 
+@pytest.mark.slow
 def test_tuned_report_names_the_protocol_and_draws_sensitivity(tmp_path):
     from lossbench.report.render import build_report
 
@@ -173,6 +175,7 @@ def test_tuned_report_names_the_protocol_and_draws_sensitivity(tmp_path):
     assert (headline.runs == 2).all()  # final runs only, not the tuning runs
 
 
+@pytest.mark.slow
 def test_untuned_report_says_shared(tmp_path):
     from lossbench.report.render import build_report
 

@@ -181,6 +181,7 @@ def test_metrics_jsonl_grows_during_the_run_and_equals_the_final_curves(tmp_path
                 assert stored.iloc[0] == pytest.approx(value, nan_ok=True), metric
 
 
+@pytest.mark.slow
 def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     suite, out = write_suite(tmp_path, steps=120), tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "lossbench", "run", str(suite), "--out",

@@ -17,7 +17,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossbench.core.fields import check, derived, fields_ok, ranged
+from lossbench.core.fields import check, derived, described, fields_ok, ranged
 
 # what [data] accepts: the corpora, teachers and tokenizers lossbench.data implements
 CORPORA = ("markov", "text", "stdlib", "tokens", "hf")
@@ -34,43 +34,58 @@ TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 @dataclass(frozen=True)
 class DataConfig:
-    # "markov" (generated) | "text" | "stdlib" | "tokens" (a nanoGPT-style folder of ids,
-    # lossbench.data.tokens) | "hf" (a local Hugging Face dataset, lossbench.data.hf_datasets)
-    corpus: str = ranged("markov", choices=CORPORA)
-    # "text": UTF-8 file or folder (read recursively); "tokens": the folder of train.bin,
-    # val.bin, meta.json/meta.pkl; "hf": a save_to_disk folder, or .jsonl/.json/.csv/
-    # .parquet/.txt files (a file or a folder of them)
-    path: str | None = None
-    # "char" | "byte" | "bpe" | "hf" (tokenizer_path); markov symbols are their own tokens;
-    # "tokens": "char" means meta.pkl's characters if it has them, else ids are shown as ids
-    tokenizer: str = ranged("char", choices=TOKENIZER_NAMES)
-    tokenizer_path: str | None = None  # "hf": a Hugging Face tokenizer.json
-    text_field: str = "text"  # "hf" corpus: the column holding the text
-    split: str = "train"  # "hf" corpus: the split of a DatasetDict (or of the files)
-    # "bpe" only: vocabulary size (256 byte tokens + up to bpe_vocab - 256 merges,
-    # learned on the training text; fewer if it runs out of pairs); >= 257.
-    # The bpe extra: pip install "lossbench[bpe]"
-    bpe_vocab: int = ranged(512, BPE_MIN_VOCAB)
-    # the last 10% of the tokens, contiguous, like nanoGPT
-    val_fraction: float = ranged(0.1, 0.0, 1.0, low_open=True, high_open=True)
-    markov_vocab: int = ranged(16, 2, len(ALPHABET))  # symbols 'a'..'p'
-    markov_order: int = ranged(2, 1)  # tokens of context the chain conditions on
-    # Dirichlet per row; small -> peaked, low entropy
-    markov_concentration: float = ranged(0.3, 0.0, low_open=True)
-    markov_tokens: int = ranged(300_000, 2, MARKOV_MAX_TOKENS)
-    corpus_seed: int = ranged(0, 0)  # fixes the corpus; independent of the run seed
-    # "ngram" | "oracle" (markov only) | "smoothed" (no teacher)
-    teacher: str = ranged("ngram", choices=TEACHERS)
-    ngram_order: int = ranged(3, 1)  # n of the n-gram teacher: conditions on n-1 tokens
-    # add-k smoothing: every teacher probability > 0
-    ngram_add_k: float = ranged(0.1, 0.0, low_open=True)
-    # stdlib corpus: files in sorted order up to this
-    stdlib_max_bytes: int = ranged(4_000_000, 1)
-    # sha256 of the text / stdlib corpus bytes, filled in when a suite is resolved so the
-    # run id changes with the contents; load_corpus refuses other bytes. None: unchecked
-    # (markov corpora are a pure function of the fields above)
-    content_hash: str | None = derived(None)
-    tokenizer_hash: str | None = derived(None)  # sha256 of tokenizer_path's bytes, likewise
+    """The corpus, its tokenizer, the train/val split and the distillation teacher
+    (a suite's ``[data]``)."""
+
+    corpus: str = ranged("markov", choices=CORPORA, doc=(
+        '"markov" (a random order-k Markov source generated from a seed, no files) | '
+        '"text" (a UTF-8 file or folder) | "stdlib" (the running Python\'s own sources) | '
+        '"tokens" (a nanoGPT-style folder of ids, lossbench.data.tokens) | '
+        '"hf" (a local Hugging Face dataset, lossbench.data.hf_datasets)'))
+    path: str | None = described(None, doc=(
+        '"text": a UTF-8 file or folder (read recursively); "tokens": the folder of '
+        'train.bin, val.bin, meta.json/meta.pkl; "hf": a save_to_disk folder, or '
+        '.jsonl/.json/.csv/.parquet/.txt files (a file or a folder of them)'))
+    tokenizer: str = ranged("char", choices=TOKENIZER_NAMES, doc=(
+        '"char" | "byte" | "bpe" | "hf" (tokenizer_path); markov symbols are their own '
+        'tokens; with corpus = "tokens", "char" means meta.pkl\'s characters if it has '
+        'them, else ids are shown as ids'))
+    tokenizer_path: str | None = described(None, doc='tokenizer = "hf": a Hugging Face '
+                                                     'tokenizer.json')
+    text_field: str = described("text", doc='corpus = "hf": the column holding the text')
+    split: str = described("train", doc='corpus = "hf": the split of a DatasetDict '
+                                        '(or of the files)')
+    bpe_vocab: int = ranged(512, BPE_MIN_VOCAB, doc=(
+        'tokenizer = "bpe" only: vocabulary size (256 byte tokens + up to bpe_vocab - 256 '
+        'merges, learned on the training text; fewer if it runs out of pairs). '
+        'Needs the bpe extra: pip install "lossbench[bpe]"'))
+    val_fraction: float = ranged(0.1, 0.0, 1.0, low_open=True, high_open=True, doc=(
+        "the last fraction of the tokens, contiguous, is the validation split (like nanoGPT)"))
+    markov_vocab: int = ranged(16, 2, len(ALPHABET), doc="markov: number of symbols "
+                                                         "('a'..'p' at 16)")
+    markov_order: int = ranged(2, 1, doc="markov: tokens of context the chain conditions on")
+    markov_concentration: float = ranged(0.3, 0.0, low_open=True, doc=(
+        "markov: Dirichlet concentration of each transition row; small -> peaked, low entropy"))
+    markov_tokens: int = ranged(300_000, 2, MARKOV_MAX_TOKENS, doc="markov: corpus length "
+                                                                   "in tokens")
+    corpus_seed: int = ranged(0, 0, doc="fixes the generated corpus; independent of the "
+                                        "run seed")
+    teacher: str = ranged("ngram", choices=TEACHERS, doc=(
+        'the target distribution of kl / reverse_kl: "ngram" (an add-k n-gram fitted on the '
+        'training split) | "oracle" (markov only: the exact next-token distribution) | '
+        '"smoothed" (no teacher: the label-smoothed one-hot)'))
+    ngram_order: int = ranged(3, 1, doc="n of the n-gram teacher: it conditions on n-1 tokens")
+    ngram_add_k: float = ranged(0.1, 0.0, low_open=True, doc=(
+        "add-k smoothing of the n-gram teacher: every teacher probability > 0"))
+    stdlib_max_bytes: int = ranged(4_000_000, 1, doc="stdlib: files in sorted order up to "
+                                                     "this many bytes")
+    content_hash: str | None = derived(None, doc=(
+        "sha256 of a corpus read from files (text, stdlib, tokens, hf), filled in when a "
+        "suite is resolved so the run id changes with the contents; load_corpus refuses "
+        "other bytes. None: unchecked (markov corpora are a pure function of the fields "
+        "above)"))
+    tokenizer_hash: str | None = derived(None, doc="sha256 of tokenizer_path's bytes, "
+                                                   "likewise")
 
     def __post_init__(self):
         cross = []
@@ -130,24 +145,35 @@ class ModelConfig:
     :class:`lossbench.models.gpt.GPTConfig` extends it with vocab_size.
     """
 
-    n_layer: int = ranged(4, 1)
-    n_head: int = ranged(4, 1)
-    n_embd: int = ranged(128, 1)  # C; must be divisible by n_head
-    block_size: int = ranged(64, 2)  # context length T (2: a window and its shifted targets)
-    dropout: float = ranged(0.0, 0.0, 1.0, high_open=True)  # 0 keeps runs deterministic
-    bias: bool = False  # bias in Linears and LayerNorms: off, nanoGPT's shakespeare_char config
-    tie_weights: bool = True  # LM head shares the token-embedding matrix
-    # "gpt" (the built-in GPT above) | "hf" (a transformers causal LM from hf_config or
-    # hf_path; pip install 'lossbench[hf]') | "python:package.module:factory" (lossbench.models)
-    arch: str = "gpt"
-    hf_config: dict[str, Any] = field(default_factory=dict)  # e.g. {model_type = "llama", ...}
-    hf_path: str | None = None  # a local folder with a transformers config.json
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # python factory's keywords
-    init_from: str | None = None  # start every run from these weights (fine-tuning)
-    init_hash: str | None = derived(None)  # sha256 of init_from, filled in when resolved
-    # sha256 of the files that define a non-built-in model (a factory's module source, an
-    # hf_path's config.json), filled in when resolved: the run id changes when they do
-    arch_hash: str | None = derived(None)
+    n_layer: int = ranged(4, 1, doc="transformer blocks")
+    n_head: int = ranged(4, 1, doc="attention heads per block")
+    n_embd: int = ranged(128, 1, doc="width C; must be divisible by n_head")
+    block_size: int = ranged(64, 2, doc=(
+        "context length T (at least 2: a window and its shifted targets)"))
+    dropout: float = ranged(0.0, 0.0, 1.0, high_open=True, doc=(
+        'dropout probability of the built-in GPT (arch = "gpt" only); its masks come from '
+        'the run seed, so every loss sees the same ones'))
+    bias: bool = described(False, doc=(
+        "bias in Linears and LayerNorms: off, as nanoGPT's shakespeare_char config"))
+    tie_weights: bool = described(True, doc="the LM head shares the token-embedding matrix")
+    arch: str = described("gpt", doc=(
+        '"gpt" (the built-in GPT) | "hf" (a transformers causal LM from hf_config or '
+        'hf_path; pip install "lossbench[hf]") | "python:package.module:factory" (your '
+        'factory(vocab_size, block_size, **model_kwargs) returning an nn.Module)'))
+    hf_config: dict[str, Any] = described(doc=(
+        'arch = "hf": the transformers config as a table, e.g. '
+        '{ model_type = "llama", hidden_size = 128, ... }'), default_factory=dict)
+    hf_path: str | None = described(None, doc=(
+        'arch = "hf": a local folder with a transformers config.json'))
+    model_kwargs: dict[str, Any] = described(doc="keywords of a python: factory",
+                                             default_factory=dict)
+    init_from: str | None = described(None, doc=(
+        "start every run from these weights (fine-tuning): safetensors, or a torch file "
+        "read with weights_only=True"))
+    init_hash: str | None = derived(None, doc="sha256 of init_from, filled in when resolved")
+    arch_hash: str | None = derived(None, doc=(
+        "sha256 of the files that define a non-built-in model (a factory's module source, an "
+        "hf_path's config.json), filled in when resolved: the run id changes when they do"))
 
     def __post_init__(self):
         cross = []
@@ -168,20 +194,25 @@ class ModelConfig:
 class TrainConfig:
     """Optimization, nanoGPT's shakespeare_char CPU settings by default."""
 
-    steps: int = ranged(2000, 1)
-    batch_size: int = ranged(12, 1)
-    grad_accum: int = ranged(1, 1)  # micro-batches per optimizer step
-    lr: float = ranged(1e-3, 0.0, low_open=True)  # peak, after linear warmup
-    min_lr: float = ranged(1e-4, 0.0)  # end of the cosine decay
-    warmup_steps: int = ranged(100, 0)
-    decay_steps: int | None = ranged(None, 0)  # cosine length; None or 0: = steps
-    weight_decay: float = ranged(0.1, 0.0)  # AdamW, on matrices only (not biases, norms)
-    beta1: float = ranged(0.9, 0.0, 1.0, high_open=True)
-    beta2: float = ranged(0.99, 0.0, 1.0, high_open=True)
-    grad_clip: float = ranged(1.0, 0.0)  # max global grad norm; 0 disables
-    threads: int = ranged(1, 1, 256)  # intra-op threads of this run: float results depend on it
-    checkpoint_every: int = ranged(250, 0)  # steps; 0 disables (only used with a checkpoint dir)
-    save_weights: bool = False  # keep the final weights as runs/<id>/model.pt (for init_from)
+    steps: int = ranged(2000, 1, doc="optimizer steps of the main phase")
+    batch_size: int = ranged(12, 1, doc="sequences per micro-batch")
+    grad_accum: int = ranged(1, 1, doc="micro-batches per optimizer step")
+    lr: float = ranged(1e-3, 0.0, low_open=True, doc="peak learning rate, after linear warmup")
+    min_lr: float = ranged(1e-4, 0.0, doc="learning rate at the end of the cosine decay")
+    warmup_steps: int = ranged(100, 0, doc="steps of linear warmup from 0 to lr")
+    decay_steps: int | None = ranged(None, 0, doc="length of the cosine decay; None or 0: "
+                                                  "steps")
+    weight_decay: float = ranged(0.1, 0.0, doc="AdamW weight decay, on matrices only (not "
+                                               "biases, norms)")
+    beta1: float = ranged(0.9, 0.0, 1.0, high_open=True, doc="AdamW beta1")
+    beta2: float = ranged(0.99, 0.0, 1.0, high_open=True, doc="AdamW beta2")
+    grad_clip: float = ranged(1.0, 0.0, doc="max global gradient norm; 0 disables clipping")
+    threads: int = ranged(1, 1, 256, doc=(
+        "intra-op threads of this run: part of the run id, since float results depend on it"))
+    checkpoint_every: int = ranged(250, 0, doc=(
+        "steps between checkpoints; 0 disables (only used with a checkpoint dir)"))
+    save_weights: bool = described(False, doc=(
+        "keep the final weights as runs/<id>/model.pt (for init_from)"))
 
     def __post_init__(self):
         check(self)
@@ -204,22 +235,25 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation on fixed validation tokens, independent of the training loss."""
 
-    eval_every: int = ranged(250, 1)  # steps (and always at the end)
-    val_windows: int = ranged(64, 2)  # fixed val windows of block_size tokens
-    ece_bins: int = ranged(15, 1, 1000)
-    grad_stats: bool = True  # per-layer grad norms and cosine to the CE gradient at eval steps
-    rep_prefixes: int = ranged(8, 1)  # greedy continuations for seq-rep-4 / uniq-seq
-    rep_prefix_len: int = ranged(16, 1)
-    rep_continuation: int = ranged(48, 4)
-    rep_context: int = ranged(128, 1, 65536)  # l of rep/wrep (Welleck et al.'s rep/128): the
-    #   l most recent tokens; within a window at most block_size (the effective l is reported)
-    rep_stream: bool = False  # rep/wrep over the val stream: each position's l context
-    #   tokens include those before its window, so l may exceed block_size (the paper's rep/l
-    #   at any block size); positions whose l tokens would start before the split are left out
-    samples: int = ranged(3, 0)  # decoded samples kept for the report
-    full_val_windows: int = ranged(4096, 0)  # final eval also scores up to this many
-    #   consecutive val windows (the whole split when it fits: val_ce_full, comparable with
-    #   other codebases); 0: off
+    eval_every: int = ranged(250, 1, doc="steps between evaluations (and always at the end)")
+    val_windows: int = ranged(64, 2, doc="fixed validation windows of block_size tokens")
+    ece_bins: int = ranged(15, 1, 1000, doc="bins of the expected calibration error")
+    grad_stats: bool = described(True, doc=(
+        "per-layer gradient norms and cosine to the CE gradient at eval steps"))
+    rep_prefixes: int = ranged(8, 1, doc="greedy continuations for seq-rep-4 / uniq-seq")
+    rep_prefix_len: int = ranged(16, 1, doc="tokens of each continuation's prompt")
+    rep_continuation: int = ranged(48, 4, doc="tokens generated per continuation")
+    rep_context: int = ranged(128, 1, 65536, doc=(
+        "l of rep/wrep (Welleck et al.'s rep/128): the l most recent tokens; within a window "
+        "at most block_size (the effective l is reported)"))
+    rep_stream: bool = described(False, doc=(
+        "rep/wrep over the val stream: each position's l context tokens include those before "
+        "its window, so l may exceed block_size (the paper's rep/l at any block size); "
+        "positions whose l tokens would start before the split are left out"))
+    samples: int = ranged(3, 0, doc="decoded samples kept for the report")
+    full_val_windows: int = ranged(4096, 0, doc=(
+        "the final evaluation also scores up to this many consecutive val windows (the whole "
+        "split when it fits: val_ce_full, comparable with other codebases); 0: off"))
 
     def __post_init__(self):
         check(self)
@@ -229,14 +263,16 @@ class EvalConfig:
 class FinetuneConfig:
     """Optional sequence-level unlikelihood phase after the main steps (Welleck et al. 2020)."""
 
-    steps: int = ranged(0, 0)  # 0: no phase
-    loss: str = "sequence_unlikelihood"
-    hparams: dict[str, Any] = field(default_factory=dict)
-    lr: float = ranged(1e-4, 0.0)  # constant during the phase
-    prefix_len: int = ranged(16, 1)
-    continuation_len: int = ranged(48, 4)
-    mle_mix: float = ranged(0.5, 0.0, 1.0)  # probability of an MLE (training-loss) update
-    #   instead, per step
+    steps: int = ranged(0, 0, doc="optimizer steps of the phase; 0: no phase")
+    loss: str = described("sequence_unlikelihood", doc="the loss of the phase (a registered "
+                                                       "name)")
+    hparams: dict[str, Any] = described(doc="that loss's hyperparameters",
+                                        default_factory=dict)
+    lr: float = ranged(1e-4, 0.0, doc="learning rate, constant during the phase")
+    prefix_len: int = ranged(16, 1, doc="tokens of each generation's prompt")
+    continuation_len: int = ranged(48, 4, doc="tokens generated per continuation")
+    mle_mix: float = ranged(0.5, 0.0, 1.0, doc=(
+        "probability, per step, of an MLE (training-loss) update instead"))
 
     def __post_init__(self):
         check(self)
@@ -276,6 +312,10 @@ def display_name(label: str, loss: str) -> str:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One training run: the loss and its hyperparameters, the run seed, and the data,
+    model, train, eval and finetune sections. Everything that can change a result is in
+    here, so equal configs give equal results and :meth:`run_id` names the result."""
+
     loss: str = "cross_entropy"
     hparams: dict[str, Any] = field(default_factory=dict)
     seed: int = 0  # initial weights, batch order and dropout masks: never the loss

@@ -2,8 +2,9 @@
 
 A config dataclass declares what each field accepts in the field itself::
 
-    lr: float = ranged(1e-3, 0.0, None, low_open=True)   # (0, inf)
-    corpus: str = ranged("markov", choices=CORPORA)
+    lr: float = ranged(1e-3, 0.0, None, low_open=True, doc="peak learning rate")  # (0, inf)
+    corpus: str = ranged("markov", choices=CORPORA, doc="where the tokens come from")
+    tie_weights: bool = described(True, doc="LM head shares the embedding matrix")
 
 and its ``__post_init__`` calls :func:`check`, which tests every field against
 its annotation (int, float, str, bool, Optional), its range or choices, and
@@ -12,6 +13,10 @@ either). Cross-field rules a class adds (n_embd divisible by n_head, ...) join
 the same list. All problems are raised together as one :class:`ConfigError`:
 Python users get a ValueError naming ``Class.field``, and a suite loader
 catches it and lists each problem under its file and key.
+
+``doc`` is the field's description, kept in its metadata (not in ``to_dict()``,
+so never in a run id): the suite-key reference (docs/reference/suite-keys.md) is
+generated from it by lossbench.suite.keys, so it cannot go stale.
 """
 
 from __future__ import annotations
@@ -51,15 +56,27 @@ class Range:
 
 def ranged(default: Any = dataclasses.MISSING, low: float | None = None,
            high: float | None = None, *, low_open: bool = False, high_open: bool = False,
-           choices: tuple | None = None, **field_kwargs) -> Any:
-    """A dataclass field whose accepted values are declared in its metadata."""
+           choices: tuple | None = None, doc: str = "", **field_kwargs) -> Any:
+    """A dataclass field whose accepted values are declared in its metadata, with the
+    sentence that describes it (``doc``: the suite-key reference prints it)."""
     valid = Range(low, high, low_open, high_open, None if choices is None else tuple(choices))
-    return field(default=default, metadata={"range": valid}, **field_kwargs)
+    return field(default=default, metadata={"range": valid, "doc": doc}, **field_kwargs)
 
 
-def derived(default: Any = None) -> Any:
+def described(default: Any = dataclasses.MISSING, *, doc: str, **field_kwargs) -> Any:
+    """A dataclass field with no declared range, and its description (``doc``)."""
+    return field(default=default, metadata={"doc": doc}, **field_kwargs)
+
+
+def derived(default: Any = None, *, doc: str = "") -> Any:
     """A field the tool computes (e.g. a corpus's content hash): a suite may not set it."""
-    return field(default=default, metadata={"derived": True})
+    return field(default=default, metadata={"derived": True, "doc": doc})
+
+
+def doc_of(f: dataclasses.Field) -> str:
+    """A field's description, as declared by :func:`ranged`, :func:`described` or
+    :func:`derived` ("" when it has none)."""
+    return f.metadata.get("doc", "")
 
 
 class ProblemList(ValueError):

@@ -42,6 +42,7 @@ from lossbench.losses import get_loss
 
 # train keys that may be tuned (the rest change the budget or the numbers' meaning)
 TRAIN_KEYS = ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "warmup_steps")
+TUNE_KEYS = ("grid", "steps", "seeds", "metric")  # what a [tune] table may hold
 # selection metrics (summary column final_<name>) -> lower is better?
 METRICS = tunable()  # name -> lower is better (the catalogue: lossbench.core.metrics)
 
@@ -93,9 +94,9 @@ def parse_tune(table: Any, where: str, errors: list[str], *, suite_steps: int,
         return None
     n_before = len(errors)
     for key in table:
-        if key not in ("grid", "steps", "seeds", "metric"):
+        if key not in TUNE_KEYS:
             errors.append(f"{where}: [tune] unknown key {key!r} "
-                          f"(known: grid, steps, seeds, metric)")
+                          f"(known: {', '.join(TUNE_KEYS)})")
     metric = table.get("metric", "val_ce")
     if isinstance(metric, str):
         metric = metric.removeprefix("final_")
