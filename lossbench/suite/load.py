@@ -45,7 +45,13 @@ from lossbench.core.paths import name_problem
 from lossbench.core.text import did_you_mean
 from lossbench.losses import get_loss, list_losses
 from lossbench.suite.claims import Claim, parse_claims
-from lossbench.suite.preflight import device_problem, resolve_corpus, resolve_model, tune_problems
+from lossbench.suite.preflight import (
+    device_problem,
+    resolve_corpus,
+    resolve_losses,
+    resolve_model,
+    tune_problems,
+)
 from lossbench.suite.scale import ScaleSpec, at_size, parse_scale
 from lossbench.suite.tuning import TuneSpec, parse_tune
 
@@ -310,8 +316,9 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
         scale = _parse_scale(doc["scale"], where, errors, sections, device)
     if errors:
         raise SuiteError(errors)
-    contenders = tuple(RunConfig(loss=loss, hparams=hp, seed=seeds[0], device=device,
-                                 **{**sections, **extras}) for loss, hp, extras in entries)
+    contenders = tuple(resolve_losses(RunConfig(loss=loss, hparams=hp, seed=seeds[0],
+                                                device=device, **{**sections, **extras}))
+                       for loss, hp, extras in entries)
     labels = [c.display_name for c in contenders]
     if tune and len(set(labels)) < len(labels):
         repeated = ", ".join(sorted({x for x in labels if labels.count(x) > 1}))

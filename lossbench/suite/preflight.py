@@ -18,6 +18,8 @@ from lossbench.core.memory import machine_memory, memory_need, memory_problem
 from lossbench.data.corpora import CorpusFacts, corpus_facts
 from lossbench.data.teachers import MAX_TABLE_ENTRIES as NGRAM_MAX_ENTRIES
 from lossbench.data.teachers import NGRAM_CHUNK
+from lossbench.losses import get_loss
+from lossbench.losses.identity import loss_identity
 from lossbench.suite.tuning import TRAIN_KEYS, TuneSpec, apply_setting, settings
 
 # the n-gram teacher's peak per counted position (measured with tracemalloc, orders 1 and
@@ -65,6 +67,16 @@ def resolve_corpus(data: DataConfig, model: ModelConfig, train: TrainConfig, *, 
     if facts.content_hash is not None:
         data = dataclasses.replace(data, content_hash=facts.content_hash)
     return data, problems
+
+
+def resolve_losses(run: RunConfig) -> RunConfig:
+    """``run`` with what defines its loss (and its fine-tuning phase's) filled in: a
+    plugin's source hash, a built-in's definition version (lossbench.losses.identity), so
+    the run id changes when the loss's code does. Plugins must be loaded first."""
+    ft = run.finetune
+    if ft.steps:  # a phase of 0 steps never calls its loss
+        ft = dataclasses.replace(ft, loss_source=loss_identity(get_loss(ft.loss)))
+    return dataclasses.replace(run, loss_source=loss_identity(get_loss(run.loss)), finetune=ft)
 
 
 def device_problem(device) -> str | None:

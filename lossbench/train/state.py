@@ -23,6 +23,7 @@ from lossbench.data.corpora import Corpus, load_corpus
 from lossbench.data.teachers import build_teacher
 from lossbench.data.tokens import read_windows
 from lossbench.losses import get_loss
+from lossbench.losses.identity import loss_identity
 from lossbench.models.gpt import GPTConfig, build_model, mixed_precision
 from lossbench.train.checkpoint import load_checkpoint, reject_checkpoint, save_checkpoint
 from lossbench.train.evaluation import EvalSet
@@ -48,6 +49,20 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
+
+
+def check_loss_sources(config: RunConfig) -> None:
+    """Refuse to train a loss whose code is not the code the run's id was computed for (a
+    plugin file edited since the suite was resolved, another version of its package on this
+    worker): its result would be filed under the other code's id. Unresolved configs
+    (loss_source None) are not checked."""
+    for what, name, recorded in (("loss", config.loss, config.loss_source),
+                                 ("[finetune] loss", config.finetune.loss,
+                                  config.finetune.loss_source)):
+        if recorded is not None and (here := loss_identity(get_loss(name))) != recorded:
+            raise ValueError(f"{what} {name!r}: its definition here ({here}) is not the one "
+                             f"this run was resolved with ({recorded}): the plugin changed "
+                             f"since (or differs on this worker); rerun the command")
 
 
 @lru_cache(maxsize=4)
@@ -84,6 +99,7 @@ class RunState:
         errors = self.spec.validate_hparams(config.hparams)
         if errors:
             raise ValueError("; ".join(errors))
+        check_loss_sources(config)
         self.corpus = cached_corpus(config.data)
         needs_teacher = "teacher_probs" in self.spec.extra_inputs or \
             "teacher_probs" in get_loss(config.finetune.loss).extra_inputs
