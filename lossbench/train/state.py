@@ -17,7 +17,6 @@ import torch
 
 from lossbench import models
 from lossbench.core.config import DataConfig, RunConfig, TrainConfig
-from lossbench.core.schema import STEP_FIELDS
 from lossbench.data.batches import eval_starts, get_batch, train_batch_starts
 from lossbench.data.corpora import Corpus, load_corpus
 from lossbench.data.teachers import build_teacher
@@ -29,7 +28,7 @@ from lossbench.train.checkpoint import load_checkpoint, reject_checkpoint, save_
 from lossbench.train.evaluation import EvalSet
 from lossbench.train.gradients import GradientProbe
 from lossbench.train.observers import Observer
-from lossbench.train.result import RunResult
+from lossbench.train.result import RunResult, record_problems
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -166,9 +165,13 @@ def restore_state(run: RunState, result: RunResult, ckpt_dir: Path) -> int:
         result.train_time_s = float(state["train_time_s"])
         result.eval_time_s = float(state["eval_time_s"])
         result.notes = [str(n) for n in state.get("notes", [])]
-        if set(result.steps) != set(STEP_FIELDS) or not isinstance(result.evals, list) or not \
-                0 < state["next_step"] < run.cfg.total_steps:
-            raise ValueError("inconsistent with this run's config")
+        if not 0 < state["next_step"] < run.cfg.total_steps:
+            raise ValueError(f"next_step {state['next_step']} is outside this run's "
+                             f"(0, {run.cfg.total_steps})")
+        # the record must be this run's after next_step updates: a step count its curves do
+        # not show, or evaluation records of another shape, would end as a `done` run
+        if problems := record_problems(run.cfg, result.steps, result.evals, state["next_step"]):
+            raise ValueError("; ".join(problems))
     except Exception as exc:  # a checkpoint of another shape, or tampered with
         raise reject_checkpoint(ckpt_dir, f"{type(exc).__name__}: {exc}"[:200]) from None
     return state["next_step"]
