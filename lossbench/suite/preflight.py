@@ -112,11 +112,14 @@ def resolve_model(model: ModelConfig) -> tuple[ModelConfig, list[str]]:
     except Exception as exc:  # an unknown model_type, a bad key, a factory that is missing
         problems.append(f"[model] {what}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     if model.init_from:
+        from lossbench.models import init_problem
         from lossbench.models.weights import check_loadable, weights_hash
 
         try:
             model = dataclasses.replace(model, init_hash=weights_hash(model.init_from))
             check_loadable(model.init_from)
+            if not problems and (problem := init_problem(model)) is not None:
+                problems.append(f"[model] {problem}")  # keys, a tied matrix held untied
         except ImportError as exc:  # safetensors files without the extra
             problems.append(f"[model] init_from: {exc}")
         except OSError as exc:  # weight_files names init_from and what it looked for
