@@ -13,6 +13,7 @@ import itertools
 from pathlib import Path
 
 from lossbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.core.extras import import_extra
 from lossbench.core.fields import value_problem
 from lossbench.core.memory import machine_memory, memory_need, memory_problem
 from lossbench.data.corpora import CorpusFacts, corpus_facts
@@ -30,12 +31,43 @@ _SIZE_KEY = {"markov": "markov_tokens", "text": "path", "stdlib": "stdlib_max_by
              "tokens": "path", "hf": "path"}
 
 
+def missing_paths(data: DataConfig, model: ModelConfig,
+                  suite_dir: Path | None = None) -> dict[str, list[str]]:
+    """Section -> problems, for the files a suite names that are not there. A relative path
+    is read from the working directory (as written: it is part of the run id), so the line
+    names the absolute path tried, and the suite's folder when the path is there instead."""
+    found: dict[str, list[str]] = {}
+    path = data.path if data.corpus in ("text", "tokens", "hf") else None  # markov: unused
+    for section, key, value in (("data", "path", path),
+                                ("data", "tokenizer_path", data.tokenizer_path),
+                                ("model", "hf_path", model.hf_path),
+                                ("model", "init_from", model.init_from)):
+        if value is None or (tried := Path(value).expanduser()).exists():
+            continue
+        text = f"[{section}] {key}: no such file or folder: {value}"
+        if not tried.is_absolute():
+            text += f" (relative to the working directory: tried {tried.absolute()}"
+            beside = (suite_dir / tried) if suite_dir is not None else None
+            if beside is not None and beside.exists():
+                text += (f"; {beside} exists: paths are read from where lossbench runs, not "
+                         f"from the suite's folder")
+            text += ")"
+        found.setdefault(section, []).append(text)
+    return found
+
+
 def resolve_corpus(data: DataConfig, model: ModelConfig, train: TrainConfig, *, device: str,
                    needs_ngram: bool) -> tuple[DataConfig, list[str]]:
     """``data`` with its content hash filled in (text and stdlib corpora: the run ids then
     change with the files' contents), and the problems of the corpus with this model:
-    unreadable files, splits too short for one window, tables or sizes that do not fit."""
+    a missing optional extra, unreadable files, splits too short for one window, tables or
+    sizes that do not fit."""
     key = _SIZE_KEY[data.corpus]
+    if data.tokenizer == "bpe":  # learned at run time: corpus_facts only counts bytes
+        try:
+            import_extra("tokenizers", 'tokenizer "bpe"', "bpe")
+        except ImportError as exc:
+            return data, [f"[data] tokenizer: {exc}"]
     if data.tokenizer == "hf":
         try:
             raw = Path(data.tokenizer_path).expanduser().read_bytes()
