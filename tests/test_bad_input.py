@@ -225,15 +225,26 @@ def {name}(logits, targets, *, ignore_index=-100):
 """
 
 
-def test_a_mean_reduced_plugin_is_refused_before_any_run(tmp_path, capsys):
+def test_a_mean_reduced_plugin_fails_its_runs_at_the_first_update(tmp_path, capsys):
+    """The run stops at its first update with one line, not a silent CE run. (Not at load:
+    the loss's code runs in the runs' processes only, see lossbench.losses.contract.)"""
     plugin = write(tmp_path, MEAN_PLUGIN.format(name="mean_ce_cli"), "mean.py")
-    suite = write(tmp_path, tiny_toml("x", '["cross_entropy", "mean_ce_cli"]'))
+    suite = write(tmp_path, tiny_toml("x", '["mean_ce_cli"]', seeds=(0,))
+                  .replace("losses =", 'baseline = "mean_ce_cli"\nlosses ='))
     try:
-        lines = bad_run(capsys, tmp_path, suite, "--plugin", plugin)
+        code, lines, err = cli(capsys, "run", suite, "--out", tmp_path / "out", "--no-report",
+                               "--workers", "1", "--plugin", plugin)
     finally:
+        spec = registry._REGISTRY.get("mean_ce_cli")
         unregister_loss("mean_ce_cli")
-    assert len(lines) == 1 and "losses[1]: loss 'mean_ce_cli' returned shape ()" in lines[0] \
-        and "mean-reduced" in lines[0], lines
+        sys.modules.pop(spec.origin, None)
+    assert code == 1 and "Traceback" not in err, err
+    failed = [line for line in lines if "failed (1× in a row)" in line]
+    assert len(failed) == 1 and "ValueError: loss 'mean_ce_cli' returned shape () for targets " \
+        "of shape (4, 16) (B, T), not one value per token: it looks mean-reduced" in failed[0]
+    (result,) = (tmp_path / "out" / "runs").glob("*/result.json")
+    assert json.loads(result.read_text())["status"] == "failed"
+    assert not any(p.name.startswith("checkpoint") for p in result.parent.iterdir())
 
 
 def test_a_mean_reduced_loss_stops_at_its_first_step(tmp_path):

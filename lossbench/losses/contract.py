@@ -2,9 +2,10 @@
 
 A loss that returns a mean-reduced scalar instead broadcasts through the shared reduction
 (:func:`lossbench.losses.mean_over_tokens`) and trains exactly like a mean: silently. So a
-suite probes every loss it names on a tiny input before any run (:func:`probe_problem`), and
-a run checks the shape of every value it reduces (:func:`output_problem`). ``lossbench check``
-tests the whole contract (output_contract and the rest).
+run checks the shape of every value it reduces (:func:`output_problem`) and stops at its
+first update. (Not when the suite loads: that would run the loss's code in the process
+that drives the sweep, where a loss that crashes or kills its process takes the whole
+sweep down instead of failing its own runs.) ``lossbench check`` tests the whole contract.
 """
 
 from __future__ import annotations
@@ -12,12 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from .registry import LossSpec
-
-# a batch of 2 rows of 3 positions over 5 classes, one position ignored; no random numbers
-_LOGITS = torch.linspace(-2.0, 2.0, 30).reshape(2, 3, 5)  # (B, T, V)
-_TARGETS = torch.tensor([[0, 1, -100], [4, 2, 3]])  # (B, T)
 
 
 def output_problem(name: str, out: Any, targets: torch.Tensor) -> str | None:
@@ -29,17 +24,3 @@ def output_problem(name: str, out: Any, targets: torch.Tensor) -> str | None:
             if isinstance(out, torch.Tensor) and out.numel() == 1 else "")
     return (f"loss {name!r} returned {shape} for targets of shape {tuple(targets.shape)} "
             f"(B, T), not one value per token{hint}")
-
-
-def probe_problem(spec: LossSpec) -> str | None:
-    """:func:`output_problem` of ``spec`` on a tiny fixed batch at its default
-    hyperparameters, without extra inputs (they are optional). A loss that raises here is
-    left to its run (and ``lossbench check``): it may need inputs the probe cannot make.
-    The global random state is left as it was."""
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            out = spec.fn(_LOGITS.clone(), _TARGETS.clone(), ignore_index=-100,
-                          **spec.defaults())
-    except Exception:
-        return None
-    return output_problem(spec.name, out, _TARGETS)

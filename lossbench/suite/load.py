@@ -43,7 +43,6 @@ from lossbench.core.fields import ConfigError
 from lossbench.core.paths import name_problem
 from lossbench.core.text import did_you_mean
 from lossbench.losses import get_loss, list_losses
-from lossbench.losses.contract import probe_problem
 from lossbench.suite.claims import Claim, parse_claims
 from lossbench.suite.preflight import (
     device_problem,
@@ -136,10 +135,7 @@ def _finetune_problems(ft: FinetuneConfig, known: list[str]) -> list[str]:
     """Every run builds its fine-tuning loss (even with steps = 0): it must exist."""
     if ft.loss not in known:
         return [f"[finetune] loss: unknown loss {ft.loss!r}{did_you_mean(ft.loss, known)}"]
-    spec = get_loss(ft.loss)
-    output = [] if spec.finetune_only or ft.steps == 0 or (p := probe_problem(spec)) is None \
-        else [f"[finetune] loss: {p}"]
-    return output + [f"[finetune] hparams: {m}" for m in spec.validate_hparams(ft.hparams)]
+    return [f"[finetune] hparams: {m}" for m in get_loss(ft.loss).validate_hparams(ft.hparams)]
 
 
 def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, dict, dict]]:
@@ -155,7 +151,6 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
     known = [s.name for s in list_losses()]
     out = []
     seen: dict[tuple, str] = {}  # (loss, effective hyperparameters, label) -> first entry
-    probed: dict[str, str | None] = {}  # loss -> its output's problem
     for i, entry in enumerate(entries):
         key = f"losses[{i}]"
         if isinstance(entry, str):
@@ -172,11 +167,6 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
             errors.append(f"{where}: {key}: {name} needs generated text: use it as a fine-tuning "
                           f"phase, e.g. {{ name = \"cross_entropy\", finetune = {{ steps = 200, "
                           f"loss = \"{name}\" }} }}")
-            continue
-        if name not in probed:  # a loss returning a mean instead of per-token values
-            probed[name] = probe_problem(spec)
-        if probed[name] is not None:
-            errors.append(f"{where}: {key}: {probed[name]}")
             continue
         extras = {}
         label = entry.get("label", "")

@@ -127,7 +127,7 @@ def _parse_grid(grid: Any, where: str, errors: list[str], loss_names: list[str])
     for param, raw in grid.items():
         key = f"{where}: [tune.grid] {param}"
         if (bad := _non_finite(raw)) is not None:  # before anything compares or repeats it
-            errors.append(f"{key}: {bad!r} is not a finite number")
+            errors.append(f"{key}={bad!r} is not a finite number")
             continue
         if isinstance(raw, dict):
             lg = raw.get("log_grid")
