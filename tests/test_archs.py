@@ -199,8 +199,8 @@ def test_device_mps_is_accepted_where_torch_has_it(tmp_path):
     else:
         with pytest.raises(SuiteError) as info:
             load_suite(path, ['device="mps"'])
-        assert info.value.errors == [f"{path}: device: \"mps\": torch sees no Apple GPU (MPS) "
-                                     f"on this machine"]
+        assert info.value.errors == ["--set device=\"mps\": device: \"mps\": torch sees no "
+                                     "Apple GPU (MPS) on this machine"]  # --set gave it
     with pytest.raises(SuiteError, match="expected \"cpu\", \"cuda\" or \"mps\", got 'tpu'"):
         load_suite(path, ['device="tpu"'])
 

@@ -201,7 +201,7 @@ def _legacy_hash(run) -> str:
 
     d = run.to_dict()
     for section, key, _ in _ADDED_AT_DEFAULT:  # fields added later, absent from old ids
-        d[section].pop(key, None)
+        (d[section] if section else d).pop(key, None)  # "": a top-level field
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

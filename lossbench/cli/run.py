@@ -21,8 +21,9 @@ from lossbench.sweep.executors import ExecutorUnavailable
 @click.option("--report-out", default=None, metavar="REPORT_DIR",
               help="Report folder [default: DIR/reports/<experiment id>/].")
 @click.option("--seeds", default=None, metavar="N|S,S,...",
-              help="Seeds to run: N for 0..N-1, or a list such as 0,3,7 (overrides the "
-                   "suite's seeds).")
+              help="Seeds to run, replacing the suite's: N for the N seeds 0..N-1 (as "
+                   "`seeds = N` in a suite), or a list such as 0,3,7; one seed alone is a "
+                   "list of one: 7, (or [7]).")
 @click.option("--dry-run", is_flag=True,
               help="Validate, then list the runs (finished, resumable, new), the steps to "
                    "train and an estimated wall time; start and write nothing.")
@@ -202,15 +203,22 @@ def _attach_report(log, out, experiment, report_dir) -> None:
 
 
 def _seeds(value: str | None) -> list[int] | None:
-    """--seeds N (0..N-1) or --seeds 0,3,7: the seeds that replace the suite's."""
+    """--seeds N (the N seeds 0..N-1), --seeds 0,3,7 or [0,3,7] (these seeds), --seeds 7, or
+    [7] (seed 7 alone): a comma or brackets make a list, a bare number is a count."""
     if value is None:
         return None
+    text = value.strip()
+    listed = text.startswith("[") and text.endswith("]")
+    text = text[1:-1] if listed else text
     try:
-        seeds = ([int(x) for x in value.split(",") if x.strip()] if "," in value
-                 else list(range(int(value))))
+        seeds = ([int(x) for x in text.split(",") if x.strip()] if listed or "," in text
+                 else list(range(int(text))))
     except ValueError:
-        seeds = []
+        seeds = None
+    if seeds == [] and not listed and text == "0":
+        raise InputError(f"--seeds: {value!r} is a count (N runs the seeds 0..N-1), and 0 "
+                         f"seeds run nothing; for seed 0 alone write --seeds 0, (a list of one)")
     if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
-        raise InputError(f"--seeds: expected N (seeds 0..N-1) or distinct non-negative seeds "
-                         f"such as 0,3,7, got {value!r}")
+        raise InputError(f"--seeds: expected N (the seeds 0..N-1), distinct non-negative seeds "
+                         f"such as 0,3,7, or one seed as 7, ; got {value!r}")
     return seeds

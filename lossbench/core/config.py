@@ -273,6 +273,8 @@ class FinetuneConfig:
     continuation_len: int = ranged(48, 4, doc="tokens generated per continuation")
     mle_mix: float = ranged(0.5, 0.0, 1.0, doc=(
         "probability, per step, of an MLE (training-loss) update instead"))
+    loss_source: str | None = derived(None, doc=(
+        "the phase loss's definition, as RunConfig.loss_source"))
 
     def __post_init__(self):
         check(self)
@@ -285,6 +287,7 @@ _ADDED_AT_DEFAULT = (
     ("model", "arch", "gpt"), ("model", "hf_config", {}), ("model", "hf_path", None),
     ("model", "model_kwargs", {}), ("model", "init_from", None), ("model", "init_hash", None),
     ("model", "arch_hash", None), ("train", "save_weights", False),
+    ("", "loss_source", None), ("finetune", "loss_source", None),  # "": a top-level field
 )
 
 
@@ -326,6 +329,10 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     device: str = "cpu"  # "cpu" | "cuda" (bf16 autocast on cuda)
     label: str = ""  # display name in reports; "" means the loss name
+    loss_source: str | None = derived(None, doc=(
+        "what defines the loss, filled in when a suite is resolved (lossbench.losses."
+        "identity): a plugin's source hash, a built-in's definition version from 2 on; None: "
+        "a built-in at version 1, or unresolved (then unchecked)"))
 
     @property
     def display_name(self) -> str:
@@ -360,8 +367,9 @@ class RunConfig:
     def _hash_id(self) -> str:
         d = self.to_dict()
         for section, key, default in _ADDED_AT_DEFAULT:
-            if d[section].get(key, default) == default:
+            table = d[section] if section else d
+            if table.get(key, default) == default:
                 # added after the first results: absent, the ids of older results still hold
-                d[section].pop(key, None)
+                table.pop(key, None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return f"{self.loss}-{hashlib.sha256(blob).hexdigest()[:12]}"

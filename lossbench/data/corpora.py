@@ -26,6 +26,7 @@ import torch
 
 from lossbench.core.config import DataConfig
 from lossbench.core.memory import MARKOV_BYTES_PER_TOKEN, TEXT_BYTES_PER_TOKEN
+from lossbench.core.threads import blas_thread_independent
 
 from .markov import MarkovSource
 from .tokenizers import (
@@ -70,8 +71,10 @@ def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[torch.Tensor,
     return t[:n_train].clone(), t[n_train:].clone()
 
 
+@blas_thread_independent  # its entropy rate enters every markov run's excess_ce
 def load_corpus(config: DataConfig) -> Corpus:
-    """Build the corpus ``config`` describes (nothing is cached on disk)."""
+    """Build the corpus ``config`` describes (nothing is cached on disk), numpy's BLAS on
+    one thread (lossbench.core.threads)."""
     if config.corpus == "markov":
         return _markov_corpus(config)
     if config.corpus in ("tokens", "hf"):

@@ -94,6 +94,18 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return [tokenizer.encode(t).tolist() for t in texts]
 
 
+def _texts(values: list, start: int, config) -> list[str]:
+    """A batch of the text column: strings, and None (a record without text: an empty
+    document). Anything else (a number, a list, a table: usually the wrong text_field) is
+    refused, naming the first such record, rather than tokenized as empty text."""
+    for i, value in enumerate(values):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{config.path}: record {start + i}: text_field "
+                             f"{config.text_field!r} holds {type(value).__name__} "
+                             f"{str(value)[:40]!r}, not text")
+    return [v if v is not None else "" for v in values]
+
+
 def tokenized_folder(config, tokenizer) -> tuple[Any, str]:
     """(TokenFolder of the tokenized dataset, the dataset's content hash); tokenizes into
     the cache on first use. A crash leaves only a temporary folder, never a half cache, and
@@ -117,8 +129,7 @@ def tokenized_folder(config, tokenizer) -> tuple[Any, str]:
         eos = tokenizer.eos_id() if hasattr(tokenizer, "eos_id") else None
         parts = []  # one id array per batch of documents
         for start in range(0, len(ds), _BATCH):
-            texts = [t if isinstance(t, str) else "" for t in
-                     ds[start:start + _BATCH][config.text_field]]
+            texts = _texts(ds[start:start + _BATCH][config.text_field], start, config)
             for ids in _encode(tokenizer, texts):
                 parts.append(np.asarray(ids + ([eos] if eos is not None else []), np.uint32))
         tokens = np.concatenate(parts) if parts else np.zeros(0, np.uint32)  # 4 B a token

@@ -19,6 +19,7 @@ from bisect import bisect_right
 import numpy as np
 
 from lossbench.core.config import ALPHABET, MARKOV_MAX_ENTRIES
+from lossbench.core.threads import blas_thread_independent
 
 from .tokenizers import CharTokenizer
 
@@ -109,6 +110,7 @@ class MarkovSource:
         T[np.broadcast_to(ctx, (K, V)), dst] = self._table
         return T
 
+    @blas_thread_independent  # LAPACK's solve sums in a thread-count-dependent order
     def stationary_distribution(self) -> np.ndarray:
         """pi over contexts (V**k,): the solution of pi T = pi, sum(pi) = 1.
 
@@ -152,6 +154,7 @@ class MarkovSource:
         raise RuntimeError(f"stationary distribution did not converge in {max_iter} "
                            f"power iterations (last L1 step {step:.2e})")
 
+    @blas_thread_independent  # the dot product too: every excess_ce subtracts this
     def entropy_rate(self) -> float:
         """H = sum_c pi(c) * H(P(. | c)), in nats per token."""
         P = self._table

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from lossbench.core.config import DataConfig
+from lossbench.core.threads import blas_thread_independent
 
 from .corpora import Corpus
 from .markov import MarkovSource
@@ -162,9 +163,11 @@ class OracleTeacher(Teacher):
         self.source = source
 
 
+@blas_thread_independent  # the tables are training targets: no thread-dependent sums
 def build_teacher(config: DataConfig, corpus: Corpus) -> Teacher | None:
     """The teacher ``config.teacher`` names; None for "smoothed" (the loss then
-    uses its own label-smoothed target)."""
+    uses its own label-smoothed target). Computed on one BLAS thread
+    (lossbench.core.threads)."""
     if config.teacher == "smoothed":
         return None
     if config.teacher == "ngram":

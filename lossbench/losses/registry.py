@@ -15,6 +15,7 @@ place with import side effects); third-party losses register through the
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import importlib
@@ -105,6 +106,11 @@ class LossSpec:
     reference_impl: Callable[..., torch.Tensor] | None = None
     finetune_only: bool = False  # needs generated text (sequence-level unlikelihood)
     origin: str = "lossbench"  # module that registered it
+    # the definition's version: a built-in's is bumped when its numbers change (tests/
+    # test_loss_definitions.py), and enters the run id from 2 on (lossbench.losses.identity)
+    version: int = 1
+    distribution: str | None = None  # "name==version" of the package whose entry point
+    #   registered it (None: built-in, --plugin, or imported by hand)
 
     def __call__(self, logits, targets, **kwargs):
         return self.fn(logits, targets, **kwargs)
@@ -137,6 +143,7 @@ class LossSpec:
             "extra_inputs": list(self.extra_inputs),
             "finetune_only": self.finetune_only,
             "origin": self.origin,
+            "version": self.version,
         }
 
 
@@ -176,8 +183,13 @@ def register_loss(
     extra_inputs: tuple[str, ...] = (),
     reference_impl: Callable[..., torch.Tensor] | None = None,
     finetune_only: bool = False,
+    version: int = 1,
 ):
     """Decorator: register ``fn`` under ``name`` and return it unchanged.
+
+    ``version``: of the loss's definition; a built-in's is raised whenever a change could
+    change a number it gives (a run id names it from 2 on, so results of version 1 stay
+    valid until then). A plugin's run ids hash its source instead.
 
     ``properties`` lists the optional properties the loss claims; the generic
     ones always apply, ``matches_reference`` is added when ``reference_impl``
@@ -203,7 +215,7 @@ def register_loss(
             name=name, fn=fn, description=description, reference=reference, hparams=hparams,
             properties=frozenset(props), extra_inputs=tuple(extra_inputs),
             reference_impl=reference_impl, finetune_only=finetune_only,
-            origin=getattr(fn, "__module__", "?"),
+            origin=getattr(fn, "__module__", "?"), version=version,
         )
         return fn
 
@@ -229,12 +241,18 @@ def _load_entry_points() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        before = set(_REGISTRY)
         try:
             ep.load()  # loading the module runs its @register_loss decorators
         except Exception as exc:
             line = f"entry point {ep.name!r} ({ep.value}) failed to load: {exc}"
             _broken_entry_points.append(line)
             warnings.warn(f"lossbench: {line}", RuntimeWarning, stacklevel=3)
+            continue
+        if ep.dist is not None:  # its losses' run ids name the package and its version
+            for name in set(_REGISTRY) - before:
+                _REGISTRY[name] = dataclasses.replace(
+                    _REGISTRY[name], distribution=f"{ep.dist.name}=={ep.dist.version}")
 
 
 def broken_entry_points() -> list[str]:
@@ -282,7 +300,9 @@ def import_target(target: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     try:
-        spec.loader.exec_module(module)
+        source = path.read_bytes()  # hashed as executed: its losses' run ids name this code
+        module.__lossbench_sha256__ = hashlib.sha256(source).hexdigest()
+        exec(compile(source, str(path), "exec"), module.__dict__)
     except Exception as exc:
         del sys.modules[mod_name]
         raise PluginError(f"{target} failed to import: {type(exc).__name__}: {exc}") from exc

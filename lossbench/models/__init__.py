@@ -31,7 +31,7 @@ import torch.nn as nn
 from lossbench.core.config import ModelConfig
 from lossbench.models.gpt import GPT, GPTConfig, build_model
 
-from .weights import load_weights
+from .weights import load_target, load_weights, read_state, state_problem
 
 
 class CausalLM(nn.Module):
@@ -199,6 +199,20 @@ def check_build(m: ModelConfig, vocab_size: int = 256) -> None:
             raise
 
 
+def init_problem(m: ModelConfig) -> str | None:
+    """Why ``m.init_from``'s weights cannot initialise ``m``'s model exactly (keys, a tied
+    matrix held untied; see :func:`weights.state_problem`), one line; None when they can, or
+    when the model cannot be built without real tensors. Checked before any run; shapes
+    depend on the corpus's vocabulary, and are checked when a run builds its model."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = _construct(m, 256)
+    except Exception:  # check_build reports what is wrong with the model itself
+        return None
+    state = read_state(m.init_from)
+    return state_problem(load_target(model, state), state, m.init_from, shapes=False)
+
+
 def build(m: ModelConfig, vocab_size: int, seed: int) -> nn.Module:
     """The model ``m`` describes, its initial weights a function of ``seed`` alone (or of
     ``init_from``'s file, the same for every seed). A config resolved with an ``arch_hash``
@@ -221,4 +235,5 @@ def flops_note(model: nn.Module) -> str:
     return getattr(model, "flops_note", "")
 
 
-__all__ = ["CausalLM", "arch_hash", "build", "check_build", "flops_note", "load_weights"]
+__all__ = ["CausalLM", "arch_hash", "build", "check_build", "flops_note", "init_problem",
+           "load_weights"]

@@ -90,22 +90,72 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _apply(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+def tied_groups(module: nn.Module) -> list[list[str]]:
+    """Keys of ``module``'s state dict that name one shared tensor (a tied LM head and
+    token embedding: ``transformer.wte.weight`` and ``lm_head.weight``), in groups of 2+."""
+    by_tensor: dict[int, list[str]] = {}
+    for key, value in module.state_dict(keep_vars=True).items():
+        by_tensor.setdefault(id(value), []).append(key)
+    return [keys for keys in by_tensor.values() if len(keys) > 1]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b))
+
+
+def state_problem(module: nn.Module, state: dict[str, torch.Tensor], where: str, *,
+                  shapes: bool = True) -> str | None:
+    """Why ``state`` cannot be loaded into ``module`` exactly (one line), or None: keys the
+    model lacks, weights it would lack, a matrix the model ties (one parameter) that the
+    checkpoint holds as two different ones -- loading would keep whichever came last (the LM
+    head's as the embedding) -- and, with ``shapes``, a shape that differs. A checkpoint
+    with tied weights loads exactly into an untied model: both get the shared matrix."""
     own = module.state_dict(keep_vars=True)
     unexpected = sorted(set(state) - set(own))
     if unexpected:
-        raise ValueError(f"init_from {where}: keys the model does not have: "
-                         f"{', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+        return (f"init_from {where}: keys the model does not have: "
+                f"{', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+    for keys in tied_groups(module):
+        held = [k for k in keys if k in state]
+        if any(not _same(state[held[0]], state[k]) for k in held[1:]):
+            return (f"init_from {where}: the model ties {' and '.join(held)} (one matrix: "
+                    f"tie_weights = true) but the checkpoint holds different ones (saved "
+                    f"untied): set [model] tie_weights = false")
     loaded = {id(own[k]) for k in state}
     missing = [k for k in own if k not in state and id(own[k]) not in loaded]
     if missing:
-        raise ValueError(f"init_from {where}: no weights for {', '.join(missing[:3])}"
-                         f"{' ...' if len(missing) > 3 else ''}")
+        return (f"init_from {where}: no weights for {', '.join(missing[:3])}"
+                f"{' ...' if len(missing) > 3 else ''}" + _tie_hint(module, missing))
     for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise ValueError(f"init_from {where}: {k} has shape {tuple(v.shape)}, the model "
-                             f"{tuple(own[k].shape)} (a different vocabulary or size?)")
+        if shapes and v.shape != own[k].shape:
+            return (f"init_from {where}: {k} has shape {tuple(v.shape)}, the model "
+                    f"{tuple(own[k].shape)} (a different vocabulary or size?)")
+    return None
+
+
+def _tie_hint(module: nn.Module, missing: list[str]) -> str:
+    """A checkpoint of a tied model may store the shared matrix once (Hugging Face does)."""
+    if any("lm_head" in k or "embed_out" in k for k in missing) and not tied_groups(module):
+        return (" (a checkpoint of a model with tied weights stores the shared matrix once: "
+                "set [model] tie_weights = true, or tie_word_embeddings in an hf config)")
+    return ""
+
+
+def _apply(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    if (problem := state_problem(module, state, where)) is not None:
+        raise ValueError(problem)
     module.load_state_dict(state, strict=False)
+
+
+def load_target(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The module ``state`` is for: ``model``, or the network it wraps (an HF folder, or a
+    bare state dict of the wrapped network)."""
+    inner = getattr(model, "net", None)
+    keys = set(state)
+    if inner is not None and \
+            len(keys & set(inner.state_dict())) > len(keys & set(model.state_dict())):
+        return inner
+    return model
 
 
 def load_weights(model: nn.Module, path: str, expected_hash: str | None = None) -> None:
@@ -114,11 +164,5 @@ def load_weights(model: nn.Module, path: str, expected_hash: str | None = None) 
         raise ValueError(f"init_from {path}: changed since the suite was resolved: load the "
                          f"suite again")
     state = read_state(path)
-    inner = getattr(model, "net", None)
-    keys = set(state)
-    target = model
-    if inner is not None and \
-            len(keys & set(inner.state_dict())) > len(keys & set(model.state_dict())):
-        target = inner  # an HF folder (or a bare state dict of the wrapped network)
     with torch.no_grad():
-        _apply(target, state, str(path))
+        _apply(load_target(model, state), state, str(path))

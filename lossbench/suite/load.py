@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +39,27 @@ from lossbench.core.config import (
     TrainConfig,
     parse_seeds,
 )
-from lossbench.core.fields import ConfigError, ProblemList
+from lossbench.core.fields import ConfigError
 from lossbench.core.paths import name_problem
 from lossbench.core.text import did_you_mean
 from lossbench.losses import get_loss, list_losses
 from lossbench.suite.claims import Claim, parse_claims
-from lossbench.suite.preflight import device_problem, resolve_corpus, resolve_model, tune_problems
+from lossbench.suite.preflight import (
+    device_problem,
+    missing_paths,
+    resolve_corpus,
+    resolve_losses,
+    resolve_model,
+    tune_problems,
+)
 from lossbench.suite.scale import ScaleSpec, at_size, parse_scale
+from lossbench.suite.source import (  # noqa: F401  parse_override: public here too
+    SuiteError,
+    apply_overrides,
+    attribute,
+    parse_override,
+    read_toml,
+)
 from lossbench.suite.tuning import TuneSpec, parse_tune
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
@@ -54,10 +67,6 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eva
 TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "target_val_ce",
              "claims",
              "tune", "log", "scale", *SECTIONS}
-
-class SuiteError(ProblemList):
-    """Everything wrong with a suite, one line per problem."""
-
 
 @dataclass(frozen=True)
 class Suite:
@@ -94,37 +103,15 @@ def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(trackers))
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.steps=100' -> (['train', 'steps'], 100); the value is read as TOML, else a string."""
-    if "=" not in text:
-        raise SuiteError([f"--set {text}: expected SECTION.KEY=VALUE"])
-    key, raw = text.split("=", 1)
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def _apply_overrides(doc: dict, overrides: list[str]) -> None:
-    for text in overrides:
-        path, value = parse_override(text)
-        node = doc
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SuiteError([f"--set {text}: {part} is not a section"])
-        node[path[-1]] = value
-
-
 def _section(doc: dict, name: str, where: str, errors: list[str]):
-    """The section's config and whether it is valid (checks across sections skip invalid
-    ones). Types and ranges are the dataclass's own checks: here they are only listed."""
+    """The section's config and its invalid keys ("*": all; empty: valid). Checks across
+    sections skip what they need of an invalid one; an invalid config keeps its valid keys.
+    Types and ranges are the dataclass's own checks: here they are only listed."""
     cls = SECTIONS[name]
     table = doc.get(name, {})
     if not isinstance(table, dict):
         errors.append(f"{where}: [{name}] must be a table")
-        return cls(), False
+        return cls(), {"*"}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in table.items():
@@ -135,13 +122,13 @@ def _section(doc: dict, name: str, where: str, errors: list[str]):
         else:
             values[key] = value
     try:
-        return cls(**values), True
+        return cls(**values), set()
     except ConfigError as exc:
         errors.extend(f"{where}: [{name}] {text}" for _, text in exc.problems)
         try:  # keep the valid keys, so later messages describe what the file says
-            return cls(**{k: v for k, v in values.items() if k not in exc.keys}), False
+            return cls(**{k: v for k, v in values.items() if k not in exc.keys}), exc.keys
         except ConfigError:
-            return cls(), False
+            return cls(), {"*"}
 
 
 def _finetune_problems(ft: FinetuneConfig, known: list[str]) -> list[str]:
@@ -188,8 +175,8 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
         extras["label"] = label if isinstance(label, str) else ""
         if "finetune" in entry:
             table = {"finetune": entry["finetune"]}
-            extras["finetune"], ok = _section(table, "finetune", f"{where}: {key}", errors)
-            if ok:
+            extras["finetune"], bad = _section(table, "finetune", f"{where}: {key}", errors)
+            if not bad:
                 errors += [f"{where}: {key}: {m}"
                            for m in _finetune_problems(extras["finetune"], known)]
         grid = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items()
@@ -238,24 +225,25 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
     """Parse, validate and expand a suite. Raises SuiteError listing every problem.
     ``overrides``: ``--set KEY=VALUE`` texts; ``seeds`` and ``device`` replace the file's."""
     where = str(path)
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SuiteError([f"{where}: no such suite file"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SuiteError([f"{where}: TOML syntax error: {exc}"]) from None
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
-        raise SuiteError([f"{where}: cannot read: {exc}"]) from None
-    _apply_overrides(doc, list(overrides))
+    doc = read_toml(path)
+    overridden = apply_overrides(doc, list(overrides))
     if seeds is not None:
         doc["seeds"] = list(seeds)
     if device is not None:
         doc["device"] = device
+    try:
+        return _expand(doc, Path(path), where)
+    except SuiteError as exc:  # every problem, each under the file or the --set behind it
+        raise SuiteError([attribute(e, where, overridden) for e in exc.errors]) from None
+
+
+def _expand(doc: dict, path: Path, where: str) -> Suite:
+    """The body of :func:`load_suite`: every check that can run, then the runs."""
     errors: list[str] = []
     for key in doc:
         if key not in TOP_LEVEL:
             errors.append(f"{where}: unknown key or section {key!r}{did_you_mean(key, TOP_LEVEL)}")
-    name = doc.get("name", Path(path).stem)
+    name = doc.get("name", path.stem)
     if problem := name_problem(name):  # it becomes results/<name>
         errors.append(f"{where}: name: {problem}")
     description = doc.get("description", "")
@@ -268,23 +256,34 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
     device = doc.get("device", "cpu")
     if problem := device_problem(device):
         errors.append(f"{where}: device: {problem}")
-    sections, valid = {}, {}
+    sections, bad = {}, {}
     for name_ in SECTIONS:
-        sections[name_], valid[name_] = _section(doc, name_, where, errors)
+        sections[name_], bad[name_] = _section(doc, name_, where, errors)
+    valid = {k: not v for k, v in bad.items()}
+    skipped: list[str] = []  # checks that need what is invalid: said, not silently dropped
     if valid["train"]:
         errors += [f"{where}: [train] {m}" for _, m in sections["train"].schedule_problems()]
     if valid["finetune"]:
         errors += [f"{where}: {m}" for m in _finetune_problems(sections["finetune"],
                                                                [s.name for s in list_losses()])]
     entries = _loss_entries(doc, where, errors)
-    if valid["data"] and valid["model"] and valid["train"]:
+    missing = missing_paths(sections["data"], sections["model"], path.parent)
+    errors += [f"{where}: {m}" for lines in missing.values() for m in lines]
+    # the corpus with this model (its block size) and batch (memory): the rest of [train]
+    # may be invalid (lr = nan) without hiding a split too short or a model too big
+    if valid["data"] and valid["model"] and not bad["train"] & {"*", "batch_size"} \
+            and "data" not in missing:
         sections["data"], problems = resolve_corpus(
             sections["data"], sections["model"], sections["train"], device=device,
             needs_ngram=_needs_ngram(sections["data"], sections["finetune"], entries))
         errors += [f"{where}: {m}" for m in problems]
-    if valid["model"]:
+    else:
+        skipped.append("the corpus's files, split sizes and memory")
+    if valid["model"] and "model" not in missing:
         sections["model"], problems = resolve_model(sections["model"])
         errors += [f"{where}: {m}" for m in problems]
+    else:
+        skipped.append("the model's definition and init_from weights")
     baseline = doc.get("baseline", "cross_entropy")
     names = {x.get("label") or n for n, _, x in entries}
     if entries and baseline not in names:
@@ -305,13 +304,21 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
                               f"drop one of them")
         if tune and valid["train"]:
             errors += [f"{where}: {m}" for m in tune_problems(tune, sections["train"])]
+        elif tune:
+            skipped.append("[tune]'s schedules")
     scale = None
     if "scale" in doc and valid["data"] and valid["model"] and valid["train"]:
         scale = _parse_scale(doc["scale"], where, errors, sections, device)
+    elif "scale" in doc:
+        skipped.append("the [scale] ladder")
     if errors:
+        if skipped:  # on the last line: each problem stays one line
+            errors[-1] += (f" (more problems may follow: {'; '.join(skipped)} are checked "
+                           f"once these are fixed)")
         raise SuiteError(errors)
-    contenders = tuple(RunConfig(loss=loss, hparams=hp, seed=seeds[0], device=device,
-                                 **{**sections, **extras}) for loss, hp, extras in entries)
+    contenders = tuple(resolve_losses(RunConfig(loss=loss, hparams=hp, seed=seeds[0],
+                                                device=device, **{**sections, **extras}))
+                       for loss, hp, extras in entries)
     labels = [c.display_name for c in contenders]
     if tune and len(set(labels)) < len(labels):
         repeated = ", ".join(sorted({x for x in labels if labels.count(x) > 1}))

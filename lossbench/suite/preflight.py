@@ -13,11 +13,14 @@ import itertools
 from pathlib import Path
 
 from lossbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lossbench.core.extras import import_extra
 from lossbench.core.fields import value_problem
 from lossbench.core.memory import machine_memory, memory_need, memory_problem
 from lossbench.data.corpora import CorpusFacts, corpus_facts
 from lossbench.data.teachers import MAX_TABLE_ENTRIES as NGRAM_MAX_ENTRIES
 from lossbench.data.teachers import NGRAM_CHUNK
+from lossbench.losses import get_loss
+from lossbench.losses.identity import loss_identity
 from lossbench.suite.tuning import TRAIN_KEYS, TuneSpec, apply_setting, settings
 
 # the n-gram teacher's peak per counted position (measured with tracemalloc, orders 1 and
@@ -28,12 +31,43 @@ _SIZE_KEY = {"markov": "markov_tokens", "text": "path", "stdlib": "stdlib_max_by
              "tokens": "path", "hf": "path"}
 
 
+def missing_paths(data: DataConfig, model: ModelConfig,
+                  suite_dir: Path | None = None) -> dict[str, list[str]]:
+    """Section -> problems, for the files a suite names that are not there. A relative path
+    is read from the working directory (as written: it is part of the run id), so the line
+    names the absolute path tried, and the suite's folder when the path is there instead."""
+    found: dict[str, list[str]] = {}
+    path = data.path if data.corpus in ("text", "tokens", "hf") else None  # markov: unused
+    for section, key, value in (("data", "path", path),
+                                ("data", "tokenizer_path", data.tokenizer_path),
+                                ("model", "hf_path", model.hf_path),
+                                ("model", "init_from", model.init_from)):
+        if value is None or (tried := Path(value).expanduser()).exists():
+            continue
+        text = f"[{section}] {key}: no such file or folder: {value}"
+        if not tried.is_absolute():
+            text += f" (relative to the working directory: tried {tried.absolute()}"
+            beside = (suite_dir / tried) if suite_dir is not None else None
+            if beside is not None and beside.exists():
+                text += (f"; {beside} exists: paths are read from where lossbench runs, not "
+                         f"from the suite's folder")
+            text += ")"
+        found.setdefault(section, []).append(text)
+    return found
+
+
 def resolve_corpus(data: DataConfig, model: ModelConfig, train: TrainConfig, *, device: str,
                    needs_ngram: bool) -> tuple[DataConfig, list[str]]:
     """``data`` with its content hash filled in (text and stdlib corpora: the run ids then
     change with the files' contents), and the problems of the corpus with this model:
-    unreadable files, splits too short for one window, tables or sizes that do not fit."""
+    a missing optional extra, unreadable files, splits too short for one window, tables or
+    sizes that do not fit."""
     key = _SIZE_KEY[data.corpus]
+    if data.tokenizer == "bpe":  # learned at run time: corpus_facts only counts bytes
+        try:
+            import_extra("tokenizers", 'tokenizer "bpe"', "bpe")
+        except ImportError as exc:
+            return data, [f"[data] tokenizer: {exc}"]
     if data.tokenizer == "hf":
         try:
             raw = Path(data.tokenizer_path).expanduser().read_bytes()
@@ -65,6 +99,16 @@ def resolve_corpus(data: DataConfig, model: ModelConfig, train: TrainConfig, *, 
     if facts.content_hash is not None:
         data = dataclasses.replace(data, content_hash=facts.content_hash)
     return data, problems
+
+
+def resolve_losses(run: RunConfig) -> RunConfig:
+    """``run`` with what defines its loss (and its fine-tuning phase's) filled in: a
+    plugin's source hash, a built-in's definition version (lossbench.losses.identity), so
+    the run id changes when the loss's code does. Plugins must be loaded first."""
+    ft = run.finetune
+    if ft.steps:  # a phase of 0 steps never calls its loss
+        ft = dataclasses.replace(ft, loss_source=loss_identity(get_loss(ft.loss)))
+    return dataclasses.replace(run, loss_source=loss_identity(get_loss(run.loss)), finetune=ft)
 
 
 def device_problem(device) -> str | None:
@@ -100,11 +144,14 @@ def resolve_model(model: ModelConfig) -> tuple[ModelConfig, list[str]]:
     except Exception as exc:  # an unknown model_type, a bad key, a factory that is missing
         problems.append(f"[model] {what}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     if model.init_from:
+        from lossbench.models import init_problem
         from lossbench.models.weights import check_loadable, weights_hash
 
         try:
             model = dataclasses.replace(model, init_hash=weights_hash(model.init_from))
             check_loadable(model.init_from)
+            if not problems and (problem := init_problem(model)) is not None:
+                problems.append(f"[model] {problem}")  # keys, a tied matrix held untied
         except ImportError as exc:  # safetensors files without the extra
             problems.append(f"[model] init_from: {exc}")
         except OSError as exc:  # weight_files names init_from and what it looked for

@@ -127,6 +127,9 @@ def _parse_grid(grid: Any, where: str, errors: list[str], loss_names: list[str])
     out = []
     for param, raw in grid.items():
         key = f"{where}: [tune.grid] {param}"
+        if (bad := _non_finite(raw)) is not None:  # before anything compares or repeats it
+            errors.append(f"{key}={bad!r} is not a finite number")
+            continue
         if isinstance(raw, dict):
             lg = raw.get("log_grid")
             if set(raw) != {"log_grid"} or not (
@@ -165,6 +168,13 @@ def _parse_grid(grid: Any, where: str, errors: list[str], loss_names: list[str])
                 continue
         out.append((param, values))
     return out
+
+
+def _non_finite(raw: Any) -> float | None:
+    """The first inf or nan among a grid's values (or its log_grid's bounds)."""
+    values = raw.get("log_grid") if isinstance(raw, dict) else raw
+    values = values if isinstance(values, list) else []
+    return next((v for v in values if isinstance(v, float) and not math.isfinite(v)), None)
 
 
 def applicable(spec: TuneSpec, entry: RunConfig) -> tuple[tuple[str, tuple[Any, ...]], ...]:

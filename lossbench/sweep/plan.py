@@ -215,7 +215,8 @@ def probe(config: RunConfig) -> Probe:
     # step, and it cannot fail or diverge (a plugin's loss could, before a single step)
     short = dataclasses.replace(config, loss="cross_entropy", hparams={}, train=train,
                                 eval=dataclasses.replace(config.eval, eval_every=PROBE_STEPS),
-                                finetune=dataclasses.replace(config.finetune, steps=0))
+                                finetune=dataclasses.replace(config.finetune, steps=0),
+                                loss_source=None)  # the loss's definition: not this one's
     t0 = time.perf_counter()
     train_run(short, observers=[Clock()])
     took = time.perf_counter() - t0

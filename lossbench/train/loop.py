@@ -28,7 +28,13 @@ from lossbench.data.batches import step_seed
 from lossbench.train.checkpoint import RejectedCheckpoint, save_weights
 from lossbench.train.evaluation import NonFiniteLogits, evaluate, full_split_ce
 from lossbench.train.observers import Fanout, Observer, RunStart
-from lossbench.train.result import Diverged, Interrupted, RunResult
+from lossbench.train.result import (
+    Diverged,
+    Interrupted,
+    RunResult,
+    is_eval_step,
+    result_problems,
+)
 from lossbench.train.state import (
     RunState,
     build_eval_set,
@@ -85,7 +91,6 @@ class _Loop:
                  should_stop: Callable[[], bool] | None):
         self.config, self.ckpt_dir, self.should_stop = config, ckpt_dir, should_stop
         self.total = config.total_steps
-        self.eval_every = max(1, config.eval.eval_every)
         self.run, self.result, self.start = self._start()
         self.run.observer = self.observer = observer
 
@@ -112,8 +117,7 @@ class _Loop:
             return run, result, 0
 
     def is_eval_step(self, done: int) -> bool:
-        return done % self.eval_every == 0 or done == self.config.train.steps or \
-            done == self.total
+        return is_eval_step(self.config, done)  # the schedule a stored record is checked by
 
     def evaluate(self, step: int) -> bool:
         """Evaluate after ``step`` updates; False when the model's logits are not finite."""
@@ -162,6 +166,9 @@ class _Loop:
     def finish(self, status: str, diverged_step: int | None = None) -> RunResult:
         result = self.result
         result.status, result.diverged_step, result.model = status, diverged_step, self.run.model
+        if problems := result_problems(self.config, status, diverged_step, result.steps,
+                                       result.evals):  # never a `done` that its curves deny
+            raise RuntimeError(f"the run's record is inconsistent: {'; '.join(problems)}")
         if self.ckpt_dir is not None and self.config.train.save_weights and status == "done":
             save_weights(self.ckpt_dir, self.run.model.state_dict())  # for init_from
         self.observer.on_end(result)

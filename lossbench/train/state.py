@@ -17,18 +17,18 @@ import torch
 
 from lossbench import models
 from lossbench.core.config import DataConfig, RunConfig, TrainConfig
-from lossbench.core.schema import STEP_FIELDS
 from lossbench.data.batches import eval_starts, get_batch, train_batch_starts
 from lossbench.data.corpora import Corpus, load_corpus
 from lossbench.data.teachers import build_teacher
 from lossbench.data.tokens import read_windows
 from lossbench.losses import get_loss
+from lossbench.losses.identity import loss_identity
 from lossbench.models.gpt import GPTConfig, build_model, mixed_precision
 from lossbench.train.checkpoint import load_checkpoint, reject_checkpoint, save_checkpoint
 from lossbench.train.evaluation import EvalSet
 from lossbench.train.gradients import GradientProbe
 from lossbench.train.observers import Observer
-from lossbench.train.result import RunResult
+from lossbench.train.result import RunResult, record_problems
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -48,6 +48,20 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
+
+
+def check_loss_sources(config: RunConfig) -> None:
+    """Refuse to train a loss whose code is not the code the run's id was computed for (a
+    plugin file edited since the suite was resolved, another version of its package on this
+    worker): its result would be filed under the other code's id. Unresolved configs
+    (loss_source None) are not checked."""
+    for what, name, recorded in (("loss", config.loss, config.loss_source),
+                                 ("[finetune] loss", config.finetune.loss,
+                                  config.finetune.loss_source)):
+        if recorded is not None and (here := loss_identity(get_loss(name))) != recorded:
+            raise ValueError(f"{what} {name!r}: its definition here ({here}) is not the one "
+                             f"this run was resolved with ({recorded}): the plugin changed "
+                             f"since (or differs on this worker); rerun the command")
 
 
 @lru_cache(maxsize=4)
@@ -84,6 +98,7 @@ class RunState:
         errors = self.spec.validate_hparams(config.hparams)
         if errors:
             raise ValueError("; ".join(errors))
+        check_loss_sources(config)
         self.corpus = cached_corpus(config.data)
         needs_teacher = "teacher_probs" in self.spec.extra_inputs or \
             "teacher_probs" in get_loss(config.finetune.loss).extra_inputs
@@ -150,9 +165,13 @@ def restore_state(run: RunState, result: RunResult, ckpt_dir: Path) -> int:
         result.train_time_s = float(state["train_time_s"])
         result.eval_time_s = float(state["eval_time_s"])
         result.notes = [str(n) for n in state.get("notes", [])]
-        if set(result.steps) != set(STEP_FIELDS) or not isinstance(result.evals, list) or not \
-                0 < state["next_step"] < run.cfg.total_steps:
-            raise ValueError("inconsistent with this run's config")
+        if not 0 < state["next_step"] < run.cfg.total_steps:
+            raise ValueError(f"next_step {state['next_step']} is outside this run's "
+                             f"(0, {run.cfg.total_steps})")
+        # the record must be this run's after next_step updates: a step count its curves do
+        # not show, or evaluation records of another shape, would end as a `done` run
+        if problems := record_problems(run.cfg, result.steps, result.evals, state["next_step"]):
+            raise ValueError("; ".join(problems))
     except Exception as exc:  # a checkpoint of another shape, or tampered with
         raise reject_checkpoint(ckpt_dir, f"{type(exc).__name__}: {exc}"[:200]) from None
     return state["next_step"]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from lossbench.data.batches import step_seed
 from lossbench.losses import get_loss, mean_over_tokens
+from lossbench.losses.contract import output_problem
 from lossbench.models.gpt import greedy_generate
 from lossbench.train.result import Diverged, RunResult
 from lossbench.train.state import RunState
@@ -20,7 +21,10 @@ from lossbench.train.state import RunState
 
 def _loss_of(spec, hparams, logits, y, extras):
     extras = {k: v for k, v in extras.items() if k in spec.extra_inputs}
-    return mean_over_tokens(spec.fn(logits, y, **hparams, **extras), y)
+    per_token = spec.fn(logits, y, **hparams, **extras)  # (B, T)
+    if (problem := output_problem(spec.name, per_token, y)) is not None:
+        raise ValueError(problem)  # a scalar would broadcast through the mean: refuse it
+    return mean_over_tokens(per_token, y)
 
 
 def training_loss(run: RunState, x, y, extras):
