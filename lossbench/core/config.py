@@ -200,6 +200,11 @@ class TrainConfig:
         return problems
 
 
+# [eval] grad_stats: the levels and their stored values (true and false were its first values)
+GRAD_STATS = (True, False, "off", "cheap", "full")
+_GRAD_LEVEL = {"off": False, "cheap": True}
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation on fixed validation tokens, independent of the training loss."""
@@ -207,7 +212,11 @@ class EvalConfig:
     eval_every: int = ranged(250, 1)  # steps (and always at the end)
     val_windows: int = ranged(64, 2)  # fixed val windows of block_size tokens
     ece_bins: int = ranged(15, 1, 1000)
-    grad_stats: bool = True  # per-layer grad norms and cosine to the CE gradient at eval steps
+    # gradient behaviour at the updates that end at an eval step (lossbench.train.gradients):
+    # "off" (= false), "cheap" (= true: norms, cosine with CE, noise scale, signal-to-noise,
+    # sharpness, update ratios) or "full" (+ the raw Hessian's top eigenvalue, more Lanczos
+    # steps). Stored as false / true / "full": a suite that says "cheap" keeps its run ids
+    grad_stats: bool | str = ranged(True, choices=GRAD_STATS)
     rep_prefixes: int = ranged(8, 1)  # greedy continuations for seq-rep-4 / uniq-seq
     rep_prefix_len: int = ranged(16, 1)
     rep_continuation: int = ranged(48, 4)
@@ -223,6 +232,7 @@ class EvalConfig:
 
     def __post_init__(self):
         check(self)
+        object.__setattr__(self, "grad_stats", _GRAD_LEVEL.get(self.grad_stats, self.grad_stats))
 
 
 @dataclass(frozen=True)
