@@ -117,13 +117,14 @@ class GradientProbe:
             return
         with self._timed(), _forked_rng(self.device):
             seed = step_seed(self.seed, step, stream=PROBE_STREAM)
-            loss_fn = self._functional(loss_of)
             params = {n: p.detach() for n, p in self.named.items()}
             with self._failure("gradient noise"):
-                moments = self.examples.moments(loss_fn, params, x, y, extras,
+                moments = self.examples.moments(self._functional(loss_of), params, x, y, extras,
                                                 reseed=lambda: _seed(seed, self.device))
                 self._stats.update(noise_stats(moments, self.group_names))
             with self._failure("sharpness"):
+                # float32 throughout: bf16 round-off would swamp a finite difference
+                loss_fn = self._functional(loss_of, autocast=False)
                 self._stats.update(self._sharpness(step, lr, seed, loss_fn, params, x, y, extras))
 
     @contextlib.contextmanager
@@ -137,13 +138,15 @@ class GradientProbe:
             if note not in self.notes:
                 self.notes.append(note)
 
-    def _functional(self, loss_of: Callable) -> Callable:
+    def _functional(self, loss_of: Callable, autocast: bool = True) -> Callable:
+        """The run's loss as a function of (parameters, x, y, extras), in the training step's
+        precision (bf16 autocast on CUDA) or, ``autocast=False``, in float32."""
         model, device = self.model, self.device
         # a forward may update buffers (BatchNorm statistics in a factory's model): copies
         buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
 
         def loss_fn(params: dict, x, y, extras):
-            with mixed_precision(device):
+            with mixed_precision(device) if autocast else contextlib.nullcontext():
                 logits = functional_call(model, (params, buffers), (x,))  # (b, T, V)
             return loss_of(logits, y, extras)
 
@@ -165,7 +168,7 @@ class GradientProbe:
 
         size = sum(t.numel() for t in tensors)
         gen = torch.Generator().manual_seed(step_seed(self.seed, step, stream=START_STREAM))
-        start = torch.randn(size, generator=gen).to(self.device)
+        start = torch.randn(size, generator=gen, dtype=tensors[0].dtype).to(self.device)
         out = {}
         scale = adam_preconditioner(self.optimizer, [self.named[n] for n in names]) \
             if self.optimizer is not None else None
