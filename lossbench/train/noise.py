@@ -127,7 +127,7 @@ class ExampleGradients:
 def noise_stats(m: Moments, groups: dict[str, list[str]]) -> dict[str, float]:
     """grad_noise_scale (tokens), grad_noise_trace (tr Sigma), grad_signal_sq (|G|^2), the
     mean GSNR over all coordinates (grad_snr) and per group (grad_snr_<group>), and how they
-    were measured (grad_vmap, grad_examples, grad_example_tokens); ``groups`` maps a group
+    were measured (grad_vmap, grad_examples, grad_micro_batch, grad_example_tokens); ``groups`` maps a group
     name to its parameter names. Empty with fewer than two micro-batches."""
     k, b = m.k, m.b
     if k < 2:
@@ -143,6 +143,7 @@ def noise_stats(m: Moments, groups: dict[str, list[str]]) -> dict[str, float]:
         stats[f"grad_snr_{group}"] = _mean_gsnr(m, names)
     stats["grad_vmap"] = float(m.vmap)  # 1: per-example by vmap; 0: the loop
     stats["grad_examples"] = float(k * b)  # n, the examples measured
+    stats["grad_micro_batch"] = float(b)  # examples per gradient (1: per-example)
     stats["grad_example_tokens"] = m.tokens_per_example
     return stats
 
