@@ -8,11 +8,13 @@ import math
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib import ticker
 
 from lossbench.core.escaping import plain
 from lossbench.losses.profile import Profile
 from lossbench.report import plots
 
+TICKS = (0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999)
 SERIES = (("pull", "pull up on the target  (−∂L/∂z_y)", "-"),
           ("push", "push down on the others  (Σ_{c≠y} ∂L/∂z_c)", "--"),
           ("repeated", "push down on a repeated token  (∂L/∂z_r)", ":"))
@@ -20,19 +22,21 @@ SERIES = (("pull", "pull up on the target  (−∂L/∂z_y)", "-"),
 
 def profile_grid(profiles: dict[str, Profile], *, reference: Profile | None = None,
                  notes: dict[str, str] | None = None, ncols: int = 4):
-    """One panel per label: pull, push and repeated-token push against p_y, axes shared
-    (every panel is a gradient with respect to the logits, in the same units); the
-    reference (cross-entropy) pull drawn thin and grey in every panel; a loss with no
+    """One panel per label: pull, push and repeated-token push against p_y; the reference
+    (cross-entropy) pull drawn thin and grey in every panel as the common yardstick, y axes
+    not shared (squared hinge's pull reaches ~13 where most stay below 1); a loss with no
     profile gets a panel that says why (``notes``)."""
     names = list(profiles) + [n for n in (notes or {}) if n not in profiles]
     ncols = max(1, min(ncols, len(names)))
     nrows = max(1, math.ceil(len(names) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.6 * nrows),
-                             constrained_layout=True, squeeze=False, sharex=True, sharey=True)
+                             constrained_layout=True, squeeze=False, sharex=True)
     handles = []
     for ax, name in zip(axes.flat, names):
         ax.set_title(plain(name), fontsize=9)
         ax.set_xscale("logit")
+        ax.set_xticks(TICKS, [f"{t:g}" for t in TICKS], fontsize=6)  # plain numbers
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.axhline(0.0, color="0.6", lw=0.6)
         ax.grid(alpha=0.3)
         prof = profiles.get(name)
@@ -59,7 +63,7 @@ def profile_grid(profiles: dict[str, Profile], *, reference: Profile | None = No
     fig.supxlabel("p_y, the model's probability of the target (logit scale)", fontsize=9)
     fig.supylabel("gradient on the logits", fontsize=9)
     if handles:
-        fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
+        fig.legend(handles, [h.get_label() for h in handles], loc="outside upper center",
                    ncol=2, fontsize=7)
     return fig
 

@@ -133,7 +133,8 @@ def sentence(label: str, baseline: str, column: str, r: Paired, p_holm: float) -
         value = f"{fmt(r.estimate, 3)}× {baseline}'s"
     else:
         value = f"{r.estimate:+.3g} against {baseline}"
-    return (f"{label}: {m.header} {value}{_bracket(r)}, Holm p = {fmt(p_holm, 2)}: {meaning}.")
+    name = m.header.rsplit(",", 1)[0]  # "gradient noise scale, mean": the run average
+    return f"{label}: {name} {value}{_bracket(r)}, Holm p = {fmt(p_holm, 2)}: {meaning}."
 
 
 def significant_sentences(ev: Evidence, comps) -> list[str]:
@@ -220,11 +221,12 @@ def section(doc: Document, ev: Evidence) -> None:
                  f"for each quantity.")
         _comparison_table(doc, ev, comps)
         found = significant_sentences(ev, comps)
-        n = min((r.n for rows in comps.values() for r, _ in rows.values() if r.n), default=0)
+        n = max((r.n for rows in comps.values() for r, _ in rows.values()), default=0)
         if found:
             doc.bullets(found)
         elif n and min_wilcoxon_p(n) > ALPHA:
-            doc.text(f"With {n} seeds the exact test cannot reach p < {ALPHA} (it needs 6): no "
+            doc.text(f"With {n} seed{'s' if n != 1 else ''} the exact test cannot reach "
+                     f"p < {ALPHA} (it needs 6): no "
                      f"difference above is called significant, which is not the same as no "
                      f"difference.")
         else:
@@ -283,5 +285,6 @@ def _profiles(doc: Document, ev: Evidence) -> None:
                f"1 − p_y in grey): where it reaches 0, the loss stops learning that token. "
                f"Dashed: how hard it lowers all other classes together. Dotted: how hard it "
                f"lowers a class already seen in the context (what unlikelihood targets). "
+               f"Y axes differ between panels: compare each loss with the grey line. "
                f"Distillation losses aim at the teacher's distribution (its p_y marked), "
                f"so their pull changes sign there.", fig)
