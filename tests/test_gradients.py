@@ -249,6 +249,22 @@ def test_sharpness_in_float32_with_the_probes_step_size(curved):
                                                        rel=0.01)
 
 
+def test_adam_preconditioner_is_the_one_adams_last_update_applied():
+    """Cohen et al.'s P: Adam's update is theta_{t+1} = theta_t - lr P_t^-1 m_t, so the
+    last update, divided by the first moment, gives P^-1 (no weight decay here)."""
+    model, (x, y) = tiny_gpt(torch.float64), batch(4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.0)
+    for _ in range(3):
+        before = [p.detach().clone() for p in model.parameters()]
+        opt.zero_grad()
+        ce_of(model(x), y, {}).backward()
+        opt.step()
+    scale = adam_preconditioner(opt, list(model.parameters()))  # P^-1/2
+    for p, old, d in zip(model.parameters(), before, scale):
+        step = -1e-2 * opt.state[p]["exp_avg"] * d ** 2  # -lr P^-1 m
+        torch.testing.assert_close(p.detach() - old, step, rtol=1e-6, atol=1e-12)
+
+
 def test_lanczos_finds_the_largest_algebraic_eigenvalue_not_the_largest_magnitude():
     """Early in training a negative eigenvalue can be the largest in magnitude: power
     iteration would report it; the sharpness is the largest eigenvalue."""

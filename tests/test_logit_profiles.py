@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lossbench.losses import get_loss, list_losses
+from lossbench.losses import HParam, get_loss, list_losses, register_loss, unregister_loss
 from lossbench.losses.profile import family, grid, logit_gradients, profile, teacher, unsupported
 
 V = 6
@@ -17,8 +17,7 @@ def profiled_losses():
     return [s for s in list_losses() if unsupported(s) is None]
 
 
-@pytest.mark.parametrize("spec", profiled_losses(), ids=lambda s: s.name)
-def test_batched_profile_equals_autograd_point_by_point(spec):
+def assert_profile_matches_autograd(spec):
     p_y = grid(9)
     batched = logit_gradients(spec, p_y, spec.defaults(), vocab=V, teacher_mass=0.4)
     logits, targets = family(p_y, V)
@@ -30,6 +29,35 @@ def test_batched_profile_equals_autograd_point_by_point(spec):
                        **{k: v[i:i + 1] for k, v in extras.items()})[0, 1]
         (g,) = torch.autograd.grad(loss, row)
         torch.testing.assert_close(batched[i], g[0, 1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", profiled_losses(), ids=lambda s: s.name)
+def test_batched_profile_equals_autograd_point_by_point(spec):
+    assert_profile_matches_autograd(spec)
+
+
+def test_a_plugin_gets_its_profile_and_a_row_coupled_one_is_caught():
+    """A loss registered at run time (as --plugin does) is profiled like a built-in; one
+    that couples the rows of a batch (breaking the row independence every loss is checked
+    for) would get a wrong batched profile, and the comparison says so."""
+    @register_loss("test_tempered_ce", description="CE at temperature 2", reference="test",
+                   hparams={"t": HParam(2.0, 0.5, 4.0)})
+    def tempered(logits, targets, *, ignore_index=-100, t=2.0):
+        return get_loss("cross_entropy").fn(logits / t, targets, ignore_index=ignore_index)
+
+    @register_loss("test_row_coupled", description="CE scaled by the batch", reference="test")
+    def coupled(logits, targets, *, ignore_index=-100):
+        ce = get_loss("cross_entropy").fn(logits, targets, ignore_index=ignore_index)
+        return ce * ce.mean()  # every row's value depends on the others
+
+    try:
+        assert_profile_matches_autograd(get_loss("test_tempered_ce"))
+        assert profile(get_loss("test_tempered_ce")).hparams == {"t": 2.0}
+        with pytest.raises(AssertionError):
+            assert_profile_matches_autograd(get_loss("test_row_coupled"))
+    finally:
+        unregister_loss("test_tempered_ce")
+        unregister_loss("test_row_coupled")
 
 
 def test_every_builtin_loss_has_a_profile_or_a_reason():

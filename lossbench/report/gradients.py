@@ -209,7 +209,11 @@ def section(doc: Document, ev: Evidence) -> None:
                  "batches; a lower signal-to-noise, noisier steps; an Adam sharpness near its "
                  "threshold (1 in the ratio column), training at the edge of stability; an "
                  "update ratio far from ~1e-3, steps that are large or small for the weights. "
-                 + how_measured(ev))
+                 "The cosine with CE is 1 when the loss moves the weights where cross-entropy "
+                 "would: losses that reweight CE per token (focal, label smoothing) stay near "
+                 "1, distillation aims at the teacher's distribution instead of the one-hot "
+                 "target and sits lower, a margin loss that ignores confident tokens lower "
+                 "still. " + how_measured(ev))
         doc.text("Averaged over the run (mean over seeds [range or 95% CI, as in Results]):")
         _values_table(doc, ev, avg)
         doc.text("At the final evaluation:")
