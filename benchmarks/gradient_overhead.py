@@ -74,7 +74,8 @@ def main() -> None:
                 w, p = timed(config, level)
                 wall[config.run_id(), level].append(w)
                 probe[config.run_id(), level].append(p)
-                print(f"# {config.display_name} seed {config.seed} {level}: {w:.1f} s", flush=True)
+                print(f"# {config.display_name} seed {config.seed} {level}: {w:.1f} s, probes "
+                      f"{p:.1f} s", flush=True)
     print("| loss | seed | off s | cheap s | full s | cheap / off | full / off | "
           "probe share cheap | probe share full |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -141,6 +141,17 @@ def test_profile_equals_the_closed_form_gradient(name):
     assert prof.repeated == pytest.approx(expected[:, 1].tolist(), rel=1e-7, abs=1e-10)
 
 
+def test_the_family_is_centred_logits_of_the_stated_probabilities():
+    p_y = grid(5)
+    logits, targets = family(p_y, V)
+    assert torch.allclose(logits.mean(-1), torch.zeros(5, 2, dtype=torch.float64), atol=1e-12)
+    torch.testing.assert_close(logits[:, 1].softmax(-1)[:, 0], p_y)
+    assert targets[0].tolist() == [1, 0]  # class 1 comes first: the repeated candidate
+    # the normalizer is not 1, so z-loss's own term shows in its profile
+    ce, z = (profile(get_loss(n), vocab=V, points=5) for n in ("cross_entropy", "z_loss"))
+    assert all(a != b for a, b in zip(ce.push, z.push))
+
+
 def test_what_the_profiles_say():
     """The reading the report gives: CE never stops pulling, focal stops on confident
     tokens, hinge stops at the margin, unlikelihood pushes the repeated candidate down
