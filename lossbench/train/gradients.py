@@ -44,7 +44,9 @@ class Plan:
     raw_hessian: bool  # also lambda_max of the unpreconditioned Hessian
 
 
-PLANS = {"cheap": Plan(lanczos_steps=8, raw_hessian=False),
+# cheap: within the 10% of a run's time the default may take (BENCHMARKS.md: 8 steps cost
+# 10-13% of a quick-suite run); 5 steps read low by a few percent at most evaluations
+PLANS = {"cheap": Plan(lanczos_steps=5, raw_hessian=False),
          "full": Plan(lanczos_steps=20, raw_hessian=True)}
 
 
