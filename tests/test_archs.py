@@ -4,6 +4,7 @@ batches, a rerun is identical, a killed run resumes to the same result."""
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,21 @@ def test_rerun_is_identical_and_resume_equals_uninterrupted(name, tmp_path):
     kill_at(config, tmp_path, 10)
     resumed = train_run(config, checkpoint_dir=tmp_path)
     assert records_text(resumed) == records_text(a) and same_weights(resumed.model, a.model)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_every_arch_gets_its_gradient_behaviour_measured(name):
+    """Noise scale, SNR, Adam sharpness and update ratios for any model; cross-entropy's
+    per-example gradients by vmap (every arch here can be traced), kl's by the loop (its
+    fused loss cannot): the same estimator either way."""
+    for loss, traced in (("cross_entropy", 1.0), ("kl", 0.0)):
+        result = train_run(tiny(model=arch(name), loss=loss))
+        final = result.evals[-1]
+        for key in ("grad_snr", "grad_noise_trace", "sharpness", "sharpness_eos",
+                    "update_ratio", "grad_cos_ce"):
+            assert math.isfinite(final[key]), (name, loss, key)
+        assert final["grad_vmap"] == traced and final["grad_examples"] == 4
+        assert result.notes == [] or all("not measured" not in n for n in result.notes)
 
 
 def test_flops_per_token_formula_or_a_stated_estimate():

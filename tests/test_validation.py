@@ -113,6 +113,8 @@ CASES = [
     ("name-escapes", tiny_toml("../../x", '["cross_entropy"]'),
      "name: '../../x' is not a safe name"),
     ("name-absolute", tiny_toml("/tmp/x", '["cross_entropy"]'), "name: '/tmp/x' is not a safe"),
+    ("grad-stats-level", tiny_toml("x", '["cross_entropy"]', eval={"grad_stats": "most"}),
+     "[eval] grad_stats: unknown value 'most'"),
     ("content-hash-set", tiny_toml("x", '["cross_entropy"]', data={"content_hash": "ab"}),
      "[data] content_hash: computed by lossbench, not set in a suite"),
 ]

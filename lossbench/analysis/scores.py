@@ -53,7 +53,8 @@ def resolve_target(runs: pd.DataFrame, baseline: str,
 @dataclass(frozen=True)
 class ScoreTable:
     """``runs``: one row per run with label, seed, status, diverged_step, wall_s, every
-    final_* metric (NaN unless finished), steps_to_target, val_ce_auc and late_drop."""
+    final_* and avg_* metric (NaN unless finished), steps_to_target, val_ce_auc and
+    late_drop."""
 
     runs: pd.DataFrame
     baseline: str
@@ -105,7 +106,8 @@ def build_scores(summary: pd.DataFrame, curves: pd.DataFrame, baseline: str,
         runs["label"] = runs["loss"]
     if "diverged_step" not in runs:
         runs["diverged_step"] = math.nan
-    finals = [c for c in runs.columns if c.startswith("final_")]
+    # a run's results: its last evaluation (final_*) and its averages over the run (avg_*)
+    finals = [c for c in runs.columns if c.startswith(("final_", "avg_"))]
     unfinished = runs.status != FINISHED
     runs[finals] = runs[finals].astype(float)
     runs.loc[unfinished, finals] = math.nan

@@ -231,6 +231,11 @@ class TrainConfig:
         return problems
 
 
+# [eval] grad_stats: the levels and their stored values (true and false were its first values)
+GRAD_STATS = (True, False, "off", "cheap", "full")
+_GRAD_LEVEL = {"off": False, "cheap": True}
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation on fixed validation tokens, independent of the training loss."""
@@ -238,8 +243,12 @@ class EvalConfig:
     eval_every: int = ranged(250, 1, doc="steps between evaluations (and always at the end)")
     val_windows: int = ranged(64, 2, doc="fixed validation windows of block_size tokens")
     ece_bins: int = ranged(15, 1, 1000, doc="bins of the expected calibration error")
-    grad_stats: bool = described(True, doc=(
-        "per-layer gradient norms and cosine to the CE gradient at eval steps"))
+    grad_stats: bool | str = ranged(True, choices=GRAD_STATS, doc=(
+        "gradient behaviour at the updates that end at an eval step (lossbench.train."
+        "gradients): \"off\" (= false), \"cheap\" (= true: norms, cosine with CE, noise "
+        "scale, signal-to-noise, sharpness, update ratios) or \"full\" (+ the raw Hessian's "
+        "top eigenvalue, more Lanczos steps); stored as false / true / \"full\", so a suite "
+        "that says \"cheap\" keeps its run ids"))
     rep_prefixes: int = ranged(8, 1, doc="greedy continuations for seq-rep-4 / uniq-seq")
     rep_prefix_len: int = ranged(16, 1, doc="tokens of each continuation's prompt")
     rep_continuation: int = ranged(48, 4, doc="tokens generated per continuation")
@@ -257,6 +266,7 @@ class EvalConfig:
 
     def __post_init__(self):
         check(self)
+        object.__setattr__(self, "grad_stats", _GRAD_LEVEL.get(self.grad_stats, self.grad_stats))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ class Metric:
     definition: str
     reference: str = ""
     machine: bool = False  # a property of the machine, not the loss: never marked best
+    section: str = ""  # "" : the Results tables; "gradients": the Gradient behaviour section
 
     def heading(self) -> str:
         return f"{self.header} ({self.unit})" if self.unit else self.header
@@ -95,6 +96,55 @@ METRICS: tuple[Metric, ...] = (
            "the machine and its load, so it is never marked best.", machine=True),
 )
 
+
+def _gradient_metrics() -> tuple[Metric, ...]:
+    """The gradient-behaviour quantities (lossbench.train.gradients), each at the final
+    evaluation (final_*) and averaged over the run's probed evaluations (avg_*). None has a
+    better direction: each says something about training (the batch size a loss tolerates,
+    its distance from instability), not which loss is better."""
+    quantities = (
+        ("grad_noise_scale", "gradient noise scale", "tokens",
+         "B_simple = tr(Σ)/|G|² of the loss's per-example gradients on a training batch, in "
+         "tokens: the critical batch size below which a larger batch buys a nearly "
+         "proportional speed-up, above which little. Averaged as mean tr(Σ) / mean |G|².",
+         "McCandlish et al., An Empirical Model of Large-Batch Training, 2018"),
+        ("grad_snr", "gradient SNR", "",
+         "Mean over parameters of (E g)² / Var g over the examples of a training batch (GSNR): "
+         "how much of each coordinate's gradient is signal rather than example-to-example "
+         "noise.", "Liu et al., ICLR 2020; Cockpit (Schneider et al., NeurIPS 2021)"),
+        ("grad_cos_ce", "cosine with CE gradient", "",
+         "Cosine between the loss's gradient and the cross-entropy gradient of the same batch "
+         "and weights: 1 when the loss moves the weights where CE would.", ""),
+        ("sharpness", "Adam sharpness", "",
+         "Largest eigenvalue of P⁻¹H, the Hessian of the training loss on a batch "
+         "preconditioned by Adam's second moments (Lanczos on Hessian-vector products): "
+         "invariant to the loss's scale.",
+         "Cohen et al., Adaptive Gradient Methods at the Edge of Stability, 2022"),
+        ("sharpness_eos", "Adam sharpness / threshold", "",
+         "Adam sharpness divided by its stability threshold (2 + 2β₁)/((1 − β₁) lr) (38/lr for "
+         "β₁ = 0.9): near 1 the run trains at the edge of stability, above it updates "
+         "oscillate along the sharpest direction.", "Cohen et al., ICLR 2021 and 2022"),
+        ("hessian_max_eig", "Hessian λ_max", "",
+         "Largest eigenvalue of the unpreconditioned Hessian of the training loss on a batch "
+         "(grad_stats = \"full\"); compare with 2/lr under SGD. Scales with the loss.",
+         "Cohen et al., Gradient Descent on Neural Networks Typically Occurs at the Edge of "
+         "Stability, ICLR 2021"),
+        ("update_ratio", "update / weight", "",
+         "‖Δθ‖/‖θ‖ of one optimizer step (all parameters; per layer in the curves): ~1e-3 "
+         "is the usual rule of thumb, much larger is unstable, much smaller slow.", ""),
+    )
+    out = []
+    for key, header, unit, definition, reference in quantities:
+        out.append(Metric(f"final_{key}", f"{header}, end", unit, None,
+                          definition + " At the final evaluation.", reference,
+                          section="gradients"))
+        out.append(Metric(f"avg_{key}", f"{header}, mean", unit, None,
+                          definition + " Mean over the run's probed evaluations.", reference,
+                          section="gradients"))
+    return tuple(out)
+
+
+METRICS = METRICS + _gradient_metrics()
 BY_COLUMN = {m.column: m for m in METRICS}
 
 # Shown in the first table: the question's answer. The rest go to a second table.

@@ -53,7 +53,9 @@ class Evidence:
 
     @property
     def other_columns(self) -> list[str]:
-        return [c for c in self.columns if c not in self.primary_columns]
+        """The Results section's second table (the gradient quantities have their own)."""
+        return [c for c in self.columns
+                if c not in self.primary_columns and not metric(c).section]
 
 
 def shown_columns(runs: pd.DataFrame) -> list[str]:

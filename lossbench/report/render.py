@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lossbench.core.atomic import atomic_write_text
 from lossbench.core.paths import contained, safe_name
-from lossbench.report import details, scale, sections
+from lossbench.report import details, gradients, scale, sections
 from lossbench.report.claims import claims_table
 from lossbench.report.claims import section as claims_section
 from lossbench.report.document import Document
@@ -84,6 +84,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
                  f"started: this report shows the {len(ev.scores.runs)} finished.")
     sections.results(doc, ev)
     sections.statistics(doc, ev)
+    gradients.section(doc, ev)
     if ev.scale is not None and ev.scale.sizes:
         scale.section(doc, ev)
     if "tune" in ev.meta:

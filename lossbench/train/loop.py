@@ -133,6 +133,7 @@ class _Loop:
             result.eval_time_s += time.perf_counter() - t0
             return False
         metrics.update(run.probe.pop_stats())
+        result.notes += [n for n in run.probe.notes if n not in result.notes]
         if step == self.total and ev.full_val_windows:
             metrics["val_ce_full"], metrics["val_full_tokens"] = full_split_ce(
                 run.model, run.corpus.val, self.config.model.block_size,

@@ -10,6 +10,7 @@ import torch
 
 from lossbench.core.config import RunConfig, hparam_columns
 from lossbench.core.schema import STEP_FIELDS
+from lossbench.train.gradients import gradient_summary
 
 
 class Diverged(Exception):
@@ -57,6 +58,7 @@ class RunResult:
             "notes": "; ".join(self.notes),
             **hparam_columns(self.hparams),
             **{f"final_{k}": v for k, v in last_eval.items() if k != "step"},
+            **gradient_summary(self.evals),  # avg_* over the probed evaluations
         }
 
 

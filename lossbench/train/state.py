@@ -26,7 +26,7 @@ from lossbench.losses.identity import loss_identity
 from lossbench.models.gpt import GPTConfig, build_model, mixed_precision
 from lossbench.train.checkpoint import load_checkpoint, reject_checkpoint, save_checkpoint
 from lossbench.train.evaluation import EvalSet
-from lossbench.train.gradients import GradientProbe
+from lossbench.train.gradients import GradientProbe, level_of
 from lossbench.train.observers import Observer
 from lossbench.train.result import RunResult, record_problems
 
@@ -115,7 +115,9 @@ class RunState:
         self.train_data = self.corpus.train.to(self.device) \
             if self.corpus.train.dtype == torch.long else self.corpus.train
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.probe = GradientProbe(self.model)
+        self.probe = GradientProbe(self.model, self.optimizer, seed=config.seed,
+                                   level=level_of(config.eval.grad_stats), device=self.device,
+                                   beta1=config.train.beta1)
         self.tokens = 0
         self.observer: Observer = Observer()  # train_run sets the caller's observers
 

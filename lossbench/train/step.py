@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from typing import Callable
 
 import torch
@@ -69,6 +70,11 @@ def optimizer_step(run: RunState, step: int, lr: float, *, probe: bool,
     for micro in range(cfg.grad_accum):
         x, y, extras = run.batch(step, micro)
         run.observer.on_batch(step, micro, x, y)  # nothing in between draws random numbers
+        if probe and micro == 0 and compute is training_loss:
+            # noise and sharpness on this batch, at the weights before the update (a forked
+            # RNG, no .grad, no weight written: the step below is the same without it)
+            run.probe.measure_batch(step, lr, x, y, extras,
+                                    partial(_loss_of, run.spec, run.cfg.hparams))
         loss, logits, y = compute(run, x, y, extras)
         # the shared yardstick: CE of the same logits (no extra forward, no RNG); it needs a
         # graph only when the probe differentiates it
@@ -87,7 +93,11 @@ def optimizer_step(run: RunState, step: int, lr: float, *, probe: bool,
     if not (math.isfinite(total_loss) and math.isfinite(grad_norm)):
         run.optimizer.zero_grad(set_to_none=True)
         raise Diverged(f"non-finite {'loss' if not math.isfinite(total_loss) else 'gradient'}")
+    if probe:
+        run.probe.before_update()
     run.optimizer.step()
+    if probe:
+        run.probe.after_update()  # ||delta theta|| / ||theta|| of this update
     run.optimizer.zero_grad(set_to_none=True)
     return {"train_loss": total_loss, "train_ce": total_ce, "grad_norm": grad_norm,
             "clipped": bool(grad_norm > clip), "lr": lr}
