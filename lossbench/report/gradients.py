@@ -270,8 +270,11 @@ def loss_profiles(runs: pd.DataFrame, vocab: int):
         if reason is not None:
             notes[label] = reason
             continue
-        profiles[label] = profile(spec, {k: v for k, v in hp.items() if k in spec.hparams},
-                                  vocab=vocab)
+        try:  # a plugin's loss is arbitrary code: its failure costs its panel, not the report
+            profiles[label] = profile(spec, {k: v for k, v in hp.items() if k in spec.hparams},
+                                      vocab=vocab)
+        except Exception as e:  # noqa: BLE001
+            notes[label] = f"its profile could not be computed ({type(e).__name__}: {e})"
     return profiles, notes
 
 
