@@ -60,6 +60,8 @@ from lossbench.suite.source import (  # noqa: F401  parse_override: public here 
     parse_override,
     read_toml,
 )
+from lossbench.data.corpora import corpus_facts
+from lossbench.suite.teacher import resolve_teacher, take_teacher
 from lossbench.suite.tuning import TuneSpec, parse_tune
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
@@ -82,6 +84,7 @@ class Suite:
     log: tuple[str, ...] = ()  # experiment trackers ([log] trackers = [...]); not in run ids
     scale: ScaleSpec | None = None  # a ladder of model sizes: `runs` holds every size
     claims: tuple[Claim, ...] = ()  # [[claims]]: effects the report tests (lossbench.suite.claims)
+    teachers: tuple[RunConfig, ...] = ()  # teacher runs, trained before the students
 
 
 def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
@@ -240,6 +243,7 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
 def _expand(doc: dict, path: Path, where: str) -> Suite:
     """The body of :func:`load_suite`: every check that can run, then the runs."""
     errors: list[str] = []
+    teacher_spec = take_teacher(doc)  # teacher = { run = ... } and [teacher_model]
     for key in doc:
         if key not in TOP_LEVEL:
             errors.append(f"{where}: unknown key or section {key!r}{did_you_mean(key, TOP_LEVEL)}")
@@ -284,6 +288,16 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
         errors += [f"{where}: {m}" for m in problems]
     else:
         skipped.append("the model's definition and init_from weights")
+    teacher_model, teacher_run = None, None
+    if valid["data"] and valid["model"] and valid["train"] and valid["eval"] \
+            and "data" not in missing:
+        vocab = corpus_facts(sections["data"]).vocab_size \
+            if sections["data"].teacher == "model" and sections["data"].teacher_from else None
+        sections["data"], teacher_model, teacher_run, problems = resolve_teacher(
+            teacher_spec, sections, device=device, vocab=vocab, where=where)
+        errors += problems
+    elif teacher_spec.run is not None or teacher_spec.model is not None:
+        skipped.append("the teacher")
     baseline = doc.get("baseline", "cross_entropy")
     names = {x.get("label") or n for n, _, x in entries}
     if entries and baseline not in names:
@@ -317,7 +331,8 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
                            f"once these are fixed)")
         raise SuiteError(errors)
     contenders = tuple(resolve_losses(RunConfig(loss=loss, hparams=hp, seed=seeds[0],
-                                                device=device, **{**sections, **extras}))
+                                                device=device, teacher_model=teacher_model,
+                                                **{**sections, **extras}))
                        for loss, hp, extras in entries)
     labels = [c.display_name for c in contenders]
     if tune and len(set(labels)) < len(labels):
@@ -331,7 +346,8 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
                  baseline=baseline, runs=runs, entries=contenders, tune=tune,
                  target_val_ce=None if target is None else float(target), log=log,
-                 claims=claims, scale=scale)
+                 claims=claims, scale=scale,
+                 teachers=(teacher_run,) if teacher_run is not None else ())
 
 
 def _parse_scale(table: Any, where: str, errors: list[str], sections: dict,
