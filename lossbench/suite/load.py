@@ -61,7 +61,7 @@ from lossbench.suite.source import (  # noqa: F401  parse_override: public here 
     read_toml,
 )
 from lossbench.data.corpora import corpus_facts
-from lossbench.suite.teacher import resolve_teacher, take_teacher
+from lossbench.suite.teacher import drop_unused_teacher, resolve_teacher, take_teacher
 from lossbench.suite.tuning import TuneSpec, parse_tune
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
@@ -330,9 +330,9 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
             errors[-1] += (f" (more problems may follow: {'; '.join(skipped)} are checked "
                            f"once these are fixed)")
         raise SuiteError(errors)
-    contenders = tuple(resolve_losses(RunConfig(loss=loss, hparams=hp, seed=seeds[0],
-                                                device=device, teacher_model=teacher_model,
-                                                **{**sections, **extras}))
+    contenders = tuple(drop_unused_teacher(resolve_losses(RunConfig(
+        loss=loss, hparams=hp, seed=seeds[0], device=device, teacher_model=teacher_model,
+        **{**sections, **extras})))
                        for loss, hp, extras in entries)
     labels = [c.display_name for c in contenders]
     if tune and len(set(labels)) < len(labels):

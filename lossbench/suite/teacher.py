@@ -168,3 +168,17 @@ def vocabulary_problem(state: dict, model: ModelConfig, vocab: int) -> str | Non
                 f"teacher must be trained with the students' tokenizer")
     return None
 
+
+
+def drop_unused_teacher(run: RunConfig) -> RunConfig:
+    """A run whose losses take no teacher (cross_entropy beside the distilled students) does
+    not name the model teacher: its run id is a plain run's, reused across teachers."""
+    from lossbench.losses import get_loss
+
+    if run.data.teacher != "model" or any(
+            "teacher_probs" in get_loss(name).extra_inputs
+            for name in (run.loss, run.finetune.loss)):
+        return run
+    plain = {f.name: getattr(run.data, f.name) for f in dataclasses.fields(DataConfig)
+             if not f.name.startswith("teacher")}
+    return dataclasses.replace(run, data=DataConfig(**plain), teacher_model=None)

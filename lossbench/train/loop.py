@@ -97,7 +97,9 @@ class _Loop:
         self.run.observer = self.observer = observer
 
     def _fresh(self) -> tuple[RunState, RunResult]:
-        cache = self.ckpt_dir.parent.parent / "teacher_cache" if self.ckpt_dir else None
+        # a top-k teacher's cache lives beside the results folder's runs/ (lossbench.models.teacher)
+        cache = self.ckpt_dir.parent.parent / "teacher_cache" \
+            if self.ckpt_dir is not None and self.ckpt_dir.parent.name == "runs" else None
         run = RunState(self.config, teacher_cache=cache)
         result = RunResult(self.config, flops_per_token=run.model.flops_per_token(),
                            hparams={**run.spec.defaults(), **self.config.hparams})
