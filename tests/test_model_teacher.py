@@ -11,8 +11,10 @@ import torch
 
 from helpers import TINY, Recorder, lossbench_cli, suite_file, tiny
 from lossbench.models.teacher import ModelTeacher
+from lossbench.store.experiments import resolve_experiment
 from lossbench.store.tables import load
 from lossbench.suite.load import load_suite
+from lossbench.sweep.status import experiment_states
 from lossbench.sweep.sweep import place_teacher, run_suite
 from lossbench.train.loop import train_run
 
@@ -50,6 +52,10 @@ def test_a_teacher_run_is_trained_once_and_an_edited_spec_retrains(tmp_path):
     assert first.exit_code == 0 and first.statuses[teacher.run_id()] == "done"
     folder = tmp_path / "out" / "runs" / teacher.run_id()
     stamp = (folder / "result.json").stat().st_mtime_ns
+    states = experiment_states(tmp_path / "out", resolve_experiment(tmp_path / "out",
+                                                                    first.experiment))
+    assert (states[0].run_id, states[0].phase, states[0].state) == \
+        (teacher.run_id(), "teacher", "done")  # `lossbench status` lists it first
     summary, _ = load(tmp_path / "out")
     teacher_result = json.loads((folder / "result.json").read_text())
     kd = summary[summary.loss == "kd"]

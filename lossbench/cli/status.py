@@ -115,7 +115,8 @@ def status_cmd(results_dir, experiment):
     with store_errors():
         meta = resolve_experiment(results_dir, experiment)
         states = experiment_states(results_dir, meta)
-    rows = [(s.label, s.seed, s.state + (" (tuning)" if s.phase == "tuning" else ""),
+    shown = ("tuning", "teacher")  # the phases before the final runs
+    rows = [(s.label, s.seed, s.state + (f" ({s.phase})" if s.phase in shown else ""),
              f"{'-' if s.step is None else s.step}/{'?' if s.total is None else s.total}",
              _fmt(s.val_ce), duration(s.eta_s) if s.eta_s is not None else "")
             for s in states]
