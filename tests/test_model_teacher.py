@@ -14,6 +14,7 @@ from lossbench.models.teacher import ModelTeacher
 from lossbench.store.experiments import resolve_experiment
 from lossbench.store.tables import load
 from lossbench.suite.load import load_suite
+from lossbench.sweep.plan import plan_suite
 from lossbench.sweep.status import experiment_states
 from lossbench.sweep.sweep import place_teacher, run_suite
 from lossbench.train.loop import train_run
@@ -48,6 +49,8 @@ def test_a_teacher_run_is_trained_once_and_an_edited_spec_retrains(tmp_path):
     suite = load_suite(_teacher_suite(tmp_path))
     (teacher,) = suite.teachers
     assert all(r.data.teacher_hash == f"run:{teacher.run_id()}" for r in suite.runs if r.loss == "kd")
+    planned = plan_suite(suite, tmp_path / "out")  # the dry run: the teacher first
+    assert (planned[0].phase, planned[0].config.run_id()) == ("teacher", teacher.run_id())
     first = run_suite(suite, tmp_path / "out", workers=1, show_progress=False)
     assert first.exit_code == 0 and first.statuses[teacher.run_id()] == "done"
     folder = tmp_path / "out" / "runs" / teacher.run_id()

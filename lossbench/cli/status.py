@@ -138,7 +138,7 @@ def print_plan(suite, out: str, planned, estimate, workers: int) -> None:
     for a Dask cluster: its workers are elsewhere)."""
     from lossbench.core.text import duration
 
-    tuned = any(p.phase == "tuning" for p in planned)
+    tuned = any(p.phase in ("tuning", "teacher") for p in planned)  # then a phase column
     rows = []
     for p in planned:
         state = p.state + (f" ({p.detail})" if p.detail else "")
