@@ -174,3 +174,18 @@ def test_a_teachers_contents_name_its_students_not_its_path():
     assert a.run_id() == _student("/y/model.pt", teacher_hash="abc").run_id()
     assert a.run_id() != _student("/x/model.pt", teacher_hash="abd").run_id()
     assert place_teacher(tiny(), None).run_id() == TINY.run_id()  # no model teacher: as before
+
+
+def test_a_teacher_with_a_shorter_context_or_no_architecture_is_refused(trained, tmp_path):
+    from lossbench.suite.source import SuiteError
+
+    folder, _ = trained
+    data = {**DATA, "teacher": "model", "teacher_from": str(folder / "model.pt")}
+    path = suite_file(tmp_path, data, {"block_size": 32}, losses='["cross_entropy", "kd"]')
+    with pytest.raises(SuiteError, match="block_size 16 is shorter than the students' 32"):
+        load_suite(path)
+    torch.save(torch.load(folder / "model.pt", weights_only=True), tmp_path / "bare.pt")
+    path = suite_file(tmp_path, {**data, "teacher_from": str(tmp_path / "bare.pt")},
+                      losses='["cross_entropy", "kd"]')
+    with pytest.raises(SuiteError, match=r"add a \[teacher_model\] section"):
+        load_suite(path)

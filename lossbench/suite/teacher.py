@@ -134,6 +134,10 @@ def _teacher_file(table, data: DataConfig, student: ModelConfig, vocab: int | No
     if isinstance(model, str):
         return data, None, None, [f"{where}: [data] teacher_from: {model}"]
     model = dataclasses.replace(model, init_from=None, init_hash=None, dropout=0.0)
+    if model.block_size < student.block_size:
+        return data, None, None, [f"{where}: [data] teacher_from: the teacher's block_size "
+                                  f"{model.block_size} is shorter than the students' "
+                                  f"{student.block_size}: it cannot read their windows"]
     model, problems = resolve_model(model)
     if problems:
         return data, None, None, [f"{where}: teacher {p}" for p in problems]
