@@ -92,7 +92,7 @@ def main() -> None:
             continue
         cmd = [sys.executable, "-m", "lossbench", "run", str(suite), "--out", str(out),
                "--workers", args.workers]
-        if args.shakespeare and "shakespeare" in suite.stem:
+        if args.shakespeare and "tinyshakespeare" in suite.read_text(encoding="utf-8"):
             cmd += ["--set", f'data.path="{args.shakespeare}"']
         start = time.perf_counter()
         code = subprocess.run(cmd, cwd=ROOT).returncode
