@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-
 from helpers import TINY, Recorder, lossbench_cli, suite_file, tiny
+
 from lossbench.models.teacher import ModelTeacher
 from lossbench.store.experiments import resolve_experiment
 from lossbench.store.tables import load
@@ -137,8 +137,9 @@ def test_model_pt_state_dict_and_hf_folder_give_the_same_teacher(trained, tmp_pa
 
 def test_vocabulary_mismatch_is_refused_before_any_run(trained, tmp_path):
     folder, _ = trained
-    path = suite_file(tmp_path, {"markov_tokens": 20000, "markov_vocab": 10, "teacher": "model",
-                                 "teacher_from": str(folder / "model.pt")}, losses='["cross_entropy", "kd"]')
+    data = {"markov_tokens": 20000, "markov_vocab": 10, "teacher": "model",
+            "teacher_from": str(folder / "model.pt")}
+    path = suite_file(tmp_path, data, losses='["cross_entropy", "kd"]')
     proc = lossbench_cli("run", path, "--out", tmp_path / "out")
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -160,7 +161,8 @@ def test_topk_cache_equals_the_live_teacher_within_its_truncation(trained, tmp_p
     assert (kept.sum(-1) == 3).all()
     mass = (full * kept).sum(-1, keepdim=True)  # the teacher's mass on its top 3
     torch.testing.assert_close(first, torch.where(kept, full / mass, 0.0))
-    assert torch.equal(full.topk(3, -1).indices.sort(-1).values, kept.nonzero()[:, -1].view(4, 16, 3))
+    top = full.topk(3, -1).indices.sort(-1).values
+    assert torch.equal(top, kept.nonzero()[:, -1].view(4, 16, 3))
     runs = tmp_path / "out" / "runs"  # a results folder: its teacher_cache is beside runs/
     a = train_run(_student(folder / "model.pt", teacher_topk=3), checkpoint_dir=runs / "a")
     n = len(list((tmp_path / "out" / "teacher_cache").rglob("*.npz")))

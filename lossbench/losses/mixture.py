@@ -20,7 +20,8 @@ from .registry import HParam, register_loss
 
 _GKD = ("Agarwal et al., On-Policy Distillation of Language Models: Learning from "
         "Self-Generated Mistakes, ICLR 2024")
-_DISTILLM = "Ko et al., DistiLLM: Towards Streamlined Distillation for Large Language Models, ICML 2024"
+_DISTILLM = ("Ko et al., DistiLLM: Towards Streamlined Distillation for Large Language Models, "
+             "ICML 2024")
 _WEN = "Wen et al., f-Divergence Minimization for Sequence-Level Knowledge Distillation, ACL 2023"
 _SKEW = HParam(0.1, 0.0, 0.9, "skew alpha: the share of the other distribution mixed in "
                "(DistiLLM's default 0.1; 0 is the plain divergence)")
@@ -58,7 +59,8 @@ def _jsd(logits, t, beta):
 
 def _jsd_reference(logits, targets, *, ignore_index=-100, smoothing=0.1, beta=0.5,
                    teacher_probs=None):
-    """GKD eq. (1) written out: beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q."""
+    """GKD eq. (1) written out: beta KL(P || M) + (1 - beta) KL(Q || M),
+    M = beta P + (1 - beta) Q."""
     P = _reference_target(logits, targets, smoothing, teacher_probs)
     Q = torch.softmax(logits, -1)
 

@@ -45,7 +45,8 @@ def take_teacher(doc: dict) -> TeacherSpec:
 
 
 def resolve_teacher(spec: TeacherSpec, sections: dict, *, device: str, vocab: int | None,
-                    where: str) -> tuple[DataConfig, ModelConfig | None, RunConfig | None, list[str]]:
+                    where: str) -> tuple[DataConfig, ModelConfig | None, RunConfig | None,
+                                         list[str]]:
     """(the students' [data] with teacher_hash, the teacher's architecture, the teacher run or
     None, problems), each problem one line naming the key."""
     data: DataConfig = sections["data"]
@@ -159,7 +160,8 @@ def teacher_vocab(state: dict, model: ModelConfig) -> int | None:
         if isinstance(doc.get("vocab_size"), int):
             return doc["vocab_size"]
     for key, value in state.items():
-        if key.endswith(("wte.weight", "embed_tokens.weight", "embed_in.weight")) and value.dim() == 2:
+        embedding = key.endswith(("wte.weight", "embed_tokens.weight", "embed_in.weight"))
+        if embedding and value.dim() == 2:
             return int(value.shape[0])
     return None
 
