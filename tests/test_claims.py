@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import lossbench_cli as run
 from helpers import tiny_toml
 
 from lossbench.analysis.scores import ScoreTable
@@ -235,11 +236,6 @@ direction = "equal"
 margin = 1.0
 source = '=HYPERLINK("x") [x](javascript:alert(1))'
 """
-
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lossbench", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from helpers import FIXTURES, tiny_toml
+from helpers import lossbench_cli as lossbench
 
 from lossbench.store.runs import attempts, run_dir, same_failures_in_a_row
 from lossbench.store.tables import load
@@ -24,12 +25,6 @@ def one_run_suite(tmp_path, loss="cross_entropy", steps=20, seeds=(0,)):
     path.write_text(f'baseline = "{loss}"\n' + tiny_toml(
         "one", f'["{loss}"]', seeds=seeds, train={"steps": steps, "checkpoint_every": 5}))
     return path
-
-
-def lossbench(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "lossbench", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 class _RunsCode:
