@@ -20,7 +20,7 @@ from hypothesis import Phase, given, settings, target
 
 from lossbench.losses import GENERIC_PROPERTIES, LossSpec
 
-from . import profiles  # noqa: F401  the "dev" and "ci" settings profiles
+from . import hypothesis_settings  # noqa: F401  the "dev" and "ci" settings profiles
 from .adapters import Adapter, CheckTargetError
 from .base import returned, take_notes, take_score
 from .properties import PROPERTIES
