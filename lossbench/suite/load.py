@@ -179,34 +179,40 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
             if not bad:
                 errors += [f"{where}: {key}: {m}"
                            for m in _finetune_problems(extras["finetune"], known)]
-        grid = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items()
-                if k not in ("name", "label", "finetune")}
-        bad = False
-        for hp, values in grid.items():
-            for value in values:
-                for msg in spec.validate_hparams({hp: value}):
-                    errors.append(f"{where}: {key} {msg}")
-                    bad = True
-        if bad:
+        out += _grid_points(entry, name, spec, extras, key, where, seen, errors)
+    return out
+
+
+def _grid_points(entry: dict, name: str, spec, extras: dict, key: str, where: str,
+                 seen: dict[tuple, str], errors: list[str]) -> list[tuple[str, dict, dict]]:
+    """One entry's (name, hparams, extras) per point of its grid (list values); a point
+    already seen (``seen``: defaults written out or left out alike) is a problem."""
+    grid = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items()
+            if k not in ("name", "label", "finetune")}
+    problems = [f"{where}: {key} {msg}" for hp, values in grid.items() for value in values
+                for msg in spec.validate_hparams({hp: value})]
+    if problems:
+        errors += problems
+        return []
+    out = []
+    keys = list(grid)
+    varying = [k for k in keys if len(grid[k]) > 1]
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        hp = dict(zip(keys, combo))
+        point = extras
+        if varying:  # each grid point is its own contender in reports
+            tag = ", ".join(f"{k}={hp[k]}" for k in varying)
+            point = {**extras, "label": f"{extras['label'] or name}[{tag}]"}
+        # a default written out is the same run as one left out
+        same = (name, tuple(sorted({**spec.defaults(), **hp}.items())), point["label"] or name)
+        if same in seen:
+            where_else = ("twice in its grid" if seen[same] == key
+                          else f"already listed as {seen[same]}")
+            errors.append(f"{where}: {key}: {same[2]} with {hp or 'default hyperparameters'} "
+                          f"is {where_else}: drop one of them")
             continue
-        keys = list(grid)
-        varying = [k for k in keys if len(grid[k]) > 1]
-        for combo in itertools.product(*(grid[k] for k in keys)):
-            hp = dict(zip(keys, combo))
-            point = extras
-            if varying:  # each grid point is its own contender in reports
-                tag = ", ".join(f"{k}={hp[k]}" for k in varying)
-                point = {**extras, "label": f"{extras['label'] or name}[{tag}]"}
-            # a default written out is the same run as one left out
-            same = (name, tuple(sorted({**spec.defaults(), **hp}.items())), point["label"] or name)
-            if same in seen:
-                where_else = ("twice in its grid" if seen[same] == key
-                              else f"already listed as {seen[same]}")
-                errors.append(f"{where}: {key}: {same[2]} with {hp or 'default hyperparameters'} "
-                              f"is {where_else}: drop one of them")
-                continue
-            seen[same] = key
-            out.append((name, hp, point))
+        seen[same] = key
+        out.append((name, hp, point))
     return out
 
 
@@ -240,6 +246,26 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
 def _expand(doc: dict, path: Path, where: str) -> Suite:
     """The body of :func:`load_suite`: every check that can run, then the runs."""
     errors: list[str] = []
+    skipped: list[str] = []  # checks that need what is invalid: said, not silently dropped
+    name, description, seeds, device = _header(doc, path, where, errors)
+    sections, valid, entries = _sections_and_losses(doc, path, where, device, errors, skipped)
+    baseline, target, log, claims = _comparison(doc, entries, where, errors)
+    tune, scale = _tune_and_scale(doc, where, sections, valid, entries, seeds, device,
+                                  errors, skipped)
+    if errors:
+        if skipped:  # on the last line: each problem stays one line
+            errors[-1] += (f" (more problems may follow: {'; '.join(skipped)} are checked "
+                           f"once these are fixed)")
+        raise SuiteError(errors)
+    runs, contenders = _runs(entries, sections, seeds, device, tune, scale, where)
+    return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
+                 baseline=baseline, runs=runs, entries=contenders, tune=tune,
+                 target_val_ce=None if target is None else float(target), log=log,
+                 claims=claims, scale=scale)
+
+
+def _header(doc: dict, path: Path, where: str, errors: list[str]):
+    """The top-level keys: name, description, seeds, device."""
     for key in doc:
         if key not in TOP_LEVEL:
             errors.append(f"{where}: unknown key or section {key!r}{did_you_mean(key, TOP_LEVEL)}")
@@ -256,11 +282,17 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     device = doc.get("device", "cpu")
     if problem := device_problem(device):
         errors.append(f"{where}: device: {problem}")
+    return name, description, seeds, device
+
+
+def _sections_and_losses(doc: dict, path: Path, where: str, device: str, errors: list[str],
+                         skipped: list[str]):
+    """The config sections (the corpus and model resolved where they are valid) and the
+    losses' entries; ``valid`` maps each section to whether it parsed cleanly."""
     sections, bad = {}, {}
-    for name_ in SECTIONS:
-        sections[name_], bad[name_] = _section(doc, name_, where, errors)
+    for name in SECTIONS:
+        sections[name], bad[name] = _section(doc, name, where, errors)
     valid = {k: not v for k, v in bad.items()}
-    skipped: list[str] = []  # checks that need what is invalid: said, not silently dropped
     if valid["train"]:
         errors += [f"{where}: [train] {m}" for _, m in sections["train"].schedule_problems()]
     if valid["finetune"]:
@@ -284,6 +316,11 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
         errors += [f"{where}: {m}" for m in problems]
     else:
         skipped.append("the model's definition and init_from weights")
+    return sections, valid, entries
+
+
+def _comparison(doc: dict, entries: list, where: str, errors: list[str]):
+    """What the runs are compared on: the baseline, the target CE, the live log, the claims."""
     baseline = doc.get("baseline", "cross_entropy")
     names = {x.get("label") or n for n, _, x in entries}
     if entries and baseline not in names:
@@ -294,6 +331,12 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
         errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
     log = _parse_log(doc.get("log", {}), where, errors)
     claims = parse_claims(doc["claims"], where, sorted(names), errors) if "claims" in doc else ()
+    return baseline, target, log, claims
+
+
+def _tune_and_scale(doc: dict, where: str, sections: dict, valid: dict, entries: list,
+                    seeds: list[int], device: str, errors: list[str], skipped: list[str]):
+    """The [tune] and [scale] sections, each checked once what it needs is valid."""
     tune = None
     if "tune" in doc:
         tune = parse_tune(doc["tune"], where, errors, suite_steps=sections["train"].steps,
@@ -311,11 +354,12 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
         scale = _parse_scale(doc["scale"], where, errors, sections, device)
     elif "scale" in doc:
         skipped.append("the [scale] ladder")
-    if errors:
-        if skipped:  # on the last line: each problem stays one line
-            errors[-1] += (f" (more problems may follow: {'; '.join(skipped)} are checked "
-                           f"once these are fixed)")
-        raise SuiteError(errors)
+    return tune, scale
+
+
+def _runs(entries: list, sections: dict, seeds: list[int], device: str, tune, scale,
+          where: str) -> tuple[tuple[RunConfig, ...], tuple[RunConfig, ...]]:
+    """(every run: contenders x seeds, x sizes with a ladder; the contenders)."""
     contenders = tuple(resolve_losses(RunConfig(loss=loss, hparams=hp, seed=seeds[0],
                                                 device=device, **{**sections, **extras}))
                        for loss, hp, extras in entries)
@@ -328,10 +372,7 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     if scale is not None:  # every size; entries stay the contenders at the smallest size
         runs = tuple(scale.expand(runs))
         contenders = tuple(at_size(c, scale.sizes[0]) for c in contenders)
-    return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
-                 baseline=baseline, runs=runs, entries=contenders, tune=tune,
-                 target_val_ce=None if target is None else float(target), log=log,
-                 claims=claims, scale=scale)
+    return runs, contenders
 
 
 def _parse_scale(table: Any, where: str, errors: list[str], sections: dict,
