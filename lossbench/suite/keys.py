@@ -203,22 +203,19 @@ def suite_keys_markdown() -> str:
         summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         out += ["", f"## `[{name}]` {{#{name}}}", "", summary, ""]
         out += _field_rows(cls)
-    out += ["", "## `[tune]` {#tune}", "",
-            "Per-loss tuning (see [Fair comparison](../tuning.md)). A `[tune.grid]` table "
-            "holds the grid.", ""]
-    out += _key_table(TUNE_KEYS, TUNE_DOCS, "[tune]")
-    out += ["", "## `[scale]` {#scale}", "",
-            "A ladder of model sizes (see [Scale ladders](../scale.md)); `params` or `sizes`, "
-            "and at most one of `steps` and `tokens_per_param`.", ""]
-    out += _key_table(SCALE_KEYS, SCALE_DOCS, "[scale]")
-    out += ["", "## `[[claims]]` {#claims}", "",
-            "One table per claim (see [Claims](../claims.md)); `a`, `b`, `metric` and "
-            "`direction` are required.", ""]
-    out += _key_table(CLAIM_KEYS, CLAIM_DOCS, "[[claims]]")
-    out += ["", "## `[log]` {#log}", "",
-            "Experiment trackers (see [Sweeps](../sweeps.md#trackers)); not part of any "
-            "run id.", ""]
-    out += _key_table(LOG_DOCS, LOG_DOCS, "[log]")
+    for heading, intro, keys, docs in (
+            ("`[tune]` {#tune}", "Per-loss tuning (see [Fair comparison](../tuning.md)). A "
+             "`[tune.grid]` table holds the grid.", TUNE_KEYS, TUNE_DOCS),
+            ("`[scale]` {#scale}", "A ladder of model sizes (see [Scale ladders](../scale.md)); "
+             "`params` or `sizes`, and at most one of `steps` and `tokens_per_param`.",
+             SCALE_KEYS, SCALE_DOCS),
+            ("`[[claims]]` {#claims}", "One table per claim (see [Claims](../claims.md)); `a`, "
+             "`b`, `metric` and `direction` are required.", CLAIM_KEYS, CLAIM_DOCS),
+            ("`[log]` {#log}", "Experiment trackers (see [Sweeps](../sweeps.md#trackers)); not "
+             "part of any run id.", LOG_DOCS, LOG_DOCS)):
+        where = heading.split("`")[1]
+        out += ["", f"## {heading}", "", intro, ""]
+        out += _key_table(keys, docs, where)
     return "\n".join(out) + "\n"
 
 
