@@ -99,3 +99,39 @@ def test_ct_counts_ignored_positions_as_nobodys_negatives():
     expected = -torch.log_softmax(z, 0)[4] + torch.log(1 + sum(torch.exp(z[c] - z[4])
                                                                 for c in (1, 3, 0)))
     torch.testing.assert_close(out, expected)
+
+
+# --- SimCTG ----------------------------------------------------------------------------------
+
+def _hidden(B=3, T=12, C=5, seed=2):
+    return torch.randn(B, T, C, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_simctg_at_margin_zero_is_cross_entropy():
+    logits, targets = _case()
+    targets[2, 5] = -100
+    out = get_loss("simctg")(logits, targets, margin=0.0, hidden_states=_hidden())
+    torch.testing.assert_close(out, _ce(logits, targets), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("margin", [0.5, 1.0, 1.7])
+def test_simctg_matches_the_authors_code(margin):
+    """Their SimCTGLoss returns (mle, cl); they train on mle + cl. pad_token_id = V: no input
+    is padding (every row keeps all T positions, as in lossbench's training batches)."""
+    authors = _authors("simctg_su2022")
+    logits, targets = _case(V=7)
+    hidden = _hidden()
+    inputs = torch.randint(0, 7, targets.shape, generator=torch.Generator().manual_seed(3))
+    mle, cl = authors.SimCTGLoss(margin, 7, pad_token_id=7)(hidden, logits, inputs, targets)
+    ours = mean_over_tokens(get_loss("simctg")(logits, targets, margin=margin,
+                                               hidden_states=hidden), targets)
+    assert cl > 0
+    torch.testing.assert_close(ours, mle + cl, rtol=1e-10, atol=1e-10)
+
+
+def test_simctg_without_hidden_states_says_what_it_needs():
+    logits, targets = _case()
+    with pytest.raises(ValueError, match=r"simctg needs hidden_states \(B, T, C\)"):
+        get_loss("simctg")(logits, targets)
+    assert get_loss("simctg").needs_hidden and "hidden_states" in get_loss("simctg").extra_inputs
+    assert not any(get_loss(n).needs_hidden for n in ("cross_entropy", "scalegrad", "ct"))
