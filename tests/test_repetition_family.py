@@ -135,3 +135,41 @@ def test_simctg_without_hidden_states_says_what_it_needs():
         get_loss("simctg")(logits, targets)
     assert get_loss("simctg").needs_hidden and "hidden_states" in get_loss("simctg").extra_inputs
     assert not any(get_loss(n).needs_hidden for n in ("cross_entropy", "scalegrad", "ct"))
+
+
+# --- Su et al.'s diversity and rep-n of continuations ----------------------------------------
+
+def test_rep_n_and_diversity_match_the_authors_script():
+    """Their script pools n-gram counts over texts of whitespace-separated tokens, reports
+    percentages rounded to 2 decimals, and leaves out each text's last n-gram (its loop
+    stops at end_idx < len): an end marker that never repeats gives it every n-gram."""
+    from lossbench.train.evaluation import continuation_diversity, sequence_repetition
+
+    authors = _authors("simctg_eval_su2022")
+    g = torch.Generator().manual_seed(5)
+    conts = torch.cat([torch.randint(0, 4, (6, 30), generator=g),  # repetitive rows
+                       torch.tensor([[1, 2, 3] * 10, list(range(30))])])
+    texts = [" ".join(f"t{c}" for c in row) + " <end>" for row in conts.tolist()]
+    rep2, rep3, rep4, div = authors.measure_repetition_and_diversity(texts)
+    ours = continuation_diversity(conts)
+    assert ours["seq_rep_2"] * 100 == pytest.approx(rep2, abs=0.005)
+    assert ours["seq_rep_3"] * 100 == pytest.approx(rep3, abs=0.005)
+    assert sequence_repetition(conts, 4)["seq_rep_4"] * 100 == pytest.approx(rep4, abs=0.005)
+    assert ours["diversity"] == pytest.approx(div, abs=2e-4)
+    assert 0 < ours["diversity"] < 1
+
+
+def test_evaluation_reports_rep_n_and_diversity_of_its_continuations():
+    from helpers import tiny
+
+    from lossbench.train.loop import train_run
+
+    final = train_run(tiny()).evals[-1]
+    assert final["diversity"] == pytest.approx(
+        (1 - final["seq_rep_2"]) * (1 - final["seq_rep_3"]) * (1 - final["seq_rep_4"]))
+    from lossbench.core.metrics import BY_COLUMN, tunable
+
+    assert BY_COLUMN["final_diversity"].direction == "higher"
+    assert BY_COLUMN["final_seq_rep_2"].direction == "lower"
+    assert {"seq_rep_2", "seq_rep_3", "diversity"} <= set(tunable())
+    assert "Su et al." in BY_COLUMN["final_diversity"].reference
