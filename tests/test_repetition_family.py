@@ -173,3 +173,25 @@ def test_evaluation_reports_rep_n_and_diversity_of_its_continuations():
     assert BY_COLUMN["final_seq_rep_2"].direction == "lower"
     assert {"seq_rep_2", "seq_rep_3", "diversity"} <= set(tunable())
     assert "Su et al." in BY_COLUMN["final_diversity"].reference
+
+
+# --- the unlikelihood the later papers compare with --------------------------------------------
+
+def test_unlikelihood_is_the_criterion_the_later_papers_use_within_a_row():
+    """Welleck's fairseq criterion (their baselines' UL) on one row equals ours: the same
+    candidates. Its pad id (fairseq's 1; the triangle's arithmetic needs pad * pad = pad) is
+    always a candidate: a pad column with logit -1e4 costs nothing. It flattens the batch
+    first, so on two rows the second row's candidates include the first row's tokens: there
+    the two differ."""
+    authors = _authors("ul_welleck_criterion")
+    logits, _ = _case(B=2, T=10, V=8, scale=1.0)
+    logits[..., 1] = -1e4  # the pad id, never a target
+    targets = torch.randint(0, 4, (2, 10), generator=torch.Generator().manual_seed(4))
+    targets[targets == 1] = 5
+    ours = get_loss("unlikelihood")(logits, targets, alpha=1.0)
+    for b in range(2):
+        theirs = authors.candidate_penalty_loss(torch.log_softmax(logits[b], -1), targets[b], 1)
+        torch.testing.assert_close(ours[b].sum(), theirs, rtol=1e-10, atol=1e-10)
+    flat = authors.candidate_penalty_loss(torch.log_softmax(logits.flatten(0, 1), -1),
+                                          targets.flatten(), 1)
+    assert abs(flat - ours.sum()) > 1e-3  # row 1 also pushes down row 0's tokens there
