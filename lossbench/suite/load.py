@@ -135,6 +135,9 @@ def _finetune_problems(ft: FinetuneConfig, known: list[str]) -> list[str]:
     """Every run builds its fine-tuning loss (even with steps = 0): it must exist."""
     if ft.loss not in known:
         return [f"[finetune] loss: unknown loss {ft.loss!r}{did_you_mean(ft.loss, known)}"]
+    if get_loss(ft.loss).needs_hidden:
+        return [f"[finetune] loss: {ft.loss} needs the model's hidden states, which the "
+                f"fine-tuning phase (logits of generated text) does not supply"]
     return [f"[finetune] hparams: {m}" for m in get_loss(ft.loss).validate_hparams(ft.hparams)]
 
 
@@ -314,6 +317,11 @@ def _sections_and_losses(doc: dict, path: Path, where: str, device: str, errors:
     if valid["model"] and "model" not in missing:
         sections["model"], problems = resolve_model(sections["model"])
         errors += [f"{where}: {m}" for m in problems]
+        hidden = sorted({n for n, _, _ in entries if get_loss(n).needs_hidden})
+        if hidden and not problems:
+            from lossbench.models import hidden_problem
+        if hidden and not problems and (problem := hidden_problem(sections["model"])):
+            errors.append(f"{where}: {problem} (needed by {', '.join(hidden)})")
     else:
         skipped.append("the model's definition and init_from weights")
     return sections, valid, entries

@@ -141,6 +141,12 @@ class RunState:
         with mixed_precision(self.device):
             return self.model(x)  # (B, T, V)
 
+    def forward_with_hidden(self, x):
+        """(logits (B, T, V), last hidden states (B, T, C)) of one forward pass: only for a
+        loss that declares ``needs_hidden`` (every other loss's step calls ``forward``)."""
+        with mixed_precision(self.device):
+            return self.model.forward_with_hidden(x)
+
 
 def save_state(run: RunState, result: RunResult, folder: Path, next_step: int) -> None:
     """Checkpoint ``run`` and ``result`` after ``next_step`` updates (:func:`restore_state`

@@ -29,8 +29,13 @@ def _loss_of(spec, hparams, logits, y, extras):
 
 
 def training_loss(run: RunState, x, y, extras):
-    """The run's own loss on a corpus batch: (loss, logits, targets)."""
-    logits = run.forward(x)
+    """The run's own loss on a corpus batch: (loss, logits, targets). A loss that declares
+    ``needs_hidden`` gets the last hidden states (B, T, C) of the same forward pass."""
+    if run.spec.needs_hidden:
+        logits, hidden = run.forward_with_hidden(x)
+        extras = {**extras, "hidden_states": hidden}
+    else:
+        logits = run.forward(x)
     return _loss_of(run.spec, run.cfg.hparams, logits, y, extras), logits, y
 
 
@@ -70,7 +75,7 @@ def optimizer_step(run: RunState, step: int, lr: float, *, probe: bool,
     for micro in range(cfg.grad_accum):
         x, y, extras = run.batch(step, micro)
         run.observer.on_batch(step, micro, x, y)  # nothing in between draws random numbers
-        if probe and micro == 0 and compute is training_loss:
+        if probe and micro == 0 and compute is training_loss and not run.spec.needs_hidden:
             # noise and sharpness on this batch, at the weights before the update (a forked
             # RNG, no .grad, no weight written: the step below is the same without it)
             run.probe.measure_batch(step, lr, x, y, extras,
