@@ -15,6 +15,7 @@ import click
 
 from lossbench import __version__
 from lossbench.cli.check import check_cmd
+from lossbench.core.escaping import terminal
 from lossbench.cli.common import InputError
 from lossbench.cli.losses import losses_cmd
 from lossbench.cli.report import compare_cmd, report_cmd
@@ -46,10 +47,10 @@ def main(argv=None) -> None:
         click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except ExecutorUnavailable as exc:
-        click.echo(f"lossbench: error: {exc}", err=True)
+        click.echo(f"lossbench: error: {terminal(exc)}", err=True)
         sys.exit(2)
-    except click.ClickException as exc:
-        click.echo(f"lossbench: error: {exc.format_message()}", err=True)
+    except click.ClickException as exc:  # messages may quote stored names: escaped
+        click.echo(f"lossbench: error: {terminal(exc.format_message())}", err=True)
         sys.exit(2 if isinstance(exc, (InputError, click.UsageError)) else exc.exit_code)
     finally:
         if previous is not None:

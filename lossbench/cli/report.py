@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from lossbench.cli.common import InputError, print_table
+from lossbench.cli.common import InputError, echo, print_table, warn
 from lossbench.cli.status import require_results_dir, store_errors
 
 
@@ -44,7 +44,7 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     for problem in problems:
-        click.echo(f"lossbench: warning: {problem}", err=True)
+        warn(problem)
     if missing:
         click.echo(f"note: {len(missing)} of {len(final)} runs still running or not started; "
                    f"the report shows the {len(final) - len(missing)} finished "
@@ -75,7 +75,7 @@ def print_suite_summary(ev) -> None:
     for label, choice in ev.meta.get("choices", {}).items():
         setting = choice["setting"]
         chosen = ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else "none"
-        click.echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
+        echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
     col = ev.primary.column
     deltas = dict(zip(ev.comparisons.label, ev.comparisons.mean_difference))
     rows = []
@@ -90,8 +90,8 @@ def print_suite_summary(ev) -> None:
                                                                                  float("nan")))))
     click.echo("")
     if ev.scale is not None and ev.scale.sizes:
-        click.echo(f"at the largest size of the scale ladder, {ev.scale.sizes[-1]} "
-                   f"(every size: the report's Scale section)")
+        echo(f"at the largest size of the scale ladder, {ev.scale.sizes[-1]} "
+             f"(every size: the report's Scale section)")
     print_table(("loss", "seeds", f"mean {ev.primary.header}", "spread",
                   f"Δ vs {ev.baseline}"), rows)
     if ev.claims:
@@ -138,7 +138,7 @@ def report_cmd(results_dir, out, experiment, metric, only, fmt, claims):
     report_dir = write_report(results_dir, out, experiment, metric=metric, only=_labels(only),
                          latex=fmt == "latex", claims=list(claims))
     if fmt == "latex":
-        click.echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
+        echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
         click.echo(f"% written to {report_dir / 'tables.tex'}", err=True)
     else:
         click.echo(f"report: {report_dir}/index.html")

@@ -222,11 +222,11 @@ def _write(out: Path, meta: dict[str, Any], records: list[dict]) -> None:
     """Write the record, and suite.json when no other experiment ran later (two sweeps in
     one directory at once: the one started last stays the latest). Table lock held."""
     sweep_temp_files(out / EXPERIMENTS)
-    atomic_write_json(out / EXPERIMENTS / f"{safe_name(meta['id'])}.json", meta)
+    atomic_write_json(out / EXPERIMENTS / f"{safe_name(meta['id'])}.json", meta, root=out)
     later = [r for r in records if r["id"] != meta["id"]
              and str(r.get("updated", "")) > meta["updated"]]
     if not later:
-        atomic_write_json(out / "suite.json", meta)
+        atomic_write_json(out / "suite.json", meta, root=out)
 
 
 def open_experiment(out: str | Path, meta: dict[str, Any], run_ids: list[str]) -> dict[str, Any]:
@@ -235,10 +235,10 @@ def open_experiment(out: str | Path, meta: dict[str, Any], run_ids: list[str]) -
     has one, or a new one. Returns the record as written (id, key, created, updated)."""
     out = Path(out)
     key = experiment_key(meta, run_ids)
-    with file_lock(out / TABLES_LOCK):
+    with file_lock(out / TABLES_LOCK, root=out):
         legacy = legacy_experiment(out)
         if legacy is not None:  # keep an older lossbench's suite under its own id
-            atomic_write_json(out / EXPERIMENTS / f"{legacy['id']}.json", legacy)
+            atomic_write_json(out / EXPERIMENTS / f"{legacy['id']}.json", legacy, root=out)
         records = list_experiments(out)
         same = [r for r in records if r.get("key") == key]
         now = now_utc()
@@ -258,7 +258,7 @@ def open_experiment(out: str | Path, meta: dict[str, Any], run_ids: list[str]) -
 def save_experiment(out: str | Path, meta: dict[str, Any]) -> None:
     """Rewrite an opened experiment's record (run ids known, tuning choices made)."""
     out = Path(out)
-    with file_lock(out / TABLES_LOCK):
+    with file_lock(out / TABLES_LOCK, root=out):
         _write(out, meta, list_experiments(out))
 
 

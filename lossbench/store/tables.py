@@ -112,12 +112,12 @@ def write_tables(out: str | Path, problems: list[str] | None = None
     from lossbench.store.experiments import resolve_experiment
 
     out = Path(out)
-    with file_lock(out / TABLES_LOCK):
+    with file_lock(out / TABLES_LOCK, root=out):
         sweep_temp_files(out)
         results = finished_results(out, problems, _run_ids(resolve_experiment(out)))
         texts = csv_text(summary_rows(results)), csv_text(curve_rows(results))
         atomic_write_many({out / "summary.csv": texts[0].encode(),
-                           out / "curves.csv": texts[1].encode()})
+                           out / "curves.csv": texts[1].encode()}, root=out)
     return read_table(texts[0]), read_table(texts[1])
 
 
@@ -131,12 +131,12 @@ def write_store_files(out: str | Path, files: dict[str, Any]) -> None:
     """Write top-level files of the store (``suite.json``, ``tuning.csv``) under the table
     lock, so another sweep sweeping temp files never removes one being written. A dict
     or list is written as JSON, a string as text."""
-    with file_lock(Path(out) / TABLES_LOCK):
+    with file_lock(Path(out) / TABLES_LOCK, root=out):
         for name, content in files.items():
             if isinstance(content, str):
-                atomic_write_text(Path(out) / name, content)
+                atomic_write_text(Path(out) / name, content, root=out)
             else:
-                atomic_write_json(Path(out) / name, content)
+                atomic_write_json(Path(out) / name, content, root=out)
 
 
 def read_table(source: Path | str) -> pd.DataFrame:
