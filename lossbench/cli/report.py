@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from lossbench.cli.common import InputError, echo, print_table, warn
+from lossbench.cli.common import InputError, echo, os_error_line, print_table, warn
 from lossbench.cli.status import require_results_dir, store_errors
 
 
@@ -20,7 +20,7 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
     from lossbench.report.evidence import ReportRequestError
     from lossbench.report.render import build_report, report_dir_in
     from lossbench.store.experiments import resolve_experiment, run_ids_of
-    from lossbench.store.runs import DONE, StoreError, run_dir
+    from lossbench.store.tables import finished_run_ids
 
     with store_errors():
         meta = resolve_experiment(results_dir, experiment)
@@ -32,7 +32,8 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
     if "tune" in meta and not final:
         raise click.ClickException(f"experiment {meta.get('id')} is still tuning: no final "
                                    f"runs to report yet (see `lossbench status {results_dir}`)")
-    missing = [r for r in final if not (run_dir(results_dir, r) / DONE).exists()]
+    done = finished_run_ids(results_dir, final)  # run folders, or a copy of the tables
+    missing = [r for r in final if r not in done]
     if final and len(missing) == len(final):
         raise click.ClickException(f"experiment {meta.get('id')}: no run has finished yet "
                                    f"(see `lossbench status {results_dir}`)")
@@ -41,8 +42,8 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
         report_dir = build_report(results_dir, out, problems, evidence=evidence, **options)
     except (UnsafePathError, ReportRequestError) as exc:
         raise InputError(str(exc)) from None
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # StoreError, a read-only folder, a full disk: one line, exit 1
+        raise click.ClickException(os_error_line(exc)) from None
     for problem in problems:
         warn(problem)
     if missing:

@@ -66,6 +66,8 @@ def is_scalar(v: Any) -> bool:
 INT = (is_int, "an integer")
 NUMBER = (is_number, "a number")
 NUMBER_OR_NULL = (lambda v: v is None or is_number(v), "a number or null")
+NUMBER_OR_FLAG = (lambda v: v is None or isinstance(v, bool) or is_number(v),
+                  "a number or null")
 INT_OR_NULL = (lambda v: v is None or is_int(v), "an integer or null")
 FLAG = (lambda v: isinstance(v, bool) or is_int(v), "a boolean")
 TEXT = (lambda v: isinstance(v, str), "a string")
@@ -176,8 +178,10 @@ class RunRecord:
         config = check_config(path, r.get("config"))
         summary = need(path, "summary", r.get("summary"), OBJECT)
         need_fields(path, summary, _SUMMARY_FIELDS, "summary.")
-        for key, value in summary.items():
-            need(path, f"summary.{key}", value, SCALAR)
+        for key, value in summary.items():  # metrics are numbers; hp_* as configured
+            if key not in _SUMMARY_FIELDS:
+                need(path, f"summary.{key}", value,
+                     SCALAR if key.startswith("hp_") else NUMBER_OR_FLAG)
         if summary.get("run_id", folder.name) != folder.name:
             raise MalformedRecord(f"{path}: summary.run_id: expected {folder.name!r}, the "
                                   f"run folder's name")
