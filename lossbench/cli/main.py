@@ -14,6 +14,7 @@ import threading
 import click
 
 from lossbench import __version__
+from lossbench.cli import INTERRUPTED
 from lossbench.cli.check import check_cmd
 from lossbench.cli.common import InputError, os_error_line
 from lossbench.cli.losses import losses_cmd
@@ -60,7 +61,6 @@ def main(argv=None) -> None:
             signal.signal(signal.SIGTERM, previous)
 
 
-INTERRUPTED = "lossbench: interrupted; rerun the same command to resume (finished runs are kept)"
 
 
 def _sigterm_as_interrupt():

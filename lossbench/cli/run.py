@@ -189,6 +189,8 @@ def _evidence(out, experiment, problems: list[str]):
 
 
 def _print_outcome(suite, out, outcome) -> None:
+    for problem in outcome.problems:  # stored results that were not what they claimed
+        warn(problem)
     counts = {s: list(outcome.statuses.values()).count(s) for s in ("done", "diverged", "failed")}
     click.echo(f"{suite.name}: {len(outcome.statuses)} runs ({outcome.skipped} already finished) "
                f"in {outcome.wall_s:.1f} s: {counts['done']} done, {counts['diverged']} diverged, "
@@ -198,6 +200,8 @@ def _print_outcome(suite, out, outcome) -> None:
                 if run_id in outcome.gave_up else "rerun the command to retry it")
         traceback = Path(out) / "runs" / run_id / "traceback.txt"
         where = f" (runs/{run_id}/traceback.txt)" if traceback.is_file() else ""
+        if not traceback.parent.is_dir():
+            error = error or "its folder was removed while it trained"
         echo(f"lossbench: run {run_id} failed ({n}× in a row): {error or 'see its folder'}"
              f"{where}; {more}", err=True)
 

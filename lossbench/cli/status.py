@@ -77,14 +77,14 @@ def runs_cmd(results_dir):
         rows, previous = [], None
         for r in records:
             try:
-                states = experiment_states(results_dir, r)
+                states = experiment_states(results_dir, r, problems)
                 n, status = len(states), status_counts(states)
             except StoreError as exc:  # a record naming unsafe run ids: listed, not read
                 n, status = "?", f"unreadable ({exc})"
             rows.append((r["id"] + (" *" if r["id"] == latest else ""), _when(r.get("updated")),
                          n, status, config_diff(previous, r)))
             previous = r
-    for problem in problems:
+    for problem in dict.fromkeys(problems):  # a run of several experiments: once
         warn(problem)
     if not rows:
         click.echo(f"{results_dir}: no experiments")

@@ -15,6 +15,7 @@ temp file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -31,6 +32,13 @@ def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it
     os.umask(mask)
     return mask
+
+
+def _root_exists(root: str | Path | None) -> None:
+    """A write inside ``root`` never recreates it: a run folder deleted while its run
+    trains stays deleted (FileNotFoundError naming it), instead of half a run reappearing."""
+    if root is not None and not Path(root).is_dir():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(root))
 
 
 def _named(exc: OSError, path: Path) -> OSError:
@@ -75,6 +83,7 @@ def atomic_write_many(files: dict[str | Path, bytes], root: str | Path | None = 
     temp file is staged (where a full disk or a kill would strike) before the first rename.
     Renames need no space, so tables written together (summary.csv and curves.csv) are
     replaced together. Each target is checked first (``root``: see the module's doc)."""
+    _root_exists(root)
     for path in files:
         check_write(root, path)
     staged: list[tuple[str, Path]] = []
@@ -112,6 +121,7 @@ def append_bytes(path: str | Path, data: bytes, root: str | Path | None = None) 
     """Append ``data`` with one ``write`` to ``path`` (created if missing), opened O_APPEND:
     lines from concurrent writers never interleave. Never through a symlink (O_NOFOLLOW)
     and never blocking on a FIFO (O_NONBLOCK, then only a regular file is written)."""
+    _root_exists(root)
     check_write(root, path)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:

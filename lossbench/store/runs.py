@@ -152,10 +152,12 @@ def same_failures_in_a_row(folder: Path) -> tuple[int, str]:
     return n, error
 
 
-def settled(folder: Path, *, retry: bool = True, give_up_after: int = GIVE_UP_AFTER) -> str | None:
+def settled(folder: Path, *, retry: bool = True, give_up_after: int = GIVE_UP_AFTER,
+            problems: list[str] | None = None) -> str | None:
     """The run's final status when it needs no (more) training, else None. A failed run is
-    final without ``retry``, or once it failed the same way ``give_up_after`` times in a row."""
-    status = stored_status(folder)
+    final without ``retry``, or once it failed the same way ``give_up_after`` times in a row.
+    A stored result that is unreadable or inconsistent is named in ``problems``."""
+    status = stored_status(folder, problems)
     if status == "failed" and retry and (
             not give_up_after or same_failures_in_a_row(folder)[0] < give_up_after):
         return None  # give_up_after 0: always retried, as --give-up-after 0 says

@@ -100,7 +100,7 @@ def finished_results(out: str | Path, problems: list[str] | None = None,
             results.append(read_result(folder))
         except (OSError, MalformedResult) as exc:
             if problems is not None:
-                problems.append(f"run {folder.name} skipped: {exc}")
+                problems.append(f"{exc}; skipped")
     return results
 
 

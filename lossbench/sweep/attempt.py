@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import socket
 import time
 import traceback
@@ -97,12 +98,27 @@ def _attempt(config: RunConfig, config_dict: dict, folder: Path, job: Job, progr
         record_attempt(folder, {**end, "status": "interrupted", "step": exc.step})
         return "interrupted"
     except Exception as exc:  # a failing user loss, a full disk: the sweep goes on
+        if not folder.is_dir():
+            return _folder_gone(folder)
         _record_failure(folder, config_dict, n, _error_signature(exc), traceback.format_exc())
         return "failed"
     summary = {**result.summary(), "attempts": n}
-    write_result(folder, config_dict, result.status, summary, result.steps, result.evals)
-    record_attempt(folder, {**end, "status": result.status})
+    try:
+        write_result(folder, config_dict, result.status, summary, result.steps, result.evals)
+        record_attempt(folder, {**end, "status": result.status})
+    except FileNotFoundError:
+        if not folder.is_dir():
+            return _folder_gone(folder)
+        raise
     return result.status
+
+
+def _folder_gone(folder: Path) -> str:
+    """The run's folder was deleted while it trained: nothing can be recorded there. One
+    line says so; the run is failed for this sweep, and the next one trains it anew."""
+    print(f"lossbench: run {folder.name}: its folder {folder} was removed while it trained; "
+          f"rerun the command to train it again", file=sys.stderr, flush=True)
+    return "failed"
 
 
 def record_lost_run(out: str | Path, run_id: str, error: str) -> None:
