@@ -111,16 +111,17 @@ _SUMMARY_FIELDS = {"run_id": TEXT, "loss": TEXT, "status": TEXT, "notes": TEXT,
 def check_config(path: Path, config: Any, field: str = "config") -> dict:
     """A stored run config: loss and seed present, every field `status`, the tables and the
     report read of its type (the sections' own keys are RunConfig's business)."""
-    need(path, field, config, OBJECT)
-    need(path, f"{field}.loss", config.get("loss"), TEXT)
-    need(path, f"{field}.seed", config.get("seed"), INT)
-    need_fields(path, config, _CONFIG_FIELDS, f"{field}.")
+    need(path, field or "the file", config, OBJECT)
+    prefix = f"{field}." if field else ""
+    need(path, f"{prefix}loss", config.get("loss"), TEXT)
+    need(path, f"{prefix}seed", config.get("seed"), INT)
+    need_fields(path, config, _CONFIG_FIELDS, prefix)
     for key, value in config.get("hparams", {}).items():
-        need(path, f"{field}.hparams.{key}", value, SCALAR)
+        need(path, f"{prefix}hparams.{key}", value, SCALAR)
     for section in SECTIONS:
         for key, value in config.get(section, {}).items():
             if key == "steps":
-                need(path, f"{field}.{section}.steps", value, INT)
+                need(path, f"{prefix}{section}.steps", value, INT)
     return config
 
 
@@ -198,7 +199,7 @@ class RunRecord:
 def run_config(folder: Path) -> dict[str, Any]:
     """runs/<id>/config.json, checked like a result's config."""
     path = folder / "config.json"
-    return check_config(path, load_json(path), "the file")
+    return check_config(path, load_json(path), "")
 
 
 # ---- experiments/<id>.json and suite.json ---------------------------------------------------
