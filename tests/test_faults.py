@@ -174,3 +174,4 @@ def test_a_run_folder_deleted_while_it_trains_is_one_clear_line(tmp_path):
     assert "Traceback" not in err and "unexpected error" not in err, err
     assert f"{folders[0].name}: its folder" in err and "removed while it trained" in err, err
     assert f"runs/{folders[0].name}/traceback.txt" not in err  # no pointer to nothing
+

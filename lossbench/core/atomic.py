@@ -139,9 +139,12 @@ def append_bytes(path: str | Path, data: bytes, root: str | Path | None = None) 
         os.close(fd)
 
 
-def sweep_temp_files(folder: str | Path) -> list[Path]:
+def sweep_temp_files(folder: str | Path, root: str | Path | None = None) -> list[Path]:
     """Remove the temp files that killed atomic writes left in ``folder`` (not below it: each
-    caller sweeps the folder whose writers it has excluded). Returns what was removed."""
+    caller sweeps the folder whose writers it has excluded). Returns what was removed. With
+    ``root``, ``folder`` must resolve inside it (a symlinked folder is not swept)."""
+    if root is not None:
+        check_write(root, Path(folder) / "x")
     removed = sorted(Path(folder).glob(f".*{TMP_SUFFIX}"))
     for p in removed:
         p.unlink(missing_ok=True)

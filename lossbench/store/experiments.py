@@ -234,7 +234,7 @@ def resolve_experiment(out: str | Path, selector: str | None = None) -> dict[str
 def _write(out: Path, meta: dict[str, Any], records: list[dict]) -> None:
     """Write the record, and suite.json when no other experiment ran later (two sweeps in
     one directory at once: the one started last stays the latest). Table lock held."""
-    sweep_temp_files(out / EXPERIMENTS)
+    sweep_temp_files(out / EXPERIMENTS, root=out)
     atomic_write_json(out / EXPERIMENTS / f"{safe_name(meta['id'])}.json", meta, root=out)
     later = [r for r in records if r["id"] != meta["id"] and _order(r) > _order(meta)]
     if not later:

@@ -125,7 +125,7 @@ def write_tables(out: str | Path, problems: list[str] | None = None
 
     out = Path(out)
     with file_lock(out / TABLES_LOCK, root=out):
-        sweep_temp_files(out)
+        sweep_temp_files(out, root=out)
         results = finished_results(out, problems, _run_ids(resolve_experiment(out)))
         texts = csv_text(summary_rows(results)), csv_text(curve_rows(results))
         atomic_write_many({out / "summary.csv": texts[0].encode(),
