@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from lossbench.cli.common import InputError, print_table
+from lossbench.cli.common import InputError, echo, os_error_line, print_table, warn
 from lossbench.cli.status import require_results_dir, store_errors
 
 
@@ -20,7 +20,7 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
     from lossbench.report.evidence import ReportRequestError
     from lossbench.report.render import build_report, report_dir_in
     from lossbench.store.experiments import resolve_experiment, run_ids_of
-    from lossbench.store.runs import DONE, StoreError, run_dir
+    from lossbench.store.tables import finished_run_ids
 
     with store_errors():
         meta = resolve_experiment(results_dir, experiment)
@@ -32,7 +32,8 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
     if "tune" in meta and not final:
         raise click.ClickException(f"experiment {meta.get('id')} is still tuning: no final "
                                    f"runs to report yet (see `lossbench status {results_dir}`)")
-    missing = [r for r in final if not (run_dir(results_dir, r) / DONE).exists()]
+    done = finished_run_ids(results_dir, final)  # run folders, or a copy of the tables
+    missing = [r for r in final if r not in done]
     if final and len(missing) == len(final):
         raise click.ClickException(f"experiment {meta.get('id')}: no run has finished yet "
                                    f"(see `lossbench status {results_dir}`)")
@@ -41,10 +42,10 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
         report_dir = build_report(results_dir, out, problems, evidence=evidence, **options)
     except (UnsafePathError, ReportRequestError) as exc:
         raise InputError(str(exc)) from None
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # StoreError, a read-only folder, a full disk: one line, exit 1
+        raise click.ClickException(os_error_line(exc)) from None
     for problem in problems:
-        click.echo(f"lossbench: warning: {problem}", err=True)
+        warn(problem)
     if missing:
         click.echo(f"note: {len(missing)} of {len(final)} runs still running or not started; "
                    f"the report shows the {len(final) - len(missing)} finished "
@@ -75,7 +76,7 @@ def print_suite_summary(ev) -> None:
     for label, choice in ev.meta.get("choices", {}).items():
         setting = choice["setting"]
         chosen = ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else "none"
-        click.echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
+        echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
     col = ev.primary.column
     deltas = dict(zip(ev.comparisons.label, ev.comparisons.mean_difference))
     rows = []
@@ -90,8 +91,8 @@ def print_suite_summary(ev) -> None:
                                                                                  float("nan")))))
     click.echo("")
     if ev.scale is not None and ev.scale.sizes:
-        click.echo(f"at the largest size of the scale ladder, {ev.scale.sizes[-1]} "
-                   f"(every size: the report's Scale section)")
+        echo(f"at the largest size of the scale ladder, {ev.scale.sizes[-1]} "
+             f"(every size: the report's Scale section)")
     print_table(("loss", "seeds", f"mean {ev.primary.header}", "spread",
                   f"Δ vs {ev.baseline}"), rows)
     if ev.claims:
@@ -138,7 +139,7 @@ def report_cmd(results_dir, out, experiment, metric, only, fmt, claims):
     report_dir = write_report(results_dir, out, experiment, metric=metric, only=_labels(only),
                          latex=fmt == "latex", claims=list(claims))
     if fmt == "latex":
-        click.echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
+        echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
         click.echo(f"% written to {report_dir / 'tables.tex'}", err=True)
     else:
         click.echo(f"report: {report_dir}/index.html")
