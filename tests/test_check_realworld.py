@@ -34,10 +34,15 @@ TWINKLE = {"targets": "inputs", "targets_key": "labels", "logits_key": "logits",
            "ignore_index": -100}
 KD_T = {"flat": True, "reduction": "mean", "teacher": "logits:logits_teacher"}
 SPARSEMAX = {"flat": True, "ignore_index": 1}
+TRL = {"reduction": "mean", "teacher": "logits:teacher_logits"}  # TRL's "batchmean": per token
 PUBLIC_CORRECT = [
     ("kd_no_targets.py:kl_div_loss", {**KD_T, "fixed": {"temperature": 4.0}}),
     ("kd_no_targets.py:kl_div_loss",
      {**KD_T, "like": "kl", "fixed": {"temperature": 1.0, "smoothing": 0.1}}),
+    ("kd_no_targets.py:kl_div_loss", {**KD_T, "like": "kd", "fixed": {"smoothing": 0.1}}),
+    ("trl_gkd.py:generalized_jsd_loss", {**TRL, "fixed": {"temperature": 1.0}}),
+    ("trl_gkd.py:generalized_jsd_loss",
+     {**TRL, "like": "generalized_jsd", "fixed": {"temperature": 1.0, "smoothing": 0.1}}),
     ("twinkle.py:CrossEntropyLoss", {**TWINKLE, **MEAN}),
     ("twinkle.py:CrossEntropyLoss", {**TWINKLE, **MEAN, "like": "cross_entropy"}),
     ("axolotl_chunked.py:chunked_fix_cross_entropy", {**MEAN, "ignore_index": -100}),

@@ -101,12 +101,16 @@ def value_and_grad(fn, case: LossCase, logits: torch.Tensor | None = None, **ove
 def jitter(logits: torch.Tensor) -> torch.Tensor:
     """Move logits off ties and margin kinks by distinct, deterministic offsets.
 
-    Offsets are frac(i * golden ratio) * 1e-3: neighbours differ by >= 9e-5, far
-    above float64 finite-difference steps, so piecewise-linear losses (hinge) are
-    checked where they are differentiable.
+    Offsets are g(frac(i * golden ratio)) * 1e-3 with g(u) = u + u^2: neighbours differ
+    by >= 9e-5 (g' >= 1), far above float64 finite-difference steps, so piecewise-linear
+    losses (hinge) are checked where they are differentiable. g is not linear, so no
+    offset is the mean of its row's (frac(i * phi) of consecutive i is an arithmetic
+    progression): a constant row stays off the uniform distribution, where a teacher-kinked
+    loss (tvd, |p - t| at a uniform teacher) has its kink.
     """
     phi = (5 ** 0.5 - 1) / 2
-    offsets = torch.remainder(torch.arange(logits.numel(), dtype=torch.float64) * phi, 1.0)
+    u = torch.remainder(torch.arange(logits.numel(), dtype=torch.float64) * phi, 1.0)
+    offsets = u + u * u
     return logits + 1e-3 * offsets.reshape(logits.shape).to(logits.dtype)
 
 

@@ -118,7 +118,8 @@ def status_cmd(results_dir, experiment):
         states = experiment_states(results_dir, meta, problems)
     for problem in problems:
         warn(problem)
-    rows = [(s.label, s.seed, s.state + (" (tuning)" if s.phase == "tuning" else ""),
+    shown = ("tuning", "teacher")  # the phases before the final runs
+    rows = [(s.label, s.seed, s.state + (f" ({s.phase})" if s.phase in shown else ""),
              f"{'-' if s.step is None else s.step}/{'?' if s.total is None else s.total}",
              _fmt(s.val_ce), duration(s.eta_s) if s.eta_s is not None else "")
             for s in states]
@@ -140,7 +141,7 @@ def print_plan(suite, out: str, planned, estimate, workers: int) -> None:
     for a Dask cluster: its workers are elsewhere)."""
     from lossbench.core.text import duration
 
-    tuned = any(p.phase == "tuning" for p in planned)
+    tuned = any(p.phase in ("tuning", "teacher") for p in planned)  # then a phase column
     rows = []
     for p in planned:
         state = p.state + (f" ({p.detail})" if p.detail else "")

@@ -21,7 +21,7 @@ from lossbench.core.fields import check, derived, described, fields_ok, ranged
 
 # what [data] accepts: the corpora, teachers and tokenizers lossbench.data implements
 CORPORA = ("markov", "text", "stdlib", "tokens", "hf")
-TEACHERS = ("ngram", "oracle", "smoothed")
+TEACHERS = ("ngram", "oracle", "smoothed", "model")
 MARKOV_MAX_TOKENS = 200_000_000
 # printable symbols for decoding markov tokens: 'a'..'z', then 'A'..'Z', digits, punctuation
 ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation
@@ -73,7 +73,20 @@ class DataConfig:
     teacher: str = ranged("ngram", choices=TEACHERS, doc=(
         'the target distribution of kl / reverse_kl: "ngram" (an add-k n-gram fitted on the '
         'training split) | "oracle" (markov only: the exact next-token distribution) | '
-        '"smoothed" (no teacher: the label-smoothed one-hot)'))
+        '"smoothed" (no teacher: the label-smoothed one-hot) | "model" (a trained network: '
+        'teacher_from, or a teacher run `teacher = { run = { ... } }`, docs/distillation.md)'))
+    teacher_from: str | None = described(None, doc=(
+        'teacher = "model": a lossbench model.pt ([train] save_weights; its run folder\'s '
+        'config.json gives the architecture), a state dict (safetensors or a torch file, read '
+        'weights-only) with a [teacher_model] section, or a local Hugging Face folder'))
+    teacher_topk: int = ranged(0, 0, doc=(
+        'teacher = "model": keep the teacher\'s k most probable tokens per position, '
+        'renormalised, and cache them per batch on disk (npz) for later sweeps; 0: the full '
+        'distribution, computed live'))
+    teacher_hash: str | None = derived(None, doc=(
+        "what the model teacher is: sha256 of teacher_from's weights (and of an HF folder's "
+        "config), or \"run:<id>\" of a teacher run, filled in when a suite is resolved; the run "
+        "id names it instead of teacher_from's path"))
     ngram_order: int = ranged(3, 1, doc="n of the n-gram teacher: it conditions on n-1 tokens")
     ngram_add_k: float = ranged(0.1, 0.0, low_open=True, doc=(
         "add-k smoothing of the n-gram teacher: every teacher probability > 0"))
@@ -103,6 +116,9 @@ class DataConfig:
         if self.teacher == "oracle" and self.corpus != "markov":
             cross.append(("teacher", f"teacher: 'oracle' needs corpus='markov' (the only corpus "
                                      f"with a known distribution), got corpus={self.corpus!r}"))
+        if self.teacher != "model" and (self.teacher_from or self.teacher_topk):
+            cross.append(("teacher_from", "teacher_from / teacher_topk: apply to "
+                                          "teacher = \"model\""))
         if self.corpus == "text" and not self.path:
             cross.append(("path", "path: corpus='text' needs a path to a file or folder"))
         if (self.corpus == "markov" and fields_ok(self, "markov_vocab", "markov_order")
@@ -298,6 +314,8 @@ _ADDED_AT_DEFAULT = (
     ("model", "model_kwargs", {}), ("model", "init_from", None), ("model", "init_hash", None),
     ("model", "arch_hash", None), ("train", "save_weights", False),
     ("", "loss_source", None), ("finetune", "loss_source", None),  # "": a top-level field
+    ("data", "teacher_from", None), ("data", "teacher_topk", 0), ("data", "teacher_hash", None),
+    ("", "teacher_model", None),
 )
 
 
@@ -343,6 +361,7 @@ class RunConfig:
         "what defines the loss, filled in when a suite is resolved (lossbench.losses."
         "identity): a plugin's source hash, a built-in's definition version from 2 on; None: "
         "a built-in at version 1, or unresolved (then unchecked)"))
+    teacher_model: ModelConfig | None = None  # [data] teacher = "model": its architecture
 
     @property
     def display_name(self) -> str:
@@ -356,6 +375,8 @@ class RunConfig:
         sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                     "eval": EvalConfig, "finetune": FinetuneConfig}
         kwargs = {k: (sections[k](**v) if k in sections else v) for k, v in d.items()}
+        if isinstance(kwargs.get("teacher_model"), dict):
+            kwargs["teacher_model"] = ModelConfig(**kwargs["teacher_model"])
         return cls(**kwargs)
 
     @property
@@ -381,5 +402,7 @@ class RunConfig:
             if table.get(key, default) == default:
                 # added after the first results: absent, the ids of older results still hold
                 table.pop(key, None)
+        if d["data"].get("teacher_hash") is not None:  # the teacher's contents name it, not
+            d["data"].pop("teacher_from", None)  # where its file lies (a results folder)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return f"{self.loss}-{hashlib.sha256(blob).hexdigest()[:12]}"

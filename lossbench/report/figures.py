@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lossbench.report import plots
+from lossbench.report.teacher import add_teacher_line, teacher_info
 from lossbench.store.runs import label_of
 
 REPETITION = {"final_seq_rep_4": "seq-rep-4", "final_rep": "rep", "final_wrep": "wrep"}
@@ -40,8 +41,9 @@ def build_figures(summary, curves, results, table, floor, *, baseline: str | Non
     runs = summary[["run_id", "label"]]
     figs = {}
     val = plots.seed_bands(curves, runs, "val_ce")
-    figs["convergence"] = ("Validation CE vs training step (seed mean, min–max band)",
-                           plots.convergence(val, floor=floor, baseline=baseline).figure)
+    ax = plots.convergence(val, floor=floor, baseline=baseline)
+    add_teacher_line(ax, teacher_info(results))  # a model teacher's val CE, dashed
+    figs["convergence"] = ("Validation CE vs training step (seed mean, min–max band)", ax.figure)
     if tokens_per_step_vary(curves):
         bands = _against(curves, runs, val, "tokens", cumulative=False)
         figs["convergence_tokens"] = (

@@ -13,6 +13,7 @@ from lossbench.report.document import Bold, Document, fmt
 from lossbench.report.evidence import Evidence
 from lossbench.report.protocol import protocol_of
 from lossbench.report.tables import best_labels
+from lossbench.report import teacher
 from lossbench.report.verdict import mean_with_spread, signed, spread_text, verdict_rows
 
 
@@ -54,9 +55,11 @@ def verdict(doc: Document, ev: Evidence) -> None:
     doc.text(f"Which loss gives the {'lowest' if m.lower_is_better else 'highest'} "
              f"{m.header} on {ev.name}, and by how much against {ev.baseline}?")
     doc.table(["rank", "loss", f"{m.heading()}, mean", f"against {ev.baseline}", "flags"],
-              verdict_rows(ev.table, ev.comparisons, m, ev.baseline))
+              verdict_rows(ev.table, ev.comparisons, m, ev.baseline)
+              + teacher.verdict_row(info := teacher.teacher_info(ev.results), 5))
     doc.text("Protocol: " + protocol(ev))
     doc.text(uncertainty_note(ev))
+    teacher.gap_section(doc, info)  # a model teacher: each student's gap to it
 
 
 def _cell(row, column: str, bold: set[str]):

@@ -60,6 +60,8 @@ from lossbench.suite.source import (  # noqa: F401  parse_override: public here 
     parse_override,
     read_toml,
 )
+from lossbench.data.corpora import corpus_facts
+from lossbench.suite.teacher import drop_unused_teacher, resolve_teacher, take_teacher
 from lossbench.suite.tuning import TuneSpec, parse_tune
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
@@ -82,6 +84,7 @@ class Suite:
     log: tuple[str, ...] = ()  # experiment trackers ([log] trackers = [...]); not in run ids
     scale: ScaleSpec | None = None  # a ladder of model sizes: `runs` holds every size
     claims: tuple[Claim, ...] = ()  # [[claims]]: effects the report tests (lossbench.suite.claims)
+    teachers: tuple[RunConfig, ...] = ()  # teacher runs, trained before the students
 
 
 def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
@@ -250,8 +253,12 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     """The body of :func:`load_suite`: every check that can run, then the runs."""
     errors: list[str] = []
     skipped: list[str] = []  # checks that need what is invalid: said, not silently dropped
+    teacher_spec = take_teacher(doc)  # teacher = { run = ... } and [teacher_model]
     name, description, seeds, device = _header(doc, path, where, errors)
-    sections, valid, entries = _sections_and_losses(doc, path, where, device, errors, skipped)
+    sections, valid, entries, missing = _sections_and_losses(doc, path, where, device, errors,
+                                                             skipped)
+    teacher_model, teacher_run = _teacher(teacher_spec, sections, valid, missing, device, where,
+                                          errors, skipped)
     baseline, target, log, claims = _comparison(doc, entries, where, errors)
     tune, scale = _tune_and_scale(doc, where, sections, valid, entries, seeds, device,
                                   errors, skipped)
@@ -260,11 +267,12 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
             errors[-1] += (f" (more problems may follow: {'; '.join(skipped)} are checked "
                            f"once these are fixed)")
         raise SuiteError(errors)
-    runs, contenders = _runs(entries, sections, seeds, device, tune, scale, where)
+    runs, contenders = _runs(entries, sections, seeds, device, tune, scale, where, teacher_model)
     return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
                  baseline=baseline, runs=runs, entries=contenders, tune=tune,
                  target_val_ce=None if target is None else float(target), log=log,
-                 claims=claims, scale=scale)
+                 claims=claims, scale=scale,
+                 teachers=(teacher_run,) if teacher_run is not None else ())
 
 
 def _header(doc: dict, path: Path, where: str, errors: list[str]):
@@ -324,7 +332,24 @@ def _sections_and_losses(doc: dict, path: Path, where: str, device: str, errors:
             errors.append(f"{where}: {problem} (needed by {', '.join(hidden)})")
     else:
         skipped.append("the model's definition and init_from weights")
-    return sections, valid, entries
+    return sections, valid, entries, missing
+
+
+def _teacher(spec, sections: dict, valid: dict, missing: dict, device: str, where: str,
+             errors: list[str], skipped: list[str]):
+    """(the teacher's model config, the teacher run) of a model teacher, each None without
+    one; ``sections["data"]`` gets the teacher's resolved fields."""
+    teacher_model, teacher_run = None, None
+    if valid["data"] and valid["model"] and valid["train"] and valid["eval"] \
+            and "data" not in missing:
+        vocab = corpus_facts(sections["data"]).vocab_size \
+            if sections["data"].teacher == "model" and sections["data"].teacher_from else None
+        sections["data"], teacher_model, teacher_run, problems = resolve_teacher(
+            spec, sections, device=device, vocab=vocab, where=where)
+        errors += problems
+    elif spec.run is not None or spec.model is not None:
+        skipped.append("the teacher")
+    return teacher_model, teacher_run
 
 
 def _comparison(doc: dict, entries: list, where: str, errors: list[str]):
@@ -366,11 +391,11 @@ def _tune_and_scale(doc: dict, where: str, sections: dict, valid: dict, entries:
 
 
 def _runs(entries: list, sections: dict, seeds: list[int], device: str, tune, scale,
-          where: str) -> tuple[tuple[RunConfig, ...], tuple[RunConfig, ...]]:
+          where: str, teacher_model) -> tuple[tuple[RunConfig, ...], tuple[RunConfig, ...]]:
     """(every run: contenders x seeds, x sizes with a ladder; the contenders)."""
-    contenders = tuple(resolve_losses(RunConfig(loss=loss, hparams=hp, seed=seeds[0],
-                                                device=device, **{**sections, **extras}))
-                       for loss, hp, extras in entries)
+    contenders = tuple(drop_unused_teacher(resolve_losses(RunConfig(
+        loss=loss, hparams=hp, seed=seeds[0], device=device, teacher_model=teacher_model,
+        **{**sections, **extras}))) for loss, hp, extras in entries)
     labels = [c.display_name for c in contenders]
     if tune and len(set(labels)) < len(labels):
         repeated = ", ".join(sorted({x for x in labels if labels.count(x) > 1}))

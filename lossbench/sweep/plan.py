@@ -51,7 +51,7 @@ _TRAIN_TIMING_FREE = {"steps", "lr", "min_lr", "warmup_steps", "decay_steps", "w
 @dataclass(frozen=True)
 class Planned:
     config: RunConfig
-    phase: str  # "tuning" | "final"
+    phase: str  # "teacher" | "tuning" | "final"
     state: str  # "finished" | "resumable" | "retry" | "new"
     detail: str  # e.g. "done", "failed 2× in a row, not retried", "after tuning"
     steps_left: int
@@ -115,9 +115,10 @@ def plan_suite(suite: Suite, out: str | Path, *, retry: bool = True,
     out = Path(out)
     meta, first, identity = new_meta(suite)
     kw = {"retry": retry, "give_up_after": give_up_after}
+    teachers = [classify(t, out, "teacher", **kw) for t in suite.teachers]  # trained first
     if suite.tune is None:
-        return [classify(r, out, "final", **kw) for r in first]
-    planned = [classify(r, out, "tuning", **kw) for r in first]
+        return teachers + [classify(r, out, "final", **kw) for r in first]
+    planned = teachers + [classify(r, out, "tuning", **kw) for r in first]
     earlier = find_experiment(out, meta, identity) if out.is_dir() else None
     configs = _earlier_finals(out, earlier) if earlier else []
     if configs:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossbench.core.locks import LOCK
+from lossbench.core.paths import name_problem
 from lossbench.store.experiments import run_ids_of
 from lossbench.store.metrics_log import METRICS_FILE, read_metrics
 from lossbench.store.records import MalformedRecord, run_config
@@ -181,7 +182,10 @@ def experiment_states(out: str | Path, meta: dict,
     if ids is None:
         runs = out / "runs"
         ids = sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
-    states = []
+    teachers = [t["run_id"] for t in meta.get("teacher_runs", [])  # trained first
+                if isinstance(t, dict) and isinstance(t.get("run_id"), str)
+                and not name_problem(t["run_id"]) and t["run_id"] not in ids]
+    states = [run_state(out, t, "teacher", 0, "teacher", now) for t in teachers]
     for run_id in ids:
         label, seed = names.get(run_id, (tuning.get(run_id), ""))
         states.append(run_state(out, run_id, label, seed,

@@ -10,6 +10,7 @@ workers share the machine, so results do not depend on ``--workers``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -75,6 +76,17 @@ def partition(configs: list[RunConfig], out: Path, *, retry: bool = True,
     return settled_runs, pending
 
 
+def place_teacher(config: RunConfig, out: Path) -> RunConfig:
+    """A student of a teacher run ([data] teacher_hash "run:<id>"), pointed at that run's
+    model.pt in ``out``; its run id is unchanged (the teacher's id names the teacher)."""
+    h = config.data.teacher_hash
+    if config.data.teacher != "model" or not h or not h.startswith("run:"):
+        return config
+    weights = run_dir(out, h.split(":", 1)[1]) / "model.pt"
+    return dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                teacher_from=str(weights)))
+
+
 def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
               executor: str = "local", scheduler: str | None = None,
               plugins: tuple[str, ...] = (), show_progress: bool | str | None = None,
@@ -106,6 +118,8 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
         show_progress = True if sys.stderr.isatty() else "lines"
     meta, first, identity = new_meta(suite)
     meta["claims"] = [c.to_dict() for c in suite.claims]  # not in the key: the report's
+    meta["teacher_runs"] = [{"run_id": t.run_id(), "label": t.display_name, "seed": t.seed}
+                            for t in suite.teachers]  # `lossbench status` lists them first
     if suite.scale is not None:  # the ladder, and which size each final run is
         meta["scale"] = suite.scale.record(suite.runs if suite.tune is None else [])
     meta = open_experiment(out, meta, identity)
@@ -116,6 +130,7 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
 
     def execute(configs: list[RunConfig], desc: str) -> None:
         nonlocal skipped
+        configs = [place_teacher(r, out) for r in configs]
         done, pending = partition(configs, out, retry=retry, give_up_after=give_up_after,
                                   problems=problems)
         statuses.update(done)
@@ -129,6 +144,8 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
                                show_progress=show_progress, label=desc)
         statuses.update(runner.run(pending))  # SweepInterrupted propagates: nothing more to do
 
+    if suite.teachers:  # ordinary runs, trained (or found done) before any student
+        execute(list(suite.teachers), "teacher")
     final = first
     if suite.tune is not None:
         from lossbench.suite.tuning import final_runs, select, tuning_table

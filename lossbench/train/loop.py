@@ -27,9 +27,11 @@ from lossbench.core.schema import STEP_FIELDS
 from lossbench.data.batches import step_seed
 from lossbench.train.checkpoint import RejectedCheckpoint, save_weights
 from lossbench.train.evaluation import NonFiniteLogits, evaluate, full_split_ce
+from lossbench.models.teacher import ModelTeacher
 from lossbench.train.observers import Fanout, Observer, RunStart
 from lossbench.train.result import (
     Diverged,
+    teacher_record,
     Interrupted,
     RunResult,
     is_eval_step,
@@ -95,9 +97,15 @@ class _Loop:
         self.run.observer = self.observer = observer
 
     def _fresh(self) -> tuple[RunState, RunResult]:
-        run = RunState(self.config)
+        # a top-k teacher's cache lives beside the results folder's runs/ (lossbench.models.teacher)
+        cache = self.ckpt_dir.parent.parent / "teacher_cache" \
+            if self.ckpt_dir is not None and self.ckpt_dir.parent.name == "runs" else None
+        run = RunState(self.config, teacher_cache=cache)
         result = RunResult(self.config, flops_per_token=run.model.flops_per_token(),
                            hparams={**run.spec.defaults(), **self.config.hparams})
+        if isinstance(run.teacher, ModelTeacher):  # its forward is part of every step's cost
+            result.teacher = teacher_record(run.teacher, run.eval_set)
+            result.flops_per_token += result.teacher["teacher_flops_per_token"]
         if models.flops_note(run.model):  # the report's MFU is then an estimate: say so
             result.notes.append(models.flops_note(run.model))
         if run.spec.needs_hidden and run.probe.plan is not None:

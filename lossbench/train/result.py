@@ -39,6 +39,7 @@ class RunResult:
     model: torch.nn.Module | None = field(default=None, repr=False)  # trained (not serialized)
     hparams: dict[str, Any] = field(default_factory=dict)  # effective: defaults + overrides
     notes: list[str] = field(default_factory=list)  # e.g. a checkpoint that was refused
+    teacher: dict[str, Any] = field(default_factory=dict)  # a model teacher's teacher_* columns
 
     def summary(self) -> dict[str, Any]:
         tokens = self.steps["tokens"][-1] if self.steps["tokens"] else 0
@@ -59,6 +60,7 @@ class RunResult:
             **hparam_columns(self.hparams),
             **{f"final_{k}": v for k, v in last_eval.items() if k != "step"},
             **gradient_summary(self.evals),  # avg_* over the probed evaluations
+            **self.teacher,  # teacher_desc, teacher_val_ce, ... (a model teacher only)
         }
 
 
@@ -177,3 +179,13 @@ def stored_result_problems(record: dict) -> list[str]:
     if n is not None and summary.get("steps", n) != n:
         problems.append(f"summary: steps {summary['steps']!r}, but {n} recorded")
     return problems
+
+
+def teacher_record(teacher, eval_set) -> dict[str, Any]:
+    """A model teacher's columns in the run's summary: what it is, its val CE on the run's
+    own evaluation windows, its forward FLOPs/token (counted in the run's flops_per_token;
+    its forward time is inside every step's wall time)."""
+    return {"teacher_desc": teacher.description,
+            "teacher_val_ce": teacher.val_ce(eval_set.x, eval_set.y),
+            "teacher_flops_per_token": teacher.forward_flops_per_token(),
+            "teacher_topk": teacher.topk}

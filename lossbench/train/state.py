@@ -24,6 +24,7 @@ from lossbench.data.tokens import read_windows
 from lossbench.losses import get_loss
 from lossbench.losses.identity import loss_identity
 from lossbench.models.gpt import GPTConfig, build_model, mixed_precision
+from lossbench.models.teacher import ModelTeacher
 from lossbench.train.checkpoint import load_checkpoint, reject_checkpoint, save_checkpoint
 from lossbench.train.evaluation import EvalSet
 from lossbench.train.gradients import GradientProbe, level_of
@@ -92,7 +93,7 @@ def build_eval_set(corpus: Corpus, block_size: int, cfg) -> EvalSet:
 class RunState:
     """The state of one run between steps (so the loop below reads top to bottom)."""
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, teacher_cache: Path | None = None):
         self.cfg = config
         self.spec = get_loss(config.loss)
         errors = self.spec.validate_hparams(config.hparams)
@@ -102,7 +103,12 @@ class RunState:
         self.corpus = cached_corpus(config.data)
         needs_teacher = "teacher_probs" in self.spec.extra_inputs or \
             "teacher_probs" in get_loss(config.finetune.loss).extra_inputs
-        self.teacher = _cached_teacher(config.data) if needs_teacher else None
+        self.teacher = None
+        if needs_teacher and config.data.teacher == "model":  # before the student: no RNG used
+            self.teacher = ModelTeacher(config, self.corpus.vocab_size, config.device,
+                                        teacher_cache)
+        elif needs_teacher:
+            self.teacher = _cached_teacher(config.data)
         m = config.model
         self.device = config.device
         # any arch: initial weights from the seed alone (or init_from's, for every seed)
@@ -132,7 +138,9 @@ class RunState:
             x, y = get_batch(self.train_data, starts, self.cfg.model.block_size)
         x, y = x.to(self.device), y.to(self.device)
         extras = {}
-        if self.teacher is not None:
+        if isinstance(self.teacher, ModelTeacher):  # (B, T, V), computed from the inputs
+            extras["teacher_probs"] = self.teacher.probs(x, index)
+        elif self.teacher is not None:
             extras["teacher_probs"] = self.teacher.probs(self.corpus.train, starts,
                                                          self.cfg.model.block_size).to(self.device)
         return x, y, extras
