@@ -16,13 +16,14 @@ from scipy import stats
 
 ALPHA = 0.05  # the significance level of every test the report states (family-wise, Holm)
 MIN_SEEDS_FOR_CI = 5  # below this, a bootstrap interval is only the seeds' min and max
+MIN_SEEDS_FOR_T = 3  # below this, a mean's bracket is the seeds' range, not a t-interval
 CI_KIND = "95% CI"
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean over seeds with its spread: a percentile-bootstrap 95% CI when there are at
-    least ``MIN_SEEDS_FOR_CI`` values, else the range (min, max) of the values, labelled as
+    """A mean over seeds with its spread: a 95% t-interval when there are at least
+    ``MIN_SEEDS_FOR_T`` values, else the range (min, max) of the values, labelled as
     such: two seeds give a range, never a confidence interval."""
 
     mean: float
@@ -36,17 +37,35 @@ class Interval:
         return f"{self.kind}, n={self.n}"
 
 
-def interval(values: Sequence[float], *, n_resamples: int = 9999, seed: int = 0) -> Interval:
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The t-interval of the mean, mean ± t_{(1+c)/2, n-1} sd / sqrt(n) (Student 1908):
+    exact for normal values, and the report's interval for every mean over seeds (the
+    percentile bootstrap covers only 0.83-0.89 at 5-8 seeds). NaN bounds below 2 values.
+
+    >>> [round(v, 3) for v in t_interval([1.0, 2.0, 3.0])]
+    [-0.484, 4.484]
+    """
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n < 2:
+        return math.nan, math.nan
+    mean, sd = float(x.mean()), float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def interval(values: Sequence[float], **_) -> Interval:
     """Mean and spread of the finite ``values`` (non-finite ones are not results: the
     caller counts them), honest about small n (see :class:`Interval`)."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if len(x) < MIN_SEEDS_FOR_CI:
+    if len(x) < MIN_SEEDS_FOR_T:
         if len(x) == 0:
             return Interval(math.nan, math.nan, math.nan, 0)
         spread = len(x) >= 2
         return Interval(float(x.mean()), float(x.min()) if spread else math.nan,
                         float(x.max()) if spread else math.nan, len(x), "range")
-    return bootstrap_ci(x, n_resamples=n_resamples, seed=seed)
+    low, high = t_interval(x)
+    return Interval(float(x.mean()), low, high, len(x), CI_KIND)
 
 
 def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95,
