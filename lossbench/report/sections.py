@@ -30,7 +30,7 @@ def model_text(ev: Evidence, c: dict) -> str:
         what = f"custom factory {arch.removeprefix('python:')}({kwargs})"
     else:
         what = f"GPT, {m['n_layer']} layers × {m['n_embd']} wide, {m['n_head']} heads"
-    params = ev.scores.runs.get("n_params")
+    params = ev.scores.runs.get("params_total")
     if params is not None and params.notna().any() and float(params.max()) > 0:
         what += f", {int(params.max()):,} parameters"
     return f"model: {what}"

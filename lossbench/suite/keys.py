@@ -19,7 +19,7 @@ import types
 import typing
 from typing import Any
 
-from lossbench.core.config import TRACKERS
+from lossbench.core.config import TRACKERS, ReportConfig
 from lossbench.core.fields import doc_of
 from lossbench.suite.claims import KEYS as CLAIM_KEYS
 from lossbench.suite.load import SECTIONS, TOP_LEVEL
@@ -52,6 +52,7 @@ TOP_LEVEL_DOCS: dict[str, tuple[str, str]] = {
     "tune": ("no tuning", "per-loss tuning before the runs: [`[tune]`](#tune)"),
     "scale": ("one size", "a ladder of model sizes: [`[scale]`](#scale)"),
     "claims": ("none", "effects the report tests: [`[[claims]]`](#claims)"),
+    "report": ("", "how the report judges: [`[report]`](#report)"),
     "log": ("none", "experiment trackers: [`[log]`](#log)"),
 }
 
@@ -215,6 +216,10 @@ def suite_keys_markdown() -> str:
             "One table per claim (see [Claims](../claims.md)); `a`, `b`, `metric` and "
             "`direction` are required.", ""]
     out += _key_table(CLAIM_KEYS, CLAIM_DOCS, "[[claims]]")
+    out += ["", "## `[report]` {#report}", "",
+            "How the report judges the runs (see [Statistics](../statistics.md)); not part "
+            "of any run id.", ""]
+    out += _field_rows(ReportConfig)
     out += ["", "## `[log]` {#log}", "",
             "Experiment trackers (see [Sweeps](../sweeps.md#trackers)); not part of any "
             "run id.", ""]

@@ -35,6 +35,7 @@ from lossbench.core.config import (
     EvalConfig,
     FinetuneConfig,
     ModelConfig,
+    ReportConfig,
     RunConfig,
     TrainConfig,
     parse_seeds,
@@ -65,7 +66,7 @@ from lossbench.suite.tuning import TuneSpec, parse_tune
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "finetune": FinetuneConfig}
 TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "target_val_ce",
-             "claims",
+             "claims", "report",
              "tune", "log", "scale", *SECTIONS}
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Suite:
     log: tuple[str, ...] = ()  # experiment trackers ([log] trackers = [...]); not in run ids
     scale: ScaleSpec | None = None  # a ladder of model sizes: `runs` holds every size
     claims: tuple[Claim, ...] = ()  # [[claims]]: effects the report tests (lossbench.suite.claims)
+    report: ReportConfig = ReportConfig()  # [report]: how the report judges (no run id)
 
 
 def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
@@ -293,6 +295,7 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     if target is not None and not (number and math.isfinite(target) and target > 0):
         errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
     log = _parse_log(doc.get("log", {}), where, errors)
+    report = _parse_report(doc.get("report", {}), where, errors)
     claims = parse_claims(doc["claims"], where, sorted(names), errors) if "claims" in doc else ()
     tune = None
     if "tune" in doc:
@@ -331,7 +334,22 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
                  baseline=baseline, runs=runs, entries=contenders, tune=tune,
                  target_val_ce=None if target is None else float(target), log=log,
-                 claims=claims, scale=scale)
+                 claims=claims, scale=scale, report=report)
+
+
+def _parse_report(table: Any, where: str, errors: list[str]) -> ReportConfig:
+    """[report] margin = 0.01: checked like any section (ReportConfig's fields)."""
+    if not isinstance(table, dict):
+        errors.append(f"{where}: [report] must be a table")
+        return ReportConfig()
+    known = {f.name for f in dataclasses.fields(ReportConfig)}
+    for key in set(table) - known:
+        errors.append(f"{where}: [report] unknown key {key!r}{did_you_mean(key, known)}")
+    try:
+        return ReportConfig(**{k: v for k, v in table.items() if k in known})
+    except ConfigError as exc:
+        errors.extend(f"{where}: [report] {text}" for _, text in exc.problems)
+        return ReportConfig()
 
 
 def _parse_scale(table: Any, where: str, errors: list[str], sections: dict,

@@ -10,6 +10,8 @@ workers share the machine, so results do not depend on ``--workers``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import sys
 import time
@@ -103,6 +105,7 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
         show_progress = True if sys.stderr.isatty() else "lines"
     meta, first, identity = new_meta(suite)
     meta["claims"] = [c.to_dict() for c in suite.claims]  # not in the key: the report's
+    meta["report"] = dataclasses.asdict(suite.report)  # [report]: how the report judges
     if suite.scale is not None:  # the ladder, and which size each final run is
         meta["scale"] = suite.scale.record(suite.runs if suite.tune is None else [])
     meta = open_experiment(out, meta, identity)

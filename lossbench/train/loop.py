@@ -97,6 +97,7 @@ class _Loop:
     def _fresh(self) -> tuple[RunState, RunResult]:
         run = RunState(self.config)
         result = RunResult(self.config, flops_per_token=run.model.flops_per_token(),
+                           n_params=sum(p.numel() for p in run.model.parameters()),
                            hparams={**run.spec.defaults(), **self.config.hparams})
         if models.flops_note(run.model):  # the report's MFU is then an estimate: say so
             result.notes.append(models.flops_note(run.model))
