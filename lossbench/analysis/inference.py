@@ -76,7 +76,9 @@ def _t_p(d: np.ndarray, at: float, alternative: str) -> float:
     every Δ is beyond ``at`` on the tested side, else 1)."""
     if _no_spread(d):
         mean = float(d.mean())
-        beyond = {"less": mean < at, "greater": mean > at, "two-sided": mean != at}[alternative]
+        if abs(mean - at) <= 1e-9 * max(abs(mean), abs(at), 1e-300):
+            return 1.0  # on the boundary, up to rounding
+        beyond = {"less": mean < at, "greater": mean > at, "two-sided": True}[alternative]
         return 0.0 if beyond else 1.0
     return float(stats.ttest_1samp(d, at, alternative=alternative).pvalue)
 

@@ -167,9 +167,9 @@ def better_marks(scores: ScoreTable, columns: list[str], table: pd.DataFrame,
     adjusted = holm_family(*(r.p_value.tolist() for r in raws.values()))
     for (c, raw), p_holm in zip(raws.items(), adjusted):
         m = metric(c)
-        for r, ph in zip(raw.itertuples(), p_holm):
-            if decide(r._test, ph, math.nan, m.lower_is_better, r.penalized) == "better":
-                marks[c].add(r.label)
+        for r, ph in zip(raw.to_dict("records"), p_holm):
+            if decide(r["_test"], ph, math.nan, m.lower_is_better, r["penalized"]) == "better":
+                marks[c].add(r["label"])
         marks[c] &= ok
     return marks
 
