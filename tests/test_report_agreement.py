@@ -267,3 +267,32 @@ def test_an_experiment_rerun_with_an_edited_claim_marks_it_after_the_results(tmp
     assert again["id"] == first["id"]  # the same experiment, reused
     assert again["claims"][0] == first["claims"][0]
     assert again["claims"][1]["after_results"] is True
+
+
+def test_compare_states_the_same_verdict_as_the_report(tmp_path):
+    import warnings
+
+    from lossbench.report.compare import build_comparison
+
+    base = [2.7, 2.68, 2.71, 2.69]
+    a = write_results(tmp_path / "a", {"cross_entropy": base,
+                                       "kl": [v - 0.1 + 0.001 * s for s, v in enumerate(base)]})
+    b = write_results(tmp_path / "b", {"cross_entropy": base,
+                                       "kl": [v + 0.02 * (-1) ** s for s, v in enumerate(base)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        md = (build_comparison([a, b], tmp_path / "cmp") / "report.md").read_text()
+    section = md.split("## Against the baseline on each workload")[1].split("\n## ")[0]
+    for folder, name in ((a, "agree (a)"), (b, "agree (b)")):
+        kl = gather(folder).comparisons.set_index("label").loc["kl"]
+        row = next(line for line in section.splitlines() if line.startswith(f"| {name} | kl"))
+        assert row.rstrip(" |").endswith(WORDS[kl.word]) and fmt_p(kl.p_holm) in row
+
+
+def fmt_p(p):
+    from lossbench.report.document import fmt
+
+    return fmt(p, 3)
+
+
+from lossbench.report.verdict import WORD_TEXT as WORDS  # noqa: E402

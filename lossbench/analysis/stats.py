@@ -1,8 +1,9 @@
 """Honest statistics over seeds: computing only, no drawing (rliable style).
 
-Runs of one suite are paired by seed (same initial weights, same batches), so
-losses are compared to the baseline with paired tests on per-seed values,
-Holm-corrected across losses, and every mean comes with a bootstrap interval.
+Runs of one suite are paired by seed (same initial weights, same batches), so losses
+are compared to the baseline on per-seed differences by the one procedure of
+lossbench.analysis.inference, and every mean comes with a t-interval (``interval``).
+The profiles' and fits' bootstraps keep ``MIN_SEEDS_FOR_CI``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 ALPHA = 0.05  # the significance level of every test the report states (family-wise, Holm)
-MIN_SEEDS_FOR_CI = 5  # below this, a bootstrap interval is only the seeds' min and max
+MIN_SEEDS_FOR_CI = 5  # profiles/fits: below this, a bootstrap interval is a rough range
 MIN_SEEDS_FOR_T = 3  # below this, a mean's bracket is the seeds' range, not a t-interval
 CI_KIND = "95% CI"
 
