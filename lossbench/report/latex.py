@@ -68,9 +68,7 @@ def statistics_table(ev: Evidence) -> str:
 
 def claims_table(ev: Evidence) -> str:
     """The suite's claims as the report's Claims section states them."""
-    from lossbench.report.claims import effect_text
-
-    from lossbench.report.claims import _verdict_text, counts_text
+    from lossbench.report.claims import _verdict_text, counts_text, effect_text
 
     header = ["claim", "stated", r"$\Delta = a - b$", "seeds", "$p$ (Holm)", "verdict",
               "when stated"]

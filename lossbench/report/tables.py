@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from lossbench.analysis.diagnostics import degenerate, not_converged
-from lossbench.analysis.scores import FINISHED, ScoreTable
 from lossbench.analysis.inference import (
     MIN_SEEDS,
     decide,
@@ -22,6 +21,7 @@ from lossbench.analysis.inference import (
 )
 from lossbench.analysis.paired import paired_deltas, penalty
 from lossbench.analysis.power import SeedAdvice, seeds_needed
+from lossbench.analysis.scores import FINISHED, ScoreTable
 from lossbench.analysis.stats import holm, interval, mean_ranks
 from lossbench.core.metrics import metric
 

@@ -11,7 +11,6 @@ from lossbench.core.metrics import Metric
 from lossbench.core.text import duration
 from lossbench.report.document import fmt
 
-
 # the procedure's words (analysis.inference.WORDS) as every format prints them
 WORD_TEXT = {"better": "better", "worse": "worse", "different": "different",
              "equivalent": "practically equivalent", "below margin": "below the margin",
