@@ -188,5 +188,7 @@ def glossary(doc: Document, ev: Evidence) -> None:
                  f"degenerate: calibrated CE within {DEGENERATE_MARGIN:.0%} of the unigram "
                  f"entropy of the same tokens (a constant prediction scores that entropy); not "
                  f"converged: val CE fell more than {NOT_CONVERGED_DROP:.0%} over the last "
-                 f"{LATE_FRACTION:.0%} of steps", "–"])
+                 f"{LATE_FRACTION:.0%} of steps; plateau and underfitting: the Runs section's "
+                 f"diagnoses, counted per loss; uses information the baseline lacks: a "
+                 f"teacher or the oracle", "–"])
     doc.table(["metric", "unit", "better", "definition", "reference"], rows)

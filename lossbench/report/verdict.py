@@ -60,6 +60,8 @@ def _seeds(c, counts) -> str:
     text = f"{c.n_pairs}/{counts.runs} seeds"
     if c.penalized:
         text += f", {c.penalized} not finished: scored worst-case"
+    if getattr(c, "unpaired", 0):
+        text += f", {c.unpaired} unpaired (not run or not finished by the baseline)"
     return text
 
 
