@@ -296,3 +296,27 @@ def fmt_p(p):
 
 
 from lossbench.report.verdict import WORD_TEXT as WORDS  # noqa: E402
+
+
+def test_report_margin_is_a_suite_key_and_sets_the_words(tmp_path):
+    from helpers import tiny_toml
+
+    from lossbench.suite.load import SuiteError, load_suite
+
+    path = tmp_path / "m.toml"
+    path.write_text(tiny_toml("m", '["cross_entropy", "kl"]') + "\n[report]\nmargin = 0.1\n")
+    assert load_suite(path).report.margin == 0.1
+    path.write_text(tiny_toml("m", '["cross_entropy", "kl"]') + "\n[report]\nmargin = -1\n"
+                    "colour = 1\n")
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    assert any("[report] margin" in e for e in err.value.errors)
+    assert any("[report] unknown key 'colour'" in e for e in err.value.errors)
+    base = [2.7, 2.68, 2.71, 2.69, 2.72]
+    finals = {"cross_entropy": base, "kl": [v - 0.058 + 0.001 * s for s, v in enumerate(base)]}
+    out = write_results(tmp_path / "r", finals)
+    assert gather(out).comparisons.word.tolist() == ["better"]  # default margin 0.005
+    meta = json.loads((out / "suite.json").read_text())
+    (out / "suite.json").write_text(json.dumps({**meta, "report": {"margin": 0.1}}))
+    (c,) = gather(out).comparisons.itertuples()
+    assert c.word == "equivalent" and c.margin == 0.1  # within ±0.1: TOST shows it
