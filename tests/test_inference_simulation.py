@@ -121,7 +121,7 @@ def test_seed_advice_is_a_range_at_least_or_equivalent():
     assert noisy.kind == "count" and noisy.high is None and noisy.text(0.005).startswith(
         "at least")
     tiny = seeds_needed([3.7e-6, 1e-6, 5e-6, 2e-6], 0.005, 7)
-    assert tiny.kind == "equivalent" and "equivalent" in tiny.text(0.005)
+    assert tiny.kind == "equivalent" and "show equivalence" in tiny.text(0.005)
     # every count is one the procedure can honour: at least 3 seeds (a t-test can reach
     # any level from there), never a count whose power is below 0.8
     for advice in (sure, noisy):

@@ -12,7 +12,7 @@ integrated over the χ² quantiles (exact up to the quadrature). The seed count 
 fewest n >= MIN_SEEDS with power >= 0.8, at the observed |mean Δ| and at the end of its
 95% t-interval nearest 0: a range, or "at least" when the interval reaches into the
 margin (the effect may be too small ever to resolve). A mean Δ inside ±margin gets no
-count: more seeds could only show it equivalent within the margin.
+count: at that effect, more seeds would show it equivalent within the margin.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class SeedAdvice:
 
     def text(self, margin: float) -> str:
         if self.kind == "equivalent":
-            return f"Δ is within ±{margin:.2g}: more seeds could only show it equivalent"
+            return (f"Δ is within ±{margin:.2g}: at this effect, more seeds would show "
+                    f"equivalence, not a difference")
         if self.kind != "count":
             return ""
         if self.low is None:
