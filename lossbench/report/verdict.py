@@ -94,6 +94,9 @@ def comparison_sentence(m: Metric, baseline: str, c, counts) -> str:
     if word == "below margin":
         return (f"different from {baseline}, but by less than the ±{c.margin:.2g}{unit} "
                 f"margin ({inner})")
+    if c.penalized and c.p_holm < 0.05:  # significant in its favour, but a seed did not finish
+        return (f"not called better: {c.penalized} seed{'s' if c.penalized != 1 else ''} did "
+                f"not finish ({inner})")
     return f"no difference detected at {c.n_pairs} seeds ({inner}){seeds_clause(c)}"
 
 
