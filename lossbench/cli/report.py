@@ -86,6 +86,8 @@ def print_suite_summary(ev) -> None:
                                                    (r.failed, "failed")) if n)
         c = by_label.get(r.label)
         said = ("the baseline" if r.label == ev.baseline else "–" if c is None else
+                f"untested: {c.n_pairs} seeds (Δ {signed(c.mean_difference)})"
+                if c.word == "untested" else
                 f"{WORD_TEXT.get(c.word, c.word)} (Δ {signed(c.mean_difference)}, "
                 f"Holm p {fmt(c.p_holm, 2)})")
         rows.append((r.label, f"{r.runs}" + (f" ({status})" if status else ""),
