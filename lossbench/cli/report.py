@@ -69,7 +69,7 @@ def contradicted_claims(ev) -> list[str]:
 def print_suite_summary(ev) -> None:
     """The verdict's table in plain text, from the same evidence (score table) as the report."""
     from lossbench.report.document import fmt
-    from lossbench.report.verdict import signed
+    from lossbench.report.verdict import WORD_TEXT, signed
 
     if ev is None or ev.scores.runs.empty or ev.primary.column not in ev.table:
         return
@@ -78,30 +78,34 @@ def print_suite_summary(ev) -> None:
         chosen = ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else "none"
         echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
     col = ev.primary.column
-    deltas = dict(zip(ev.comparisons.label, ev.comparisons.mean_difference))
+    by_label = {c.label: c for c in ev.comparisons.itertuples()}
     rows = []
     for r in ev.table.itertuples():
         low, high, kind = (getattr(r, f"{col}_{k}") for k in ("low", "high", "kind"))
         spread = f"{kind} {fmt(low)}–{fmt(high)}" if low == low and high == high else ""
         status = ", ".join(f"{n} {w}" for n, w in ((r.diverged, "diverged"),
                                                    (r.failed, "failed")) if n)
+        c = by_label.get(r.label)
+        said = ("the baseline" if r.label == ev.baseline else "–" if c is None else
+                f"untested: {c.n_pairs} seeds (Δ {signed(c.mean_difference)})"
+                if c.word == "untested" else
+                f"{WORD_TEXT.get(c.word, c.word)} (Δ {signed(c.mean_difference)}, "
+                f"Holm p {fmt(c.p_holm, 2)})")
         rows.append((r.label, f"{r.runs}" + (f" ({status})" if status else ""),
-                     fmt(getattr(r, col)), spread,
-                     "baseline" if r.label == ev.baseline else signed(deltas.get(r.label,
-                                                                                 float("nan")))))
+                     fmt(getattr(r, col)), spread, said))
     click.echo("")
     if ev.scale is not None and ev.scale.sizes:
         echo(f"at the largest size of the scale ladder, {ev.scale.sizes[-1]} "
              f"(every size: the report's Scale section)")
     print_table(("loss", "seeds", f"mean {ev.primary.header}", "spread",
-                  f"Δ vs {ev.baseline}"), rows)
+                  f"against {ev.baseline} (the report's test)"), rows)
     if ev.claims:
-        from lossbench.report.claims import effect_text
+        from lossbench.report.claims import _verdict_text, effect_text
 
         click.echo("")
-        print_table(("claim", "stated", "Δ = a − b", "verdict"),
-                    [(r.claim.name, r.claim.statement(), effect_text(r), r.verdict)
-                     for r in ev.claims])
+        print_table(("claim", "stated", "Δ = a − b", "p (Holm)", "verdict", "when stated"),
+                    [(r.claim.name, r.claim.statement(), effect_text(r), fmt(r.p_holm, 3),
+                      _verdict_text(r), r.stated) for r in ev.claims])
 
 
 def _labels(value: str | None) -> list[str] | None:

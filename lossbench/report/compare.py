@@ -26,6 +26,8 @@ from lossbench.report import plots
 from lossbench.report.document import Document, fmt
 from lossbench.report.protocol import NOT_TUNED, protocol_of
 from lossbench.report.render import default_out
+from lossbench.report.tables import comparisons
+from lossbench.report.verdict import WORD_TEXT, signed
 from lossbench.store.experiments import suite_meta
 from lossbench.store.tables import load
 
@@ -68,13 +70,16 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
     names = _workload_names(dirs)
     doc = Document("lossbench comparison across suites",
                    out_dir or default_out("reports", "compare"))
-    steps, finals, workloads, per_seed = {}, {}, [], []
+    steps, finals, workloads, per_seed, paired = {}, {}, [], [], []
     baselines: set[str] = set()
     for name, d, meta, summary, table in _scored(names, dirs):
         baselines.add(meta.get("baseline", "cross_entropy"))
         times = label_times(table).set_index("label")
         steps[name], finals[name] = times.steps_to_target, times.final_val_ce
         per_seed.append(table.runs[["label", "seed", "steps_to_target"]].assign(workload=name))
+        if "final_val_ce" in table.runs:  # the report's verdict on this workload
+            paired.append(comparisons(table, "final_val_ce", margin=_margin(meta))
+                          .assign(workload=name, baseline=table.baseline))
         workloads.append({"workload": name, "results": str(d), "runs": len(summary),
                           "losses": len(times), "target_val_ce": table.target,
                           "target_from": table.target_rule, "protocol": protocol_of(meta)})
@@ -147,6 +152,8 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
               [[label, *(f"{fmt(steps_t.loc[label, w])} ({fmt(ratio.loc[label, w], 3)})"
                          for w in steps_t.columns)] for label in scores.label])
 
+    _against_baseline(doc, paired)
+
     doc.section("Ranks by final val CE")
     doc.text("Rank of each loss on each workload by mean final val CE (1 = best; ties averaged; "
              "a loss with a diverged, failed or missing seed ranks last: the mean of its "
@@ -156,6 +163,27 @@ def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None 
     doc.table(["loss", *rank.ranks.columns],
               [[label, *(fmt(v, 3) for v in row)] for label, row in rank.ranks.iterrows()])
     return doc.write()
+
+
+def _margin(meta: dict) -> float | None:
+    from lossbench.report.evidence import report_margin
+
+    return report_margin(meta)
+
+
+def _against_baseline(doc: Document, paired: list[pd.DataFrame]) -> None:
+    """Each workload's verdict on final val CE, by `lossbench report`'s one procedure (the
+    family: that workload's comparisons; its report adds the suite's claims to it)."""
+    doc.section("Against the baseline on each workload")
+    doc.text("Final val CE, each loss against its workload's baseline seed by seed, by the "
+             "procedure of `lossbench report` (paired t-test, Holm over the workload's "
+             "comparisons, better/worse only beyond the margin; docs/statistics.md). A "
+             "report with suite claims puts them in the same family, so its p can be larger.")
+    rows = [[c.workload, c.label, c.baseline, c.n_pairs, signed(c.mean_difference),
+             fmt(c.p_holm, 3), WORD_TEXT.get(c.word, c.word)]
+            for table in paired for c in table.itertuples()]
+    doc.table(["workload", "loss", "baseline", "seeds paired", "Δ val CE", "p (Holm)",
+               "verdict"], rows)
 
 
 def _interval_text(boot: ProfileBootstrap) -> str:

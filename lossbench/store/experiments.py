@@ -39,7 +39,7 @@ from lossbench.core.atomic import atomic_write_json, sweep_temp_files
 from lossbench.core.locks import file_lock
 from lossbench.core.paths import contained, name_problem, safe_name
 from lossbench.core.schema import TABLES_LOCK
-from lossbench.store.runs import StoreError, read_json_object
+from lossbench.store.runs import DONE, StoreError, read_json_object, run_dir
 
 if TYPE_CHECKING:
     from lossbench.core.config import RunConfig
@@ -241,6 +241,31 @@ def _write(out: Path, meta: dict[str, Any], records: list[dict]) -> None:
         atomic_write_json(out / "suite.json", meta, root=out)
 
 
+CLAIM_STAMPS = ("stated_at", "after_results")
+
+
+def _claim_key(claim: dict) -> str:
+    return json.dumps({k: v for k, v in claim.items() if k not in CLAIM_STAMPS},
+                      sort_keys=True, default=str)
+
+
+def stamp_claims(claims: list, before: list, now: str, results_exist: bool) -> list[dict]:
+    """Each claim with when it was stated: a claim the record already had, unchanged,
+    keeps its stamp; a new or edited one is stated ``now``, and ``after_results`` when
+    some of the experiment's runs had finished by then (the table could have suggested
+    it)."""
+    old = {_claim_key(c): c for c in before or [] if isinstance(c, dict)}
+    out = []
+    for c in claims or []:
+        prev = old.get(_claim_key(c))
+        if prev is not None and isinstance(prev.get("stated_at"), str):
+            out.append({**c, "stated_at": prev["stated_at"],
+                        "after_results": prev.get("after_results") is True})
+        else:
+            out.append({**c, "stated_at": now, "after_results": results_exist})
+    return out
+
+
 def open_experiment(out: str | Path, meta: dict[str, Any], run_ids: list[str]) -> dict[str, Any]:
     """Record an invocation of a suite that will run ``run_ids`` (final or, when tuned,
     tuning and untuned candidate runs): the experiment with the same key, if the directory
@@ -255,6 +280,11 @@ def open_experiment(out: str | Path, meta: dict[str, Any], run_ids: list[str]) -
         same = [r for r in records if r.get("key") == key]
         now = now_utc()
         seq = 1 + max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
+        known = {*run_ids, *(same[-1].get("run_ids") or [] if same else [])}
+        done = any((run_dir(out, str(r)) / DONE).exists() for r in known
+                   if isinstance(r, str) and not name_problem(r))
+        meta = {**meta, "claims": stamp_claims(meta.get("claims"), same[-1].get("claims")
+                                               if same else [], now, done)}
         if same:  # an identical rerun: the same experiment, run again
             old = same[-1]
             kept = {k: old[k] for k in ("run_ids", "runs", "choices")

@@ -19,7 +19,7 @@ import types
 import typing
 from typing import Any
 
-from lossbench.core.config import TRACKERS
+from lossbench.core.config import TRACKERS, ReportConfig
 from lossbench.core.fields import doc_of
 from lossbench.suite.claims import KEYS as CLAIM_KEYS
 from lossbench.suite.load import SECTIONS, TOP_LEVEL
@@ -52,6 +52,7 @@ TOP_LEVEL_DOCS: dict[str, tuple[str, str]] = {
     "tune": ("no tuning", "per-loss tuning before the runs: [`[tune]`](#tune)"),
     "scale": ("one size", "a ladder of model sizes: [`[scale]`](#scale)"),
     "claims": ("none", "effects the report tests: [`[[claims]]`](#claims)"),
+    "report": ("", "how the report judges: [`[report]`](#report)"),
     "log": ("none", "experiment trackers: [`[log]`](#log)"),
 }
 
@@ -211,11 +212,13 @@ def suite_keys_markdown() -> str:
              SCALE_KEYS, SCALE_DOCS),
             ("`[[claims]]` {#claims}", "One table per claim (see [Claims](../claims.md)); `a`, "
              "`b`, `metric` and `direction` are required.", CLAIM_KEYS, CLAIM_DOCS),
+            ("`[report]` {#report}", "How the report judges the runs (see [Statistics]"
+             "(../statistics.md)); not part of any run id.", None, ReportConfig),
             ("`[log]` {#log}", "Experiment trackers (see [Sweeps](../sweeps.md#trackers)); not "
              "part of any run id.", LOG_DOCS, LOG_DOCS)):
         where = heading.split("`")[1]
         out += ["", f"## {heading}", "", intro, ""]
-        out += _key_table(keys, docs, where)
+        out += _field_rows(docs) if keys is None else _key_table(keys, docs, where)
     return "\n".join(out) + "\n"
 
 

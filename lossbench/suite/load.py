@@ -35,6 +35,7 @@ from lossbench.core.config import (
     EvalConfig,
     FinetuneConfig,
     ModelConfig,
+    ReportConfig,
     RunConfig,
     TrainConfig,
     parse_seeds,
@@ -67,7 +68,7 @@ from lossbench.suite.tuning import TuneSpec, parse_tune
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "finetune": FinetuneConfig}
 TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "target_val_ce",
-             "claims",
+             "claims", "report",
              "tune", "log", "scale", *SECTIONS}
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Suite:
     scale: ScaleSpec | None = None  # a ladder of model sizes: `runs` holds every size
     claims: tuple[Claim, ...] = ()  # [[claims]]: effects the report tests (lossbench.suite.claims)
     teachers: tuple[RunConfig, ...] = ()  # teacher runs, trained before the students
+    report: ReportConfig = ReportConfig()  # [report]: how the report judges (no run id)
 
 
 def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
@@ -259,7 +261,7 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
                                                              skipped)
     teacher_model, teacher_run = _teacher(teacher_spec, sections, valid, missing, device, where,
                                           errors, skipped)
-    baseline, target, log, claims = _comparison(doc, entries, where, errors)
+    baseline, target, log, claims, report = _comparison(doc, entries, where, errors)
     tune, scale = _tune_and_scale(doc, where, sections, valid, entries, seeds, device,
                                   errors, skipped)
     if errors:
@@ -271,7 +273,7 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
                  baseline=baseline, runs=runs, entries=contenders, tune=tune,
                  target_val_ce=None if target is None else float(target), log=log,
-                 claims=claims, scale=scale,
+                 claims=claims, scale=scale, report=report,
                  teachers=(teacher_run,) if teacher_run is not None else ())
 
 
@@ -353,7 +355,8 @@ def _teacher(spec, sections: dict, valid: dict, missing: dict, device: str, wher
 
 
 def _comparison(doc: dict, entries: list, where: str, errors: list[str]):
-    """What the runs are compared on: the baseline, the target CE, the live log, the claims."""
+    """What the runs are compared on: the baseline, the target CE, the live log, the claims,
+    and how the report judges them ([report])."""
     baseline = doc.get("baseline", "cross_entropy")
     names = {x.get("label") or n for n, _, x in entries}
     if entries and baseline not in names:
@@ -363,8 +366,9 @@ def _comparison(doc: dict, entries: list, where: str, errors: list[str]):
     if target is not None and not (number and math.isfinite(target) and target > 0):
         errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
     log = _parse_log(doc.get("log", {}), where, errors)
+    report = _parse_report(doc.get("report", {}), where, errors)
     claims = parse_claims(doc["claims"], where, sorted(names), errors) if "claims" in doc else ()
-    return baseline, target, log, claims
+    return baseline, target, log, claims, report
 
 
 def _tune_and_scale(doc: dict, where: str, sections: dict, valid: dict, entries: list,
@@ -406,6 +410,21 @@ def _runs(entries: list, sections: dict, seeds: list[int], device: str, tune, sc
         runs = tuple(scale.expand(runs))
         contenders = tuple(at_size(c, scale.sizes[0]) for c in contenders)
     return runs, contenders
+
+
+def _parse_report(table: Any, where: str, errors: list[str]) -> ReportConfig:
+    """[report] margin = 0.01: checked like any section (ReportConfig's fields)."""
+    if not isinstance(table, dict):
+        errors.append(f"{where}: [report] must be a table")
+        return ReportConfig()
+    known = {f.name for f in dataclasses.fields(ReportConfig)}
+    for key in set(table) - known:
+        errors.append(f"{where}: [report] unknown key {key!r}{did_you_mean(key, known)}")
+    try:
+        return ReportConfig(**{k: v for k, v in table.items() if k in known})
+    except ConfigError as exc:
+        errors.extend(f"{where}: [report] {text}" for _, text in exc.problems)
+        return ReportConfig()
 
 
 def _parse_scale(table: Any, where: str, errors: list[str], sections: dict,

@@ -120,6 +120,7 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
     meta["claims"] = [c.to_dict() for c in suite.claims]  # not in the key: the report's
     meta["teacher_runs"] = [{"run_id": t.run_id(), "label": t.display_name, "seed": t.seed}
                             for t in suite.teachers]  # `lossbench status` lists them first
+    meta["report"] = dataclasses.asdict(suite.report)  # [report]: how the report judges
     if suite.scale is not None:  # the ladder, and which size each final run is
         meta["scale"] = suite.scale.record(suite.runs if suite.tune is None else [])
     meta = open_experiment(out, meta, identity)
