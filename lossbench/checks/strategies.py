@@ -254,8 +254,9 @@ def _seeded_cases(draw, spec, kind, plan, magnitude, dtype, max_batch, min_batch
                 scale=draw(st.sampled_from([1.0, magnitude / 3])),
                 dtype="float32" if dtype == np.float32 else "float64", ignore_index=ignore_index,
                 ignore_rate=draw(st.sampled_from([0.0, 0.25])) if ignore_index is not None else 0.0,
-                keep_first=getattr(spec, "reduction", "none") == "mean", teacher=teacher,
-                hidden=3 if getattr(spec, "needs_hidden", False) else 0)
+                keep_first=getattr(spec, "reduction", "none") == "mean", teacher=teacher)
+    if getattr(spec, "needs_hidden", False):  # only then in the recipe: others print as before
+        args["hidden"] = 3
     recipe = "seeded_tensors(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
     hparams = draw(hparam_values(spec, use_defaults=not draw_hparams), label="hparams")
     return LossCase(**seeded_tensors(**args), ignore_index=-100 if ignore_index is None

@@ -102,7 +102,8 @@ def simctg(logits, targets, *, ignore_index=-100, margin=0.5, hidden_states=None
     logits, safe, keep = prepare(logits, targets, ignore_index)
     hidden = F.normalize(_hidden_of(hidden_states, logits), dim=-1)  # (B, T, C), unit rows
     nll = -gather_target(F.log_softmax(logits, dim=-1), safe)  # (B, T)
-    cos = (hidden @ hidden.transpose(1, 2)).clamp(max=1.0)  # (B, T, T): s(h_i, h_j)
+    with torch.autocast(hidden.device.type, enabled=False):  # a matmul: fp32, not bf16
+        cos = (hidden @ hidden.transpose(1, 2)).clamp(max=1.0)  # (B, T, T): s(h_i, h_j)
     pair = keep.unsqueeze(2) & keep.unsqueeze(1)  # (B, T, T): both kept
     pair &= ~torch.eye(keep.shape[1], dtype=torch.bool, device=keep.device)
     contrast = torch.where(pair, torch.relu(margin - 1.0 + cos), 0.0).sum(-1)  # (B, T)

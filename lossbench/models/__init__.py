@@ -63,8 +63,12 @@ class CausalLM(nn.Module):
         if self.hf:
             out = self.net(input_ids=idx, use_cache=False, output_hidden_states=True)
             logits, hidden = out.logits, out.hidden_states[-1]
-        else:
+        elif callable(getattr(self.net, "forward_with_hidden", None)):
             logits, hidden = self.net.forward_with_hidden(idx)
+        else:
+            raise ValueError(f"{type(self.net).__name__} has no forward_with_hidden(idx) -> "
+                             f"(logits (B, T, V), hidden (B, T, C)): a loss that needs "
+                             f"hidden states cannot train it")
         if logits.shape != (B, T, self.vocab_size) or hidden.dim() != 3 \
                 or hidden.shape[:2] != (B, T):
             raise ValueError(f"forward_with_hidden must return logits (B, T, V) and hidden "

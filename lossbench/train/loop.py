@@ -109,10 +109,6 @@ class _Loop:
             result.flops_per_token += result.teacher["teacher_flops_per_token"]
         if models.flops_note(run.model):  # the report's MFU is then an estimate: say so
             result.notes.append(models.flops_note(run.model))
-        if run.spec.needs_hidden and run.probe.plan is not None:
-            result.notes.append(f"gradient noise and sharpness not measured: {run.spec.name} "
-                                f"needs the model's hidden states, which the per-example "
-                                f"gradient probe does not supply")
         return run, result
 
     def _start(self) -> tuple[RunState, RunResult, int]:

@@ -123,7 +123,7 @@ class RunState:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.probe = GradientProbe(self.model, self.optimizer, seed=config.seed,
                                    level=level_of(config.eval.grad_stats), device=self.device,
-                                   beta1=config.train.beta1)
+                                   beta1=config.train.beta1, hidden=self.spec.needs_hidden)
         self.tokens = 0
         self.observer: Observer = Observer()  # train_run sets the caller's observers
 

@@ -75,7 +75,7 @@ def optimizer_step(run: RunState, step: int, lr: float, *, probe: bool,
     for micro in range(cfg.grad_accum):
         x, y, extras = run.batch(step, micro)
         run.observer.on_batch(step, micro, x, y)  # nothing in between draws random numbers
-        if probe and micro == 0 and compute is training_loss and not run.spec.needs_hidden:
+        if probe and micro == 0 and compute is training_loss:
             # noise and sharpness on this batch, at the weights before the update (a forked
             # RNG, no .grad, no weight written: the step below is the same without it)
             run.probe.measure_batch(step, lr, x, y, extras,
