@@ -15,7 +15,12 @@ import time
 import pytest
 from helpers import wait_for
 from test_stopping import session_processes
-from test_untrusted_dirs import cli, copy, finished, write_suite  # noqa: F401  (fixtures)
+from test_untrusted_dirs import (  # noqa: F401  (the fixtures copy and finished)
+    cli,
+    copy_fixture,
+    finished_fixture,
+    write_suite,
+)
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a write's error: no file name
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 
-INTERRUPTED = "lossbench: interrupted; rerun the same command to resume (finished runs are kept)"
+from lossbench.cli.common import INTERRUPTED
 
 
 def main(argv=None) -> None:
