@@ -10,8 +10,6 @@ import click
 
 from lossbench.core.escaping import terminal
 
-INTERRUPTED = "lossbench: interrupted; rerun the same command to resume (finished runs are kept)"
-
 
 class InputError(click.ClickException):
     """Bad user input: one line, exit code 2."""

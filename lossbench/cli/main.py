@@ -15,7 +15,8 @@ import click
 
 from lossbench import __version__
 from lossbench.cli.check import check_cmd
-from lossbench.cli.common import INTERRUPTED, InputError, os_error_line
+from lossbench.cli.common import InputError, os_error_line
+from lossbench.cli.interrupted import INTERRUPTED
 from lossbench.cli.losses import losses_cmd
 from lossbench.cli.report import compare_cmd, report_cmd
 from lossbench.cli.run import run_cmd
