@@ -15,7 +15,12 @@ import time
 import pytest
 from helpers import wait_for
 from test_stopping import session_processes
-from test_untrusted_dirs import cli, copy, finished, write_suite  # noqa: F401  (fixtures)
+from test_untrusted_dirs import (  # noqa: F401  (the fixtures copy and finished)
+    cli,
+    copy_fixture,
+    finished_fixture,
+    write_suite,
+)
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a write's error: no file name
 
@@ -168,7 +173,7 @@ def test_a_run_folder_deleted_while_it_trains_is_one_clear_line(tmp_path):
     proc = start(slow_suite(tmp_path, seeds=(0,)), out)  # two runs, two workers: a pool
     folders = wait_for(lambda: [p.parent for p in out.glob("runs/*/checkpoint.pt")], 120,
                        "a checkpoint", proc)
-    shutil.rmtree(folders[0])
+    os.rename(folders[0], tmp_path / "gone")  # at once, while the run writes into it
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert "Traceback" not in err and "unexpected error" not in err, err

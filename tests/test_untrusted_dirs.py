@@ -6,7 +6,6 @@ a copy of only the tables is reported, and the latest experiment does not depend
 Each attack is built on a copy of one small finished sweep (4 runs); the commands run in this
 process, so a hang is caught by a thread's timeout instead of hanging the test session."""
 
-import json
 import os
 import shutil
 import threading
@@ -18,7 +17,6 @@ from lossbench.cli import main
 from lossbench.core.atomic import append_bytes, atomic_write_json
 from lossbench.core.locks import file_lock
 from lossbench.core.paths import StoreError
-from lossbench.store.runs import run_dir
 from lossbench.store.tables import load
 from lossbench.suite.load import load_suite
 from lossbench.sweep.sweep import run_suite
@@ -32,8 +30,8 @@ def write_suite(folder, seeds=(0, 1), name="trust"):
     return path
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+@pytest.fixture(scope="module", name="finished")
+def finished_fixture(tmp_path_factory):
     """A finished sweep: 4 runs (cross_entropy and mse, seeds 0 and 1), and its suite."""
     root = tmp_path_factory.mktemp("finished")
     suite = write_suite(root)
@@ -41,8 +39,8 @@ def finished(tmp_path_factory):
     return root / "out", suite
 
 
-@pytest.fixture
-def copy(finished, tmp_path):
+@pytest.fixture(name="copy")
+def copy_fixture(finished, tmp_path):
     """A fresh copy of the finished sweep (symlinks kept as symlinks) and its suite."""
     out, suite = finished
     shutil.copytree(out, tmp_path / "out", symlinks=True)

@@ -9,7 +9,13 @@ import shutil
 import time
 
 import pytest
-from test_untrusted_dirs import cli, copy, finished, ids, write_suite  # noqa: F401  (fixtures)
+from test_untrusted_dirs import (  # noqa: F401  (the fixtures copy and finished)
+    cli,
+    copy_fixture,
+    finished_fixture,
+    ids,
+    write_suite,
+)
 
 from lossbench.store.experiments import resolve_experiment
 from lossbench.store.tables import load

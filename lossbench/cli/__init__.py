@@ -2,34 +2,19 @@
 status, check, losses), the group and entry point in :mod:`lossbench.cli.main`, and what
 they share in :mod:`lossbench.cli.common`.
 
-This module stays light: the entry point imports the commands (torch among them, a second
-or more) inside :func:`main`, so a Ctrl-C while they load is one line and exit 130 too."""
-
-from __future__ import annotations
+Loading the commands imports torch and pandas (a second or more): a Ctrl-C meanwhile is
+one line and exit 130 too, not a KeyboardInterrupt traceback from the import machinery."""
 
 import signal
 import sys
 
-INTERRUPTED = "lossbench: interrupted; rerun the same command to resume (finished runs are kept)"
+from lossbench.cli.interrupted import INTERRUPTED
 
-
-def main(argv=None) -> None:
-    """The `lossbench` entry point (:func:`lossbench.cli.main.main`), loaded here."""
-    try:
-        from lossbench.cli.main import main as run
-    except KeyboardInterrupt:  # Ctrl-C while the modules load: nothing has started
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(INTERRUPTED, file=sys.stderr, flush=True)
-        sys.exit(130)
-    run(argv)
-
-
-def __getattr__(name: str):
-    if name == "cli":  # the click group, for tests and embedding
-        from lossbench.cli.main import cli
-
-        return cli
-    raise AttributeError(f"module 'lossbench.cli' has no attribute {name!r}")
-
+try:
+    from lossbench.cli.main import cli, main
+except KeyboardInterrupt:  # nothing has started yet
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(INTERRUPTED, file=sys.stderr, flush=True)
+    sys.exit(130)
 
 __all__ = ["cli", "main"]

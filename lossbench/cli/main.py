@@ -14,9 +14,9 @@ import threading
 import click
 
 from lossbench import __version__
-from lossbench.cli import INTERRUPTED
 from lossbench.cli.check import check_cmd
 from lossbench.cli.common import InputError, os_error_line
+from lossbench.cli.interrupted import INTERRUPTED
 from lossbench.cli.losses import losses_cmd
 from lossbench.cli.report import compare_cmd, report_cmd
 from lossbench.cli.run import run_cmd

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
