@@ -42,6 +42,8 @@ def bench(vocab: int, time_steps: int, repeats: int, min_seconds: float, names=N
     targets = torch.randint(0, vocab, (batch, time_steps), generator=gen)  # (B, T)
     targets[:, :2] = -100  # some padding, as in real batches
     teacher = torch.randn(batch, time_steps, vocab, generator=gen).softmax(-1)
+    # a needs_hidden loss's hidden states (B, T, 64), differentiated like the logits
+    hidden = torch.randn(batch, time_steps, 64, generator=gen).requires_grad_(True)
 
     def baseline():
         loss = F.cross_entropy(logits.view(-1, vocab), targets.view(-1), ignore_index=-100)
@@ -53,11 +55,13 @@ def bench(vocab: int, time_steps: int, repeats: int, min_seconds: float, names=N
         if names and spec.name not in names:
             continue
         extras = {"teacher_probs": teacher} if "teacher_probs" in spec.extra_inputs else {}
+        if spec.needs_hidden:
+            extras["hidden_states"] = hidden
 
         def ours(spec=spec, extras=extras):
             per_token = spec(logits, targets, **extras)
             mean_over_tokens(per_token, targets).backward()
-            logits.grad = None
+            logits.grad = hidden.grad = None
 
         baseline(), ours()  # warm-up
         base_t, ours_t = [], []

@@ -3,6 +3,7 @@
     python benchmarks/replicate.py                      # every part, then the table
     python benchmarks/replicate.py --table-only         # the table of finished results
     python benchmarks/replicate.py --shakespeare path/to/tinyshakespeare.txt
+    python benchmarks/replicate.py --only repetition    # one part (repeatable)
 
 Each part is an ordinary `lossbench run` (resumable: rerun to finish, finished runs are
 skipped) into results/<suite name>/, whose report tests the suite's [[claims]]. The table
@@ -82,10 +83,12 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--shakespeare", default=None, help="path to tinyshakespeare.txt")
     parser.add_argument("--workers", default="auto")
+    parser.add_argument("--only", action="append", default=[], metavar="STEM",
+                        help="only this part, e.g. --only repetition (repeatable)")
     args = parser.parse_args()
     outs = []
     total = time.perf_counter()
-    for suite in SUITES:
+    for suite in [s for s in SUITES if not args.only or s.stem in args.only]:
         out = ROOT / "results" / tomllib.loads(suite.read_text(encoding="utf-8"))["name"]
         outs.append(out)
         if args.table_only:

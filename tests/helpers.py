@@ -196,11 +196,20 @@ def _inline(d: dict) -> str:
     return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) + " }"
 
 
-def lossbench_cli(*args, cwd=None, env=None, timeout: float = 300):
-    """``python -m lossbench ARGS`` in a fresh process: (returncode, stdout, stderr) as a
-    CompletedProcess with text output."""
+def lossbench_cli(*args, cwd=None, env=None, timeout: float = 600):
+    """``python -m lossbench ARGS`` in a fresh process, as a CompletedProcess with text output;
+    ``env`` adds to (not replaces) this process's environment."""
+    import os
     import subprocess
     import sys
 
     return subprocess.run([sys.executable, "-m", "lossbench", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, **env} if env else None)
+
+
+def write_suite(folder: Path, name: str, losses: str, **options) -> Path:
+    """``folder/<name>.toml``: the tiny suite of :func:`tiny_toml` (same options)."""
+    path = folder / f"{name}.toml"
+    path.write_text(tiny_toml(name, losses, **options))
+    return path

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import lossbench_cli as lossbench
 
 from lossbench import cli
 from lossbench.checks import PROPERTIES, LossCase, resolve_targets, run_property
@@ -32,11 +33,6 @@ def check(monkeypatch, capsys):
         out = capsys.readouterr()
         return exit_.value.code, out.out, out.err
     return run
-
-
-def lossbench(*args):
-    return subprocess.run([sys.executable, "-m", "lossbench", *args], capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.mark.parametrize("fn,prop", [

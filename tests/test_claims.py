@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import lossbench_cli as run
 from helpers import tiny_toml
 
 from lossbench.analysis.scores import ScoreTable
@@ -142,7 +143,7 @@ def test_lower_supported_contradicted_inconclusive():
     assert r.effect.mean == pytest.approx(-0.1 + np.mean(NOISE))
     assert r.effect.kind == "95% CI" and r.effect.low < r.effect.mean < r.effect.high
     (r,) = evaluate_claims([claim("higher")], scores)
-    assert r.verdict == "contradicted" and r.p_against_holm < 0.05
+    assert r.verdict == "contradicted" and r.p_holm < 0.05
     (r,) = evaluate_claims([claim("lower", margin=0.2)], scores)  # lower, but not by 0.2
     assert r.verdict == "contradicted"
     (r,) = evaluate_claims([claim("lower")], table({"a": shifted(-0.002), "b": BASE}))
@@ -170,20 +171,22 @@ def test_unfinished_runs_count_against_the_claim():
     diverged = {"a": ["done", "diverged", "done", "done", "failed", "done"]}
     (r,) = evaluate_claims([claim("lower")], table({"a": a, "b": b}, diverged))
     assert r.n_pairs == 6 and r.against == 2 and r.verdict != "supported"
-    top = max(v for i, v in enumerate(a + b) if i not in (1, 4))
-    assert r.differences[1] == pytest.approx(top - b[1])  # a scored at the highest value seen
+    seen = [v for i, v in enumerate(a) if i not in (1, 4)] + b
+    penalty = max(seen) - min(seen)  # the range of the finished values (margin 0)
+    assert r.differences[1] == pytest.approx(penalty)  # scored against the claim
     # the same runs with the two seeds dropped would have been supported
     kept = table({"a": [v for i, v in enumerate(a) if i not in (1, 4)],
                   "b": [v for i, v in enumerate(b) if i not in (1, 4)]})
     assert evaluate_claims([claim("lower")], kept)[0].verdict == "supported"
-    # b's divergence does not help a claim either: b is scored at the lowest value seen
+    # b's divergence does not help a claim either: the seed is scored against it
     (r,) = evaluate_claims([claim("lower")], table({"a": a, "b": b},
                                                    {"b": ["diverged"] + ["done"] * 5}))
-    assert r.against == 1 and r.differences[0] == pytest.approx(a[0] - min(a[1:] + b[1:]))
-    # for 'equal', the unfinished side is scored at the farther end
+    seen = a + b[1:]
+    assert r.against == 1 and r.differences[0] == pytest.approx(max(seen) - min(seen))
+    # for 'equal', outside the margin by the penalty
     (r,) = evaluate_claims([claim("equal", 0.05)], table(
         {"a": shifted(0.0), "b": BASE}, {"a": ["diverged"] + ["done"] * 5}))
-    assert r.verdict != "supported" and abs(r.differences[0]) >= 0.1
+    assert r.verdict != "supported" and abs(r.differences[0]) >= 0.05 + 0.1
 
 
 def test_never_reached_target_is_the_highest_value():
@@ -199,14 +202,16 @@ def test_never_reached_target_is_the_highest_value():
     assert r.differences[2] == 300.0 - 1000.0 and r.differences[0] == 200.0
 
 
-def test_no_spread_uses_the_sign_test():
-    """Every seed the same (kl at step 150, CE never): no t exists; p is the sign test's."""
+def test_no_spread_is_an_infinite_t():
+    """Every seed the same (kl at step 150, CE never): t is infinite, p 0, the same rule
+    as the Verdict's (analysis.inference)."""
     runs = table({"a": [150.0] * 5, "b": [math.inf] * 5}, metric="steps_to_target")
     runs.runs["steps"] = 600
     (r,) = evaluate_claims([claim("lower", metric="steps_to_target")], runs)
-    assert r.differences == (-450.0,) * 5 and r.p == 0.5 ** 5 and r.verdict == "supported"
-    r, _ = evaluate_claims([claim("lower", metric="steps_to_target")] * 2, runs)
-    assert r.verdict == "inconclusive"  # 2 x 1/32 > 0.05: five agreeing seeds are not enough
+    assert r.differences == (-450.0,) * 5 and r.p == 0.0 and r.verdict == "supported"
+    # exactly on the claim's boundary: nothing shown
+    (r,) = evaluate_claims([claim("lower", margin=450.0, metric="steps_to_target")], runs)
+    assert r.p == 1.0 and r.verdict == "inconclusive"
 
 
 def test_holm_across_claims():
@@ -235,11 +240,6 @@ direction = "equal"
 margin = 1.0
 source = '=HYPERLINK("x") [x](javascript:alert(1))'
 """
-
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lossbench", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 @pytest.mark.slow
@@ -301,15 +301,13 @@ def test_replication_suites_exist():
 
 
 def test_rounding_noise_is_no_spread():
-    """Differences equal up to their last bits are 'every seed the same' (the sign test's
-    1/2^n), not a t of 1e15 with p = 1e-60: rounding must not turn an inconclusive claim
-    into a supported one."""
+    """Differences equal up to their last bits are 'every seed the same', not a t of 1e15:
+    on the claim's own boundary (lower by 0.1) rounding must not decide the claim."""
     d = [-0.1, -0.1000000000000001, -0.09999999999999998, -0.1, -0.1]
     runs = table({"a": [1.0 + x for x in d], "b": [1.0] * 5})
-    r, _ = evaluate_claims([claim("lower")] * 2, runs)
-    assert r.p == 0.5 ** 5 and r.verdict == "inconclusive"
-    assert r.seeds_needed == 6  # 2 claims: 1/2^6 < 0.05 / 2 < 1/2^5
-    assert "6 seeds would decide" in _verdict_text(r)
+    (r,) = evaluate_claims([claim("lower", margin=0.1)], runs)
+    assert r.p == 1.0 and r.verdict == "inconclusive"
+    assert _verdict_text(r).startswith("inconclusive")
 
 
 def test_seeds_needed_is_unknown_at_the_margin_and_named_when_no_value():
@@ -337,11 +335,16 @@ def test_an_error_naming_untrusted_labels_stays_one_line():
 
 def test_seeds_needed_counts_only_the_claims_holm_tests():
     """A claim with no test is not in Holm's family, so it does not raise the seeds another
-    claim needs: 4 agreeing seeds (p = 1/16) alone need 5 (1/32 < 0.05), not 6."""
-    runs = table({"a": [0.0] * 4, "b": [1.0] * 4})
+    claim needs: the count is the power calculation at alpha / 1, not alpha / 2."""
+    from lossbench.analysis.power import seeds_for
+
+    runs = table({"a": shifted(-0.004), "b": BASE})
     r, untestable = evaluate_claims([claim("lower"), claim("lower", metric="final_none")], runs)
-    assert math.isnan(untestable.p) and r.p_holm == r.p == 1 / 16
-    assert r.verdict == "inconclusive" and r.seeds_needed == 5
+    assert math.isnan(untestable.p) and r.p_holm == r.p
+    d = np.asarray(r.differences)
+    assert r.verdict == "inconclusive"
+    assert r.seeds_needed == seeds_for(d.mean(), d.std(ddof=1), 0.0, level=0.05)
+    assert r.seeds_needed < seeds_for(d.mean(), d.std(ddof=1), 0.0, level=0.025)
 
 
 def test_holm_step_down_by_hand():

@@ -2,12 +2,11 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import lossbench_cli as _cli
 from helpers import tiny_toml
 
 from lossbench.analysis.profiles import (
@@ -241,11 +240,6 @@ def test_compare_never_ranks_a_loss_by_its_surviving_seeds(tmp_path):
 def workload_text(name: str, vocab: int) -> str:
     return tiny_toml(name, '["cross_entropy", "mse", "hinge"]', data={"markov_vocab": vocab},
                      train={"steps": 40, "batch_size": 8, "lr": 1e-2}, eval={"eval_every": 8})
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "lossbench", *args], capture_output=True,
-                          text=True, timeout=600)
 
 
 @pytest.mark.slow

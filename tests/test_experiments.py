@@ -2,13 +2,11 @@
 report and load(); the run folders stay a shared cache."""
 
 import json
-import os
-import subprocess
-import sys
 
+import helpers
 import pandas as pd
 import pytest
-from helpers import tiny_toml
+from helpers import lossbench_cli as lossbench
 
 from lossbench.store.experiments import UnknownExperiment, list_experiments
 from lossbench.store.runs import run_dir
@@ -18,15 +16,7 @@ from lossbench.sweep.sweep import run_suite
 
 
 def write_suite(tmp_path, losses='["cross_entropy", "mse"]', name="exp"):
-    path = tmp_path / f"{name}.toml"
-    path.write_text(tiny_toml(name, losses, seeds=(0, 1), train={"steps": 20}))
-    return path
-
-
-def lossbench(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "lossbench", *map(str, args)],
-                          capture_output=True, text=True, timeout=600, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+    return helpers.write_suite(tmp_path, name, losses, seeds=(0, 1), train={"steps": 20})
 
 
 def headline(report_dir):

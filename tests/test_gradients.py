@@ -325,7 +325,7 @@ def test_update_ratio_equals_the_optimizers_actual_step():
 
 # ---- nothing changes training ---------------------------------------------------------------
 
-@pytest.mark.parametrize("loss", ["cross_entropy", "kl"])  # vmap, and the loop
+@pytest.mark.parametrize("loss", ["cross_entropy", "kl", "simctg"])  # vmap, the loop, hidden
 def test_training_records_are_bit_identical_at_every_level(loss):
     model = dataclasses.replace(TINY.model, dropout=0.1)  # dropout draws: the probe's too
     runs, seen = {}, {}

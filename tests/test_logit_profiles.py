@@ -23,6 +23,9 @@ def assert_profile_matches_autograd(spec):
     logits, targets = family(p_y, V)
     extras = {"teacher_probs": teacher(len(p_y), V, 0.4)} \
         if "teacher_probs" in spec.extra_inputs else {}
+    if "hidden_states" in spec.extra_inputs:  # simctg: other hidden states than the profile's
+        extras["hidden_states"] = torch.randn(len(p_y), 2, 3, dtype=torch.float64,
+                                              generator=torch.Generator().manual_seed(0))
     for i in range(len(p_y)):
         row = logits[i:i + 1].clone().requires_grad_(True)  # (1, 2, V): one point alone
         loss = spec.fn(row, targets[i:i + 1], **spec.defaults(),

@@ -23,8 +23,6 @@ from lossbench.suite.load import SuiteError, load_suite
 from lossbench.sweep.sweep import run_suite
 from lossbench.train.loop import train_run
 
-tokenizers = pytest.importorskip("tokenizers")
-
 TINY_MODEL = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16)
 TINY_TRAIN = TrainConfig(steps=6, batch_size=4, warmup_steps=2, checkpoint_every=3)
 TINY_EVAL = EvalConfig(eval_every=3, val_windows=8, rep_prefixes=2, rep_prefix_len=4,
@@ -171,7 +169,8 @@ def test_meta_pkl_refuses_extension_codes_that_bypass_find_class(tmp_path):
 
 
 def train_tokenizer(path, vocab=300):
-    tk = tokenizers
+    """A byte-level BPE tokenizer.json (skips the calling test where `tokenizers` is absent)."""
+    tk = pytest.importorskip("tokenizers")
     tok = tk.Tokenizer(tk.models.BPE())  # GPT-2's scheme: byte-level, an end-of-text token
     tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = tk.decoders.ByteLevel()

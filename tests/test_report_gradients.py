@@ -15,7 +15,7 @@ from lossbench.report.document import Document
 from lossbench.report.evidence import gather
 from lossbench.report.render import build_report
 
-SEEDS = range(7)  # 7 agreeing seeds: exact Wilcoxon p = 2/2^7, Holm x 2 losses = 0.031
+SEEDS = range(7)  # focal's ratio exactly 2 on all 7 seeds: no spread, an infinite t (p = 0)
 QUANTITIES = ("grad_noise_scale", "grad_snr", "grad_cos_ce", "sharpness", "sharpness_eos",
               "update_ratio")
 
@@ -90,12 +90,12 @@ def test_a_planted_difference_is_stated_with_its_interval_and_meaning(tmp_path):
     sentences = [line for line in text.splitlines() if line.startswith("- ")]
     assert sentences == [
         "- focal: gradient noise scale 2× cross_entropy's \\[2×, 2×\\] (95% CI, n=7), Holm p = "
-        "0.031: tolerates \\~2× larger batches before a larger batch stops paying (critical "
+        "0: tolerates \\~2× larger batches before a larger batch stops paying (critical "
         "batch size)."], sentences
     # the tables: values with intervals at the end and averaged, and the paired ratios
     assert text.count("| loss | gradient noise scale (tokens) | gradient SNR |") == 2
     assert "| focal | 2,222 \\[" in text  # 2 x (1000 + 37 x 3)
-    assert "| focal | 2× \\[2×, 2×\\] (95% CI, n=7); p (Holm) 0.031 |" in text
+    assert "| focal | 2× \\[2×, 2×\\] (95% CI, n=7); p (Holm) 0 |" in text
     # kl's diverged seed (planted 1e9) is not averaged in: 6 seeds, means of ~1,092, at the
     # end and averaged over the run alike
     kl = [line for line in text.splitlines() if line.startswith("| kl | ")]

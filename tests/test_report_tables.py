@@ -10,7 +10,7 @@ import pytest
 from lossbench.analysis.diagnostics import degenerate, late_drop
 from lossbench.analysis.scores import build_scores
 from lossbench.core.metrics import metric
-from lossbench.report.tables import best_labels, comparisons, label_table, rank_table, ranked
+from lossbench.report.tables import better_marks, comparisons, label_table, rank_table, ranked
 from lossbench.report.verdict import verdict_rows
 
 COLUMNS = ["final_val_ce", "steps_to_target", "tokens_per_s"]
@@ -40,6 +40,12 @@ def tables(finals, status=None, baseline="cross_entropy", **kw):
     return scores, ranked(label_table(scores, COLUMNS), "final_val_ce")
 
 
+def best_labels(scores, table, column="final_val_ce"):
+    """The labels bolded in ``column``, by the report's rule (tables.better_marks)."""
+    comps = comparisons(scores, "final_val_ce")
+    return better_marks(scores, COLUMNS, table, "final_val_ce", comps)[column]
+
+
 def test_survivorship_a_loss_that_diverged_on_one_seed_is_never_best():
     # "planted" would have the best mean if its diverged seed were dropped silently
     finals = {"cross_entropy": [2.0, 2.2, 2.1], "mse": [2.5, 2.6, 2.4],
@@ -50,7 +56,7 @@ def test_survivorship_a_loss_that_diverged_on_one_seed_is_never_best():
     assert row.final_val_ce == pytest.approx(1.05)  # the survivors' mean, shown with its count
     assert row.steps_to_target == math.inf  # a diverged seed never reaches the target
     assert list(table.label) == ["cross_entropy", "mse", "planted"]  # ranked after the rest
-    assert "planted" not in best_labels(table, "final_val_ce")
+    assert "planted" not in best_labels(scores, table)
     # the diverged run's final metrics are not results, whatever it stored
     diverged = scores.runs[scores.runs.status == "diverged"]
     assert diverged.final_val_ce.isna().all()
@@ -58,7 +64,7 @@ def test_survivorship_a_loss_that_diverged_on_one_seed_is_never_best():
     rows = verdict_rows(table, comps, metric("final_val_ce"), "cross_entropy")
     planted = next(r for r in rows if r[1] == "planted")
     assert planted[0] == "3" and "diverged on 1 of 3 seeds" in planted[4]
-    assert "never marked best" in planted[4]
+    assert "never called better" in planted[4] and not planted[3].startswith("better")
 
 
 def test_two_seeds_give_a_range_not_a_confidence_interval():
@@ -66,12 +72,12 @@ def test_two_seeds_give_a_range_not_a_confidence_interval():
     row = table.set_index("label").loc["kl"]
     assert row.final_val_ce_kind == "range"
     assert (row.final_val_ce_low, row.final_val_ce_high) == (1.8, 1.9)
-    assert best_labels(table, "final_val_ce") == set()  # two seeds: nothing is distinguishable
+    assert best_labels(scores, table) == set()  # two seeds: nothing is tested
     comps = comparisons(scores, "final_val_ce")
     rows = verdict_rows(table, comps, metric("final_val_ce"), "cross_entropy")
     kl = next(r for r in rows if r[1] == "kl")
-    assert "not distinguishable from cross_entropy" in kl[3]
-    assert "2 seeds: too few to test" in kl[3] and "range" in kl[3]
+    assert kl[3].startswith("untested: 2 seeds (the test needs 3")
+    assert "range" in kl[3]
     assert "CI" not in kl[3] and "CI" not in kl[2]
 
 
@@ -89,25 +95,27 @@ def test_verdict_is_ranked_and_names_each_relation_to_the_baseline():
     by = {r[1]: r[3] for r in rows}
     assert by["cross_entropy"] == "the baseline"
     assert by["kl"].startswith("better: val CE lower than cross_entropy by 0.12")
-    assert "95% CI" in by["kl"] and "8/8 seeds" in by["kl"] and "Holm p = 0.02" in by["kl"]
+    c = comps.set_index("label")
+    assert "95% CI" in by["kl"] and "8/8 seeds" in by["kl"]
+    assert f"Holm p = {c.loc['kl', 'p_holm']:.2g}" in by["kl"] and c.loc["kl", "p_holm"] < 1e-6
     assert by["mse"].startswith("worse: val CE higher than cross_entropy by 0.3")
-    assert by["focal"].startswith("not distinguishable from cross_entropy")
-    assert "seeds would resolve it" in by["focal"]
-    assert best_labels(table, "final_val_ce") == {"kl"}  # 8 seeds, CIs apart
+    assert by["focal"].startswith(("no difference detected at 8 seeds",
+                                   "practically equivalent to cross_entropy"))
+    assert best_labels(scores, table) == {"kl"}  # better by the same test
 
 
 def test_bold_ties_machine_figures_and_degenerate_runs():
-    finals = {"cross_entropy": [2.0] * 5, "a": [1.0] * 5, "b": [1.0] * 5, "c": [3.0] * 5}
+    rng = np.random.default_rng(1)
+    noise = lambda: list(rng.normal(0, 0.01, 5))  # noqa: E731
+    finals = {"cross_entropy": [2.0 + e for e in noise()], "a": [1.0 + e for e in noise()],
+              "b": [1.0 + e for e in noise()], "c": [3.0 + e for e in noise()]}
     scores, table = tables(finals)
-    # a and b tie on every seed; both are apart from the runner-up: both bold
-    assert best_labels(table, "final_val_ce") == {"a", "b"}
-    assert best_labels(table, "tokens_per_s") == set()  # the machine, not the loss
+    # a and b are both better than the baseline by the test: both bold
+    assert best_labels(scores, table) == {"a", "b"}
+    assert best_labels(scores, table, "tokens_per_s") == set()  # the machine, not the loss
     table.loc[table.label == "a", "degenerate"] = 1
-    assert best_labels(table, "final_val_ce") == {"b"}  # a degenerate run is never best
-    table.loc[table.label == "b", "degenerate"] = 1
-    assert best_labels(table, "final_val_ce") == {"cross_entropy"}
-    table.loc[table.label == "c", "diverged"] = 1
-    assert best_labels(table, "final_val_ce") == set()  # no eligible runner-up to be apart from
+    assert best_labels(scores, table) == {"b"}  # a degenerate run is never marked
+    assert "cross_entropy" not in best_labels(scores, table)  # nor the baseline
 
 
 def test_late_drop_flags_a_run_still_falling_and_not_a_converged_one():
@@ -156,9 +164,13 @@ def test_comparisons_pair_by_seed_and_rank_table_puts_unfinished_last():
     scores, _ = tables(finals, {"hinge": ["done", "done", "diverged"]})
     c = comparisons(scores, "final_val_ce").set_index("label")
     assert c.loc["mse", "n_pairs"] == 3 and c.loc["mse", "mean_difference"] == pytest.approx(0.4)
-    assert c.loc["mse", "p_value"] == pytest.approx(0.25)
-    assert c.loc["hinge", "n_pairs"] == 2  # the diverged seed cannot be paired
+    d = [0.5, 0.4, 0.3]  # mse − CE per seed: the paired t-test by hand
+    t = np.mean(d) / (np.std(d, ddof=1) / np.sqrt(3))
+    assert c.loc["mse", "p_value"] == pytest.approx(2 * (1 - __import__("scipy").stats.t.cdf(t, 2)))
+    # the diverged seed is paired, scored worst-case: the range of every finished value
+    assert c.loc["hinge", "n_pairs"] == 3 and c.loc["hinge", "penalized"] == 1
+    assert c.loc["hinge", "mean_difference"] == pytest.approx((-0.1 - 0.2 + (2.6 - 1.9)) / 3)
     assert (c.p_holm >= c.p_value).all()
-    assert c.loc["mse", "p_better"] == pytest.approx(0.0)  # every mse run ends above every CE run
+    assert c.loc["mse", "p_better"] == pytest.approx(0.0)  # worse on every paired seed
     ranks = rank_table(scores, "final_val_ce").set_index("label").mean_rank
     assert ranks.to_dict() == pytest.approx({"hinge": 5 / 3, "cross_entropy": 5 / 3, "mse": 8 / 3})

@@ -3,12 +3,11 @@ ordinary run, the report gains a Scale section (the other sections read the larg
 and `lossbench compare` takes the ladder's sizes as workloads."""
 
 import json
-import subprocess
-import sys
 
+import helpers
 import pandas as pd
 import pytest
-from helpers import tiny_toml
+from helpers import lossbench_cli as lossbench
 
 from lossbench.suite.load import load_suite
 
@@ -17,18 +16,11 @@ SIZES = ('[scale]\nsizes = [{ n_layer = 1, n_embd = 8 }, { n_layer = 1, n_embd =
 TUNE = '[tune]\nsteps = 4\nseeds = [0]\n[tune.grid]\nlr = [1e-4, 3e-3]\n'
 
 
-def lossbench(*args):
-    return subprocess.run([sys.executable, "-m", "lossbench", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
-
-
 def write_suite(folder, extra=SIZES, **overrides):
-    path = folder / "ladder.toml"
-    path.write_text(tiny_toml("ladder", '["cross_entropy", "label_smoothing"]', seeds=(0, 1),
-                              train={"steps": 8, "warmup_steps": 1},
-                              eval={"eval_every": 4, "full_val_windows": 8}, extra=extra,
-                              **overrides))
-    return path
+    return helpers.write_suite(folder, "ladder", '["cross_entropy", "label_smoothing"]',
+                               seeds=(0, 1), train={"steps": 8, "warmup_steps": 1},
+                               eval={"eval_every": 4, "full_val_windows": 8}, extra=extra,
+                               **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import helpers
 import pytest
 import torch
 from helpers import assert_same_results, tiny_toml, wait_for
@@ -24,11 +25,9 @@ INTERRUPTED = "lossbench: interrupted; rerun the same command to resume (finishe
 def write_suite(tmp_path, steps: int, seeds=(0, 1, 2)):
     """Three runs: with two workers, the third is still queued when the first two train.
     Periodic checkpoints every 25 steps tell the test that training is under way."""
-    path = tmp_path / "stop.toml"
-    path.write_text(tiny_toml("stop", '["cross_entropy"]', seeds=seeds,
-                              train={"steps": steps, "checkpoint_every": 25},
-                              eval={"eval_every": 200}))
-    return path
+    return helpers.write_suite(tmp_path, "stop", '["cross_entropy"]', seeds=seeds,
+                               train={"steps": steps, "checkpoint_every": 25},
+                               eval={"eval_every": 200})
 
 
 def start_sweep(path, out, workers: int = 2) -> subprocess.Popen:

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from helpers import FIXTURES, tiny_toml
+from helpers import lossbench_cli as lossbench
 
 from lossbench.store.runs import attempts, run_dir, same_failures_in_a_row
 from lossbench.store.tables import load
@@ -24,12 +25,6 @@ def one_run_suite(tmp_path, loss="cross_entropy", steps=20, seeds=(0,)):
     path.write_text(f'baseline = "{loss}"\n' + tiny_toml(
         "one", f'["{loss}"]', seeds=seeds, train={"steps": steps, "checkpoint_every": 5}))
     return path
-
-
-def lossbench(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "lossbench", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 class _RunsCode:
@@ -247,7 +242,8 @@ def test_report_names_and_skips_a_malformed_result(tmp_path):
     (bad / "result.json").write_text("{}")
     proc = lossbench("report", out, "--out", tmp_path / "report")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"warning: run {bad.name} skipped" in proc.stderr
+    assert f"runs/{bad.name}/result.json: status: expected" in proc.stderr
+    assert "; skipped" in proc.stderr
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Left out of this report" in md and bad.name in md
 

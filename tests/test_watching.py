@@ -247,7 +247,7 @@ def test_status_table(tmp_path, capsys):
     assert table[("mse", 1)].split()[:3] == ["running", "10/20", "2.2500"]
     assert table[("mse", 1)].split()[3:] == ["5", "s"]  # 10 steps at 1/s, 5 s since the line
     assert table[("cross_entropy", 2)].startswith("stopped")
-    assert table[("cross_entropy", 1)] == "not started -/? -"
+    assert table[("cross_entropy", 1)] == "not started -/20 -"  # the usual total: in the ETA
     assert "6 runs: 2 done, 1 running, 1 stopped, 2 not started" in stdout
     # without the lock, and with metrics written long ago: not running any more
     code, stdout, _ = cli(capsys, "status", out)

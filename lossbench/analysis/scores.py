@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lossbench.analysis.diagnostics import late_drop
+from lossbench.analysis.diagnostics import diagnose, late_drop
 from lossbench.analysis.stats import curve_auc, steps_to_target
 
 TARGET_FACTOR = 1.05
+TEMPERATURE_BOUND = 6.0  # |log T| of train.evaluation.fit_temperature's search range
 FINISHED = "done"
 
 
@@ -97,6 +98,14 @@ class ScoreTable:
         return ScoreTable(runs, self.baseline, target, rule)
 
 
+def _diagnoses(runs: pd.DataFrame, val: pd.DataFrame, train: pd.DataFrame) -> list[list[str]]:
+    """diagnostics.diagnose of every finished run (the Runs section's notes)."""
+    empty = pd.DataFrame({"step": [], "value": []})
+    val_by, train_by = dict(list(val.groupby("run_id"))), dict(list(train.groupby("run_id")))
+    return [diagnose(st, math.nan, val_by.get(r, empty), train_by.get(r, empty))
+            if st == FINISHED else [] for r, st in zip(runs.run_id, runs.status)]
+
+
 def build_scores(summary: pd.DataFrame, curves: pd.DataFrame, baseline: str,
                  suite_target: float | None = None) -> ScoreTable:
     """The score table of ``summary``'s runs (pass only the runs that count: a suite's
@@ -126,6 +135,13 @@ def build_scores(summary: pd.DataFrame, curves: pd.DataFrame, baseline: str,
                           for (s, v), status in zip(curve, runs.status)]
     runs["late_drop"] = [late_drop(s, v) if status == FINISHED else math.nan
                          for (s, v), status in zip(curve, runs.status)]
+    if "final_temperature" in runs:  # a fit at the search's bound e^±6 is no fit
+        t = runs.final_temperature.astype(float)
+        runs["temperature_bound"] = np.abs(np.log(t.where(t > 0))) >= TEMPERATURE_BOUND - 1e-6
+        runs.loc[runs.temperature_bound, "final_temperature"] = math.nan
+    notes = _diagnoses(runs, val, curves[curves.metric == "train_ce"].sort_values("step"))
+    for flag in ("plateau", "underfitting"):  # the Runs section's words, counted per run
+        runs[flag] = [any(n.startswith(flag) for n in run) for run in notes]
     return ScoreTable(runs.reset_index(drop=True), baseline, target, rule)
 
 

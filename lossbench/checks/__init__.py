@@ -24,7 +24,7 @@ _WHERE = {
 __all__ = list(_WHERE)
 
 if "hypothesis" in sys.modules:  # a test session: its conftest loads the profiles by name
-    from . import profiles  # noqa: F401
+    from . import hypothesis_settings  # noqa: F401
 
 
 def __getattr__(name):

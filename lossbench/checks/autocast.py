@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .numerics import _tensors
+
 _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
 _CHECKS_DIR = str(Path(__file__).resolve().parent)
 
@@ -108,17 +110,6 @@ def _cast(obj, rule):
 def _eligible(t: torch.Tensor) -> bool:
     """What CUDA autocast casts: floating tensors other than float64."""
     return t.is_floating_point() and t.dtype != torch.float64
-
-
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for x in obj:
-            yield from _tensors(x)
-    elif isinstance(obj, dict):
-        for x in obj.values():
-            yield from _tensors(x)
 
 
 def call_site() -> str:

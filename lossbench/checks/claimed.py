@@ -16,20 +16,8 @@ from hypothesis import strategies as st
 
 from lossbench.losses._common import smoothed_one_hot
 
-from .base import (
-    aim,
-    assert_close,
-    cases,
-    eps_of,
-    finite_max,
-    jitter,
-    like_returned,
-    reference_of,
-    register_property,
-    slack,
-    value_and_grad,
-    where,
-)
+from .base import (aim, assert_close, cases, eps_of, finite_max, jitter, like_returned,
+    reference_of, register_property, slack, value_and_grad, where)
 from .numerics import widen
 from .strategies import logit_arrays, loss_cases
 

@@ -20,23 +20,8 @@ from hypothesis import strategies as st
 
 from lossbench.losses.registry import KNOWN_PROPERTIES
 
-from .base import (
-    PROPERTIES,
-    Property,
-    aim,
-    assert_close,
-    cases,
-    eps_of,
-    finite_max,
-    jitter,
-    reduced,
-    register_property,
-    returned,
-    slack,
-    totals,
-    value_and_grad,
-    where,
-)
+from .base import (PROPERTIES, Property, aim, assert_close, cases, eps_of, finite_max, jitter,
+    reduced, register_property, returned, slack, totals, value_and_grad, where)
 from .numerics import jacobian_mismatch, narrowed, widen
 from .strategies import EXTREME, batch_permutations, logit_arrays, loss_cases
 

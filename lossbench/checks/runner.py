@@ -20,12 +20,12 @@ from hypothesis import Phase, given, settings, target
 
 from lossbench.losses import GENERIC_PROPERTIES, LossSpec
 
-from . import profiles  # noqa: F401  the "dev" and "ci" settings profiles
+from . import hypothesis_settings  # noqa: F401  the "dev" and "ci" settings profiles
 from .adapters import Adapter, CheckTargetError
 from .base import returned, take_notes, take_score
 from .properties import PROPERTIES
 from .recovery import causality_violation
-from .strategies import LossCase, plan_for, shape_plan
+from .strategies import LossCase, hidden_for, plan_for, shape_plan
 from .targets import load_target, resolve_targets
 
 __all__ = ["CheckTargetError", "Diagnosis", "PropertyResult", "check_loss", "diagnose",
@@ -265,6 +265,7 @@ def _plain_case(spec, ignore: int | None) -> LossCase:
     extras = {}
     if getattr(spec, "needs_teacher", False):
         extras["teacher_probs"] = torch.randn(2, 3, 5, generator=g, dtype=torch.float64).softmax(-1)
+    extras.update(hidden_for(spec, 2, 3, seed=1))
     return LossCase(logits, targets, -100 if ignore is None else ignore, spec.defaults(), extras)
 
 

@@ -249,6 +249,11 @@ def function_spec(obj, label: str, opts: CheckOptions, method: str | None = None
             like = get_loss(opts.like)
         except KeyError as exc:
             raise CheckTargetError(f"--like: {exc}") from None
+        if like.needs_hidden:  # an adapter has no hidden-states parameter to draw for
+            raise CheckTargetError(
+                f"--like {like.name}: {like.name} needs the model's hidden states "
+                f"(hidden_states, B x T x C), which --like cannot pass to a function; register "
+                f"yours with needs_hidden=True (--plugin) and check it by name")
         if opts.teacher and "teacher_probs" not in like.extra_inputs:
             raise CheckTargetError(f"--teacher: {like.name} takes no teacher")
     elif opts.hparam_names:

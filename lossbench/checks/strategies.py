@@ -66,10 +66,11 @@ def shape_plan(plan: ShapePlan | None):
 
 def seeded_tensors(B: int, T: int, V: int, *, seed: int, scale: float, dtype: str = "float64",
                    ignore_index: int | None = None, ignore_rate: float = 0.0,
-                   keep_first: bool = False, teacher: bool = False) -> dict:
+                   keep_first: bool = False, teacher: bool = False, hidden: int = 0) -> dict:
     """logits (B, T, V) ~ N(0, scale^2) clipped to +-3 scale, targets in [0, V) with a share
-    ``ignore_rate`` set to ``ignore_index``, and a teacher distribution when asked: a long or
-    wide case that its printed reproduction rebuilds from these arguments."""
+    ``ignore_rate`` set to ``ignore_index``, a teacher distribution and hidden states (B, T,
+    ``hidden``) ~ N(0, 1) when asked: a long or wide case that its printed reproduction
+    rebuilds from these arguments."""
     g = torch.Generator().manual_seed(seed)
     logits = (torch.randn(B, T, V, generator=g, dtype=torch.float64) * scale)
     logits = logits.clamp(-3 * scale, 3 * scale).to(getattr(torch, dtype))
@@ -83,7 +84,19 @@ def seeded_tensors(B: int, T: int, V: int, *, seed: int, scale: float, dtype: st
     if teacher:
         extras["teacher_probs"] = torch.randn(B, T, V, generator=g, dtype=torch.float64) \
             .softmax(-1).to(logits.dtype)
+    if hidden:  # after every other draw: the cases of other losses stay the same
+        extras["hidden_states"] = torch.randn(B, T, hidden, generator=g,
+                                              dtype=torch.float64).to(logits.dtype)
     return {"logits": logits, "targets": targets, "extras": extras}
+
+
+def hidden_for(spec, B: int, T: int, seed: int, dtype=torch.float64) -> dict:
+    """``{"hidden_states": (B, T, 3) ~ N(0, 1)}`` for a loss that declares ``needs_hidden``
+    (the model's last hidden states), else ``{}``."""
+    if not getattr(spec, "needs_hidden", False):
+        return {}
+    g = torch.Generator().manual_seed(seed)
+    return {"hidden_states": torch.randn(B, T, 3, generator=g, dtype=torch.float64).to(dtype)}
 
 
 def _tensor_repr(t: torch.Tensor) -> str:
@@ -218,6 +231,9 @@ def loss_cases(draw, spec: LossSpec, *, magnitude: float = 20.0, dtype=np.float6
                                                  or draw(st.booleans(), label="with teacher")):
         teacher = draw(distributions((B, T, V)), label="teacher_probs")
         extras["teacher_probs"] = torch.from_numpy(teacher).to(torch.from_numpy(logits).dtype)
+    if getattr(spec, "needs_hidden", False):
+        extras.update(hidden_for(spec, B, T, draw(st.integers(0, 2 ** 16), label="hidden seed"),
+                                 torch.from_numpy(logits).dtype))
     return LossCase(torch.from_numpy(logits), torch.from_numpy(targets),
                     -100 if ignore_index is None else ignore_index, hparams, extras)
 
@@ -239,6 +255,8 @@ def _seeded_cases(draw, spec, kind, plan, magnitude, dtype, max_batch, min_batch
                 dtype="float32" if dtype == np.float32 else "float64", ignore_index=ignore_index,
                 ignore_rate=draw(st.sampled_from([0.0, 0.25])) if ignore_index is not None else 0.0,
                 keep_first=getattr(spec, "reduction", "none") == "mean", teacher=teacher)
+    if getattr(spec, "needs_hidden", False):  # only then in the recipe: others print as before
+        args["hidden"] = 3
     recipe = "seeded_tensors(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
     hparams = draw(hparam_values(spec, use_defaults=not draw_hparams), label="hparams")
     return LossCase(**seeded_tensors(**args), ignore_index=-100 if ignore_index is None

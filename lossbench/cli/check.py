@@ -118,14 +118,6 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
     they declare, a function on the generic ones, or with --like on NAME's. Exit 0 when
     all pass, 1 when any fails, 2 for bad input.
     """
-    from lossbench.checks import PROPERTIES, CheckTargetError, diagnose, resolve_targets
-    from lossbench.checks.runner import ordered_properties, run_property, same_error
-    from lossbench.losses import PluginError, load_plugins
-
-    try:
-        load_plugins(plugins)
-    except PluginError as exc:
-        raise InputError(f"--plugin: {exc}") from None
     options = dict(reduction=reduction, flat=flat, log_probs=log_probs, ignore_index=ignore_index,
                    teacher=teacher, like=like,
                    fixed=_assignments(fixed, "--set", literal=True),
@@ -133,6 +125,23 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
                    ranges=_ranges(ranges), targets=targets_param, logits_key=logits_key,
                    targets_key=targets_key, vocab_arg=vocab_arg, chunk=chunk,
                    non_causal=non_causal)
+    specs = _resolve(target, plugins, options, only)
+    stopped, results = _run_checks(specs, plugins, only, profile=profile,
+                                   max_examples=max_examples, seed=seed)
+    _print_outcome(stopped, results)
+    sys.exit(1 if stopped or any(not r.passed for r in results) else 0)
+
+
+def _resolve(target: str, plugins, options: dict, only) -> list:
+    """The check specs of TARGET, every input problem an InputError (exit 2) before any check."""
+    from lossbench.checks import PROPERTIES, CheckTargetError, resolve_targets
+    from lossbench.checks.runner import ordered_properties
+    from lossbench.losses import PluginError, load_plugins
+
+    try:
+        load_plugins(plugins)
+    except PluginError as exc:
+        raise InputError(f"--plugin: {exc}") from None
     try:
         specs = resolve_targets(target, **options)
     except CheckTargetError as exc:
@@ -142,16 +151,23 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
     unknown = [p for p in only if p not in PROPERTIES]
     if unknown:
         raise InputError(f"--property: unknown {unknown}; known: "
-                              f"{', '.join(sorted(PROPERTIES))}")
+                         f"{', '.join(sorted(PROPERTIES))}")
     for p in only:
         if not any(p in ordered_properties(s) for s in specs):
             applies = ", ".join(ordered_properties(specs[0])) if len(specs) == 1 else ""
             how = ("claim a registered loss's properties with --like NAME"
                    if getattr(specs[0], "source", "") else "the loss does not claim it")
             raise InputError(f"--property {p}: does not apply to {target}"
-                                  f"{f' (checked on: {applies})' if applies else ''}; {how}")
-    with_plugins = f", plugins={list(plugins)!r})" if plugins else ")"
+                             f"{f' (checked on: {applies})' if applies else ''}; {how}")
+    return specs
 
+
+def _run_checks(specs, plugins, only, **run_options) -> tuple[list, list]:
+    """(specs stopped by a diagnosis before any property, property results), in order."""
+    from lossbench.checks import diagnose
+    from lossbench.checks.runner import ordered_properties, run_property
+
+    with_plugins = f", plugins={list(plugins)!r})" if plugins else ")"
     stopped, results = [], []
     for spec in specs:
         for line in getattr(spec, "notes", ()):
@@ -162,8 +178,14 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
             continue
         source = (getattr(spec, "source", "") or f"load_target({spec.name!r})")[:-1] + with_plugins
         names = [p for p in ordered_properties(spec) if not only or p in only]
-        results += [run_property(spec, p, profile=profile, max_examples=max_examples, seed=seed,
-                                 source=source) for p in names]
+        results += [run_property(spec, p, source=source, **run_options) for p in names]
+    return stopped, results
+
+
+def _print_outcome(stopped: list, results: list) -> None:
+    """The table, each failure with its traceback and runnable reproduction, the warnings
+    (each once with its count), and the count line."""
+    from lossbench.checks.runner import same_error
 
     for spec, diagnosis in stopped:
         click.echo(f"{spec.name}: {diagnosis.message}")
@@ -171,8 +193,8 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
             click.echo(_indent(diagnosis.detail))
     if results:
         print_table(("loss", "property", "result", "detail"),
-                     [(r.loss, r.prop, r.status, (r.message or r.warning).splitlines()[0]
-                       if r.message or r.warning else "") for r in results])
+                    [(r.loss, r.prop, r.status, (r.message or r.warning).splitlines()[0]
+                      if r.message or r.warning else "") for r in results])
     failures = [r for r in results if not r.passed]
     for k, r in enumerate(failures):
         click.echo(f"\n--- {r.loss}: {r.prop} failed: {r.message}")
@@ -186,6 +208,14 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
     for r in results:
         if r.warning:
             click.echo(f"\n--- {r.loss}: {r.prop} passed with a warning: {r.warning}")
+    _print_warning_counts(results)
+    n_warn = sum(r.status == "warn" for r in results)
+    warned = f" ({n_warn} with a warning)" if n_warn else ""
+    click.echo(f"\n{len(results) - len(failures)} passed{warned}, "
+               f"{len(failures) + len(stopped)} failed")
+
+
+def _print_warning_counts(results: list) -> None:
     counts: dict[str, Counter] = {}
     for r in results:
         for line, n in r.warnings:
@@ -194,8 +224,3 @@ def check_cmd(target, plugins, profile, max_examples, seed, only, like, reductio
         click.echo(f"\nwarnings from {loss}, each once with its count:")
         for line, n in counter.most_common():
             click.echo(f"    {n}x {line}")
-    n_warn = sum(r.status == "warn" for r in results)
-    n_fail = len(failures) + len(stopped)
-    warned = f" ({n_warn} with a warning)" if n_warn else ""
-    click.echo(f"\n{len(results) - len(failures)} passed{warned}, {n_fail} failed")
-    sys.exit(1 if n_fail else 0)

@@ -1,8 +1,14 @@
-"""What the `lossbench` commands share: the bad-input error and plain tables."""
+"""What the `lossbench` commands share: the bad-input error, plain tables and warnings.
+
+Labels, names and config values printed here may come from a results directory someone
+sent: every cell and warning goes through :func:`lossbench.core.escaping.terminal`, so an
+escape sequence in a label is shown, never sent to the terminal."""
 
 from __future__ import annotations
 
 import click
+
+from lossbench.core.escaping import terminal
 
 
 class InputError(click.ClickException):
@@ -12,13 +18,27 @@ class InputError(click.ClickException):
 
 
 def print_table(header, rows) -> None:
-    """Plain aligned columns; the last column is not padded (it may be long)."""
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    """Plain aligned columns, every cell escaped for the terminal; the last column is not
+    padded (it may be long)."""
+    header = [terminal(c) for c in header]
+    rows = [[terminal(c) for c in row] for row in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     for i, row in enumerate([header, *rows]):
-        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths)] + [str(row[-1])]
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
         click.echo("  ".join(cells).rstrip())
         if i == 0:
             click.echo("  ".join("-" * w for w in widths))
+
+
+def warn(problem: str) -> None:
+    """One warning line on stderr, escaped for the terminal."""
+    click.echo(f"lossbench: warning: {terminal(problem)}", err=True)
+
+
+def echo(text: str, **kwargs) -> None:
+    """``click.echo`` of a line that holds stored names or values: escaped for the terminal
+    (line breaks of the text itself kept)."""
+    click.echo("\n".join(terminal(line) for line in str(text).split("\n")), **kwargs)
 
 
 def os_error_line(exc: OSError) -> str:

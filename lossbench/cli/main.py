@@ -15,11 +15,13 @@ import click
 
 from lossbench import __version__
 from lossbench.cli.check import check_cmd
-from lossbench.cli.common import InputError
+from lossbench.cli.common import InputError, os_error_line
+from lossbench.cli.interrupted import INTERRUPTED
 from lossbench.cli.losses import losses_cmd
 from lossbench.cli.report import compare_cmd, report_cmd
 from lossbench.cli.run import run_cmd
 from lossbench.cli.status import runs_cmd, status_cmd
+from lossbench.core.escaping import terminal
 from lossbench.sweep.executors import ExecutorUnavailable
 
 
@@ -46,17 +48,19 @@ def main(argv=None) -> None:
         click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except ExecutorUnavailable as exc:
-        click.echo(f"lossbench: error: {exc}", err=True)
+        click.echo(f"lossbench: error: {terminal(exc)}", err=True)
         sys.exit(2)
-    except click.ClickException as exc:
-        click.echo(f"lossbench: error: {exc.format_message()}", err=True)
+    except click.ClickException as exc:  # messages may quote stored names: escaped
+        click.echo(f"lossbench: error: {terminal(exc.format_message())}", err=True)
         sys.exit(2 if isinstance(exc, (InputError, click.UsageError)) else exc.exit_code)
+    except OSError as exc:  # a full disk, a read-only folder, a file in the way: anywhere
+        click.echo(f"lossbench: error: {terminal(os_error_line(exc))}", err=True)
+        sys.exit(1)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-INTERRUPTED = "lossbench: interrupted; rerun the same command to resume (finished runs are kept)"
 
 
 def _sigterm_as_interrupt():

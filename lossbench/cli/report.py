@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from lossbench.cli.common import InputError, print_table
+from lossbench.cli.common import InputError, echo, os_error_line, print_table, warn
 from lossbench.cli.status import require_results_dir, store_errors
 
 
@@ -20,7 +20,7 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
     from lossbench.report.evidence import ReportRequestError
     from lossbench.report.render import build_report, report_dir_in
     from lossbench.store.experiments import resolve_experiment, run_ids_of
-    from lossbench.store.runs import DONE, StoreError, run_dir
+    from lossbench.store.tables import finished_run_ids
 
     with store_errors():
         meta = resolve_experiment(results_dir, experiment)
@@ -32,7 +32,8 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
     if "tune" in meta and not final:
         raise click.ClickException(f"experiment {meta.get('id')} is still tuning: no final "
                                    f"runs to report yet (see `lossbench status {results_dir}`)")
-    missing = [r for r in final if not (run_dir(results_dir, r) / DONE).exists()]
+    done = finished_run_ids(results_dir, final)  # run folders, or a copy of the tables
+    missing = [r for r in final if r not in done]
     if final and len(missing) == len(final):
         raise click.ClickException(f"experiment {meta.get('id')}: no run has finished yet "
                                    f"(see `lossbench status {results_dir}`)")
@@ -41,10 +42,10 @@ def write_report(results_dir, out, experiment=None, *, evidence=None,
         report_dir = build_report(results_dir, out, problems, evidence=evidence, **options)
     except (UnsafePathError, ReportRequestError) as exc:
         raise InputError(str(exc)) from None
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # StoreError, a read-only folder, a full disk: one line, exit 1
+        raise click.ClickException(os_error_line(exc)) from None
     for problem in problems:
-        click.echo(f"lossbench: warning: {problem}", err=True)
+        warn(problem)
     if missing:
         click.echo(f"note: {len(missing)} of {len(final)} runs still running or not started; "
                    f"the report shows the {len(final) - len(missing)} finished "
@@ -68,39 +69,43 @@ def contradicted_claims(ev) -> list[str]:
 def print_suite_summary(ev) -> None:
     """The verdict's table in plain text, from the same evidence (score table) as the report."""
     from lossbench.report.document import fmt
-    from lossbench.report.verdict import signed
+    from lossbench.report.verdict import WORD_TEXT, signed
 
     if ev is None or ev.scores.runs.empty or ev.primary.column not in ev.table:
         return
     for label, choice in ev.meta.get("choices", {}).items():
         setting = choice["setting"]
         chosen = ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else "none"
-        click.echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
+        echo(f"tuned {label}: {chosen}" + "".join(f"\n  note: {n}" for n in choice["notes"]))
     col = ev.primary.column
-    deltas = dict(zip(ev.comparisons.label, ev.comparisons.mean_difference))
+    by_label = {c.label: c for c in ev.comparisons.itertuples()}
     rows = []
     for r in ev.table.itertuples():
         low, high, kind = (getattr(r, f"{col}_{k}") for k in ("low", "high", "kind"))
         spread = f"{kind} {fmt(low)}–{fmt(high)}" if low == low and high == high else ""
         status = ", ".join(f"{n} {w}" for n, w in ((r.diverged, "diverged"),
                                                    (r.failed, "failed")) if n)
+        c = by_label.get(r.label)
+        said = ("the baseline" if r.label == ev.baseline else "–" if c is None else
+                f"untested: {c.n_pairs} seeds (Δ {signed(c.mean_difference)})"
+                if c.word == "untested" else
+                f"{WORD_TEXT.get(c.word, c.word)} (Δ {signed(c.mean_difference)}, "
+                f"Holm p {fmt(c.p_holm, 2)})")
         rows.append((r.label, f"{r.runs}" + (f" ({status})" if status else ""),
-                     fmt(getattr(r, col)), spread,
-                     "baseline" if r.label == ev.baseline else signed(deltas.get(r.label,
-                                                                                 float("nan")))))
+                     fmt(getattr(r, col)), spread, said))
     click.echo("")
     if ev.scale is not None and ev.scale.sizes:
-        click.echo(f"at the largest size of the scale ladder, {ev.scale.sizes[-1]} "
-                   f"(every size: the report's Scale section)")
+        echo(f"at the largest size of the scale ladder, {ev.scale.sizes[-1]} "
+             f"(every size: the report's Scale section)")
     print_table(("loss", "seeds", f"mean {ev.primary.header}", "spread",
-                  f"Δ vs {ev.baseline}"), rows)
+                  f"against {ev.baseline} (the report's test)"), rows)
     if ev.claims:
-        from lossbench.report.claims import effect_text
+        from lossbench.report.claims import _verdict_text, effect_text
 
         click.echo("")
-        print_table(("claim", "stated", "Δ = a − b", "verdict"),
-                    [(r.claim.name, r.claim.statement(), effect_text(r), r.verdict)
-                     for r in ev.claims])
+        print_table(("claim", "stated", "Δ = a − b", "p (Holm)", "verdict", "when stated"),
+                    [(r.claim.name, r.claim.statement(), effect_text(r), fmt(r.p_holm, 3),
+                      _verdict_text(r), r.stated) for r in ev.claims])
 
 
 def _labels(value: str | None) -> list[str] | None:
@@ -138,7 +143,7 @@ def report_cmd(results_dir, out, experiment, metric, only, fmt, claims):
     report_dir = write_report(results_dir, out, experiment, metric=metric, only=_labels(only),
                          latex=fmt == "latex", claims=list(claims))
     if fmt == "latex":
-        click.echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
+        echo((report_dir / "tables.tex").read_text(encoding="utf-8"), nl=False)
         click.echo(f"% written to {report_dir / 'tables.tex'}", err=True)
     else:
         click.echo(f"report: {report_dir}/index.html")

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from lossbench.cli.common import InputError, load_plugins_or_exit, os_error_line, plugin_option
+from lossbench.cli.common import (
+    InputError,
+    echo,
+    load_plugins_or_exit,
+    os_error_line,
+    plugin_option,
+    warn,
+)
 from lossbench.cli.report import contradicted_claims, print_suite_summary, write_report
 from lossbench.cli.status import plan_json, print_plan, store_errors
 from lossbench.store.runs import GIVE_UP_AFTER
@@ -108,7 +116,7 @@ def _load(suite_path, overrides, seeds, device):
         return load_suite(suite_path, overrides, seeds=_seeds(seeds), device=device)
     except SuiteError as exc:
         for line in exc.errors[:-1]:
-            click.echo(f"lossbench: error: {line}", err=True)
+            echo(f"lossbench: error: {line}", err=True)
         raise InputError(exc.errors[-1]) from None
 
 
@@ -181,6 +189,8 @@ def _evidence(out, experiment, problems: list[str]):
 
 
 def _print_outcome(suite, out, outcome) -> None:
+    for problem in outcome.problems:  # stored results that were not what they claimed
+        warn(problem)
     counts = {s: list(outcome.statuses.values()).count(s) for s in ("done", "diverged", "failed")}
     click.echo(f"{suite.name}: {len(outcome.statuses)} runs ({outcome.skipped} already finished) "
                f"in {outcome.wall_s:.1f} s: {counts['done']} done, {counts['diverged']} diverged, "
@@ -188,8 +198,12 @@ def _print_outcome(suite, out, outcome) -> None:
     for run_id, (n, error) in outcome.failures.items():
         more = ("not retried: fix the cause, then rerun with --give-up-after 0"
                 if run_id in outcome.gave_up else "rerun the command to retry it")
-        click.echo(f"lossbench: run {run_id} failed ({n}× in a row): {error or 'see its folder'} "
-                   f"(runs/{run_id}/traceback.txt); {more}", err=True)
+        traceback = Path(out) / "runs" / run_id / "traceback.txt"
+        where = f" (runs/{run_id}/traceback.txt)" if traceback.is_file() else ""
+        if not traceback.parent.is_dir():
+            error = error or "its folder was removed while it trained"
+        echo(f"lossbench: run {run_id} failed ({n}× in a row): {error or 'see its folder'}"
+             f"{where}; {more}", err=True)
 
 
 def _attach_report(log, out, experiment, report_dir) -> None:
@@ -199,7 +213,7 @@ def _attach_report(log, out, experiment, report_dir) -> None:
 
     run_ids = resolve_experiment(out, experiment).get("run_ids", [])
     for problem in attach_report(log, out, run_ids, report_dir):
-        click.echo(f"warning: {problem}", err=True)
+        warn(problem)
 
 
 def _seeds(value: str | None) -> list[int] | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lossbench.cli.common import InputError, print_table
+from lossbench.cli.common import InputError, echo, print_table, warn
 
 
 def require_results_dir(path: str) -> None:
@@ -77,15 +77,15 @@ def runs_cmd(results_dir):
         rows, previous = [], None
         for r in records:
             try:
-                states = experiment_states(results_dir, r)
+                states = experiment_states(results_dir, r, problems)
                 n, status = len(states), status_counts(states)
             except StoreError as exc:  # a record naming unsafe run ids: listed, not read
                 n, status = "?", f"unreadable ({exc})"
             rows.append((r["id"] + (" *" if r["id"] == latest else ""), _when(r.get("updated")),
                          n, status, config_diff(previous, r)))
             previous = r
-    for problem in problems:
-        click.echo(f"lossbench: warning: {problem}", err=True)
+    for problem in dict.fromkeys(problems):  # a run of several experiments: once
+        warn(problem)
     if not rows:
         click.echo(f"{results_dir}: no experiments")
         return
@@ -112,9 +112,12 @@ def status_cmd(results_dir, experiment):
     from lossbench.sweep.status import experiment_states, overall
 
     require_results_dir(results_dir)
+    problems: list[str] = []
     with store_errors():
         meta = resolve_experiment(results_dir, experiment)
-        states = experiment_states(results_dir, meta)
+        states = experiment_states(results_dir, meta, problems)
+    for problem in problems:
+        warn(problem)
     shown = ("tuning", "teacher")  # the phases before the final runs
     rows = [(s.label, s.seed, s.state + (f" ({s.phase})" if s.phase in shown else ""),
              f"{'-' if s.step is None else s.step}/{'?' if s.total is None else s.total}",
@@ -125,8 +128,8 @@ def status_cmd(results_dir, experiment):
     if isinstance(sizes, dict):
         header = ("size",) + header
         rows = [(str(sizes.get(s.run_id, "")),) + row for s, row in zip(states, rows)]
-    click.echo(f"experiment {meta.get('id', '?')} ({meta.get('name', '?')}), "
-               f"last run {_when(meta.get('updated'))} UTC\n")
+    echo(f"experiment {meta.get('id', '?')} ({meta.get('name', '?')}), "
+         f"last run {_when(meta.get('updated'))} UTC\n")
     print_table(header, rows)
     _, eta = overall(states)
     left = f"; about {duration(eta)} left at the current pace" if eta is not None else ""

@@ -286,6 +286,20 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """How the report judges the runs (lossbench.analysis.inference); part of no run id."""
+
+    margin: float | None = ranged(None, 0.0, low_open=True, doc=(
+        "the practical margin m on the primary metric, in its unit: \"better\"/\"worse\" "
+        "need a significant difference of at least m, and \"practically equivalent\" is "
+        "TOST within ±m; unset: 0.005 on a metric in nats/token (0.5% of perplexity), "
+        "else 0.5% of the baseline's mean"))
+
+    def __post_init__(self):
+        check(self)
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     """Optional sequence-level unlikelihood phase after the main steps (Welleck et al. 2020)."""
 

@@ -151,3 +151,15 @@ def printable_names(options) -> str:
     """Names joined for an error line; a label read from a results folder may hold a line
     break or a control character, which would split the one-line error (shown escaped)."""
     return ", ".join(o if str(o).isprintable() else repr(o)[1:-1] for o in map(str, options))
+
+
+def terminal(text: object) -> str:
+    """``text`` safe to print on a terminal: every character that is not printable (ESC and
+    BEL, which start sequences that retitle or rewrite the terminal, CR and line breaks,
+    C1 controls, bidirectional overrides) is shown as its escape (``\\x1b``), never emitted.
+
+    >>> terminal("ok\\x1b]0;pwned\\x07 label")
+    'ok\\\\x1b]0;pwned\\\\x07 label'
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in _str(text))

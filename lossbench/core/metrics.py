@@ -75,6 +75,18 @@ METRICS: tuple[Metric, ...] = (
            "Greedy continuations (eval.rep_continuation tokens) of fixed validation prefixes: "
            "1 − unique 4-grams / 4-grams, averaged over continuations.",
            "Welleck et al., ICLR 2020"),
+    Metric("final_seq_rep_2", "seq-rep-2", "", True,
+           "As seq-rep-4 with bigrams: 1 − unique 2-grams / 2-grams of each greedy "
+           "continuation, averaged over continuations (Su et al.'s rep-2, whose pooled counts "
+           "equal it here: every continuation has the same length).",
+           "Welleck et al., ICLR 2020; Su et al., NeurIPS 2022"),
+    Metric("final_seq_rep_3", "seq-rep-3", "", True,
+           "As seq-rep-4 with trigrams (Su et al.'s rep-3).",
+           "Welleck et al., ICLR 2020; Su et al., NeurIPS 2022"),
+    Metric("final_diversity", "diversity", "", False,
+           "(1 − seq-rep-2)(1 − seq-rep-3)(1 − seq-rep-4) of the same greedy continuations: 1 "
+           "when no n-gram repeats, near 0 for a loop.",
+           "Su et al., A Contrastive Framework for Neural Text Generation, NeurIPS 2022"),
     Metric("final_uniq_seq", "uniq-seq", "tokens", False,
            "Distinct tokens over all greedy continuations.", "Welleck et al., ICLR 2020"),
     Metric("final_unigram_entropy", "unigram entropy", "nats/token", None,

@@ -38,7 +38,7 @@ from .registry import (
 )
 
 # Built-in losses: imported for their @register_loss side effect.
-from . import likelihood, square, divergence, distill, mixture, margin, repetition  # noqa: E402,F401  isort: skip
+from . import likelihood, square, divergence, distill, mixture, margin, repetition, novelty, simctg  # noqa: E402,F401,E501  isort: skip
 
 __all__ = [
     "ENTRY_POINT_GROUP", "GENERIC_PROPERTIES", "KNOWN_PROPERTIES", "OPTIONAL_PROPERTIES",

@@ -29,6 +29,8 @@ import torch
 from .registry import LossSpec
 
 TEACHER_INPUT = "teacher_probs"
+HIDDEN_INPUT = "hidden_states"  # a needs_hidden loss (SimCTG): its profile is on the logits, at
+#   fixed hidden states (their term does not involve the logits)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def unsupported(spec: LossSpec) -> str | None:
     """Why the profile of ``spec`` cannot be drawn from logits alone (None when it can)."""
     if spec.finetune_only:
         return "a fine-tuning loss: it needs the model's own generated continuation"
-    missing = [k for k in spec.extra_inputs if k != TEACHER_INPUT]
+    missing = [k for k in spec.extra_inputs if k not in (TEACHER_INPUT, HIDDEN_INPUT)]
     if missing:
         return f"needs {', '.join(missing)} besides the logits"
     return None
@@ -95,6 +97,8 @@ def logit_gradients(spec: LossSpec, p_y: torch.Tensor, hparams: dict | None = No
     extras = {}
     if TEACHER_INPUT in spec.extra_inputs:
         extras[TEACHER_INPUT] = teacher(len(p_y), vocab, teacher_mass)
+    if HIDDEN_INPUT in spec.extra_inputs:  # fixed: two orthogonal unit vectors per row
+        extras[HIDDEN_INPUT] = torch.eye(2, dtype=logits.dtype).expand(len(p_y), 2, 2)
     per_token = spec.fn(logits, targets, **(hparams or {}), **extras)  # (N, 2)
     (grad,) = torch.autograd.grad(per_token[:, 1].sum(), logits)
     return grad[:, 1]

@@ -105,6 +105,8 @@ class LossSpec:
     extra_inputs: tuple[str, ...] = ()  # optional keyword tensors, e.g. ("teacher_probs",)
     reference_impl: Callable[..., torch.Tensor] | None = None
     finetune_only: bool = False  # needs generated text (sequence-level unlikelihood)
+    needs_hidden: bool = False  # takes the model's last hidden states, hidden_states (B, T, C),
+    #   which the training loop supplies (SimCTG); "hidden_states" is then an extra input
     origin: str = "lossbench"  # module that registered it
     # the definition's version: a built-in's is bumped when its numbers change (tests/
     # test_loss_definitions.py), and enters the run id from 2 on (lossbench.losses.identity)
@@ -142,6 +144,7 @@ class LossSpec:
             "properties": sorted(self.properties),
             "extra_inputs": list(self.extra_inputs),
             "finetune_only": self.finetune_only,
+            "needs_hidden": self.needs_hidden,
             "origin": self.origin,
             "version": self.version,
         }
@@ -184,6 +187,7 @@ def register_loss(
     reference_impl: Callable[..., torch.Tensor] | None = None,
     finetune_only: bool = False,
     version: int = 1,
+    needs_hidden: bool = False,
 ):
     """Decorator: register ``fn`` under ``name`` and return it unchanged.
 
@@ -194,8 +198,13 @@ def register_loss(
     ``properties`` lists the optional properties the loss claims; the generic
     ones always apply, ``matches_reference`` is added when ``reference_impl``
     is given and ``neutral_hparams_give_cross_entropy`` when a hyperparameter
-    declares a ``neutral`` value. Duplicate names raise ``ValueError``.
+    declares a ``neutral`` value. ``needs_hidden``: the loss takes the model's last hidden
+    states as the keyword ``hidden_states`` (B, T, C), supplied by the training loop and
+    drawn by ``lossbench check`` (added to ``extra_inputs``). Duplicate names raise
+    ``ValueError``.
     """
+    if needs_hidden and "hidden_states" not in extra_inputs:
+        extra_inputs = (*extra_inputs, "hidden_states")
     hparams = MappingProxyType(dict(hparams or {}))
     unknown = set(properties) - set(KNOWN_PROPERTIES)
     if unknown:
@@ -215,7 +224,7 @@ def register_loss(
             name=name, fn=fn, description=description, reference=reference, hparams=hparams,
             properties=frozenset(props), extra_inputs=tuple(extra_inputs),
             reference_impl=reference_impl, finetune_only=finetune_only,
-            origin=getattr(fn, "__module__", "?"), version=version,
+            needs_hidden=needs_hidden, origin=getattr(fn, "__module__", "?"), version=version,
         )
         return fn
 

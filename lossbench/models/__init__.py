@@ -54,6 +54,28 @@ class CausalLM(nn.Module):
                              f"for input {(B, T)}, V = {self.vocab_size}")
         return logits  # (B, T, V)
 
+    def forward_with_hidden(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, T, V), last hidden states (B, T, C)) for a loss that declares
+        ``needs_hidden``: transformers' ``output_hidden_states`` (the last entry: after the
+        final norm, for GPT-2 and Llama-style models), a factory module's own
+        ``forward_with_hidden`` (:func:`hidden_problem` refuses one without it)."""
+        B, T = idx.shape
+        if self.hf:
+            out = self.net(input_ids=idx, use_cache=False, output_hidden_states=True)
+            logits, hidden = out.logits, out.hidden_states[-1]
+        elif callable(getattr(self.net, "forward_with_hidden", None)):
+            logits, hidden = self.net.forward_with_hidden(idx)
+        else:
+            raise ValueError(f"{type(self.net).__name__} has no forward_with_hidden(idx) -> "
+                             f"(logits (B, T, V), hidden (B, T, C)): a loss that needs "
+                             f"hidden states cannot train it")
+        if logits.shape != (B, T, self.vocab_size) or hidden.dim() != 3 \
+                or hidden.shape[:2] != (B, T):
+            raise ValueError(f"forward_with_hidden must return logits (B, T, V) and hidden "
+                             f"states (B, T, C): got {tuple(logits.shape)} and "
+                             f"{tuple(hidden.shape)} for input {(B, T)}")
+        return logits, hidden
+
     def _lookup_only(self) -> list[nn.Parameter]:
         """Embedding tables that are not also an output matrix (tied): pure lookups."""
         out_ids = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
@@ -182,6 +204,24 @@ def _construct(m: ModelConfig, vocab_size: int) -> nn.Module:
     return CausalLM(net, m.block_size, vocab_size, hf=False)
 
 
+def hidden_problem(m: ModelConfig) -> str | None:
+    """Why ``m``'s model cannot give its last hidden states (a loss with ``needs_hidden``),
+    one line; None when it can: the GPT and transformers models always, a factory's module
+    when it has ``forward_with_hidden(idx) -> (logits, hidden)`` (checked on the meta
+    device; a factory that cannot be built there is checked when its run builds it)."""
+    if not m.arch.startswith("python:"):
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = _construct(m, 256)
+    except Exception:  # check_build reports what is wrong with the model itself
+        return None
+    if callable(getattr(model.net, "forward_with_hidden", None)):
+        return None
+    return (f"[model] arch: {m.arch} does not expose its last hidden states: give its module "
+            f"a method forward_with_hidden(idx) -> (logits (B, T, V), hidden (B, T, C))")
+
+
 def check_build(m: ModelConfig, vocab_size: int = 256) -> None:
     """Construct ``m``'s model on the meta device (no memory, no random numbers drawn from
     the global generator), so what only building shows -- a model_type with no causal LM,
@@ -235,5 +275,6 @@ def flops_note(model: nn.Module) -> str:
     return getattr(model, "flops_note", "")
 
 
-__all__ = ["CausalLM", "arch_hash", "build", "check_build", "flops_note", "init_problem",
+__all__ = ["CausalLM", "arch_hash", "build", "check_build", "flops_note", "hidden_problem",
+           "init_problem",
            "load_weights"]

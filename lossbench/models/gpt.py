@@ -150,6 +150,16 @@ class GPT(nn.Module):
         ``[[None, None] for _ in range(n_layer)]`` (distinct lists: each layer fills its own);
         ``idx`` continues the cached sequence.
         """
+        return self.lm_head(self._last_hidden(idx, cache))  # (B, T, V)
+
+    def forward_with_hidden(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, T) -> (logits (B, T, V), last hidden states (B, T, C)): the same
+        computation as ``forward``, the hidden states being the output matrix's input (after
+        the final layer norm), for losses that declare ``needs_hidden`` (SimCTG)."""
+        x = self._last_hidden(idx, None)  # (B, T, C)
+        return self.lm_head(x), x
+
+    def _last_hidden(self, idx: torch.Tensor, cache: list | None) -> torch.Tensor:
         B, T = idx.size()
         start = 0 if cache is None or cache[0][0] is None else cache[0][0].size(2)
         if start + T > self.config.block_size:
@@ -161,8 +171,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, None if cache is None else cache[i])
-        x = self.transformer.ln_f(x)  # (B, T, C)
-        return self.lm_head(x)  # (B, T, V)
+        return self.transformer.ln_f(x)  # (B, T, C)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Number of parameters (tied weights counted once).

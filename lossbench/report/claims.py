@@ -1,32 +1,25 @@
 """Testing a suite's claims (lossbench.suite.claims) on its score table, and the report's Claims
-section.
+section, by the report's one procedure (lossbench.analysis.inference).
 
 Each claim is tested on a's and b's values paired by seed (same weights, same batches):
 d_s = a_s - b_s (b a constant: a_s - b).
 
-- **Runs that did not finish count against the claim.** A diverged or failed seed of
-  either side is scored at the worst value any run of the two sides reached, for the
-  claim (a claimed lower: a at the highest value seen, b at the lowest). A finished run
-  that never reached the steps-to-target target counts as reaching it at its last step (a
-  lower bound; the highest value seen when steps are unknown). Nothing is dropped, and a
-  claim never wins on a run that did not finish.
-- **Tests.** lower/higher: a one-sided paired t-test of d against -margin / +margin;
-  equal: TOST (two one-sided paired t-tests against -margin and +margin; its p is the
-  larger). A t-test, not the Statistics section's exact Wilcoxon: a suite states several
-  claims, and with Holm across them and 5-8 seeds the exact test cannot reach 0.05 at all
-  (its smallest one-sided p is 1/2^n); the t-test assumes roughly normal differences,
-  which the section says.
-- **Holm** across the claims of the report, separately for the claim and for its
-  opposite: each kind of verdict, "supported" and
-  "contradicted", keeps its family-wise error under alpha, so a wrong verdict of either
-  kind has a chance of at most 2 alpha (one Holm family over both would halve each
-  side's level). Verdict: supported (the claim's Holm p < 0.05), contradicted (the opposite's:
-  a significantly on the other side of the margin, or for equal, outside it), otherwise
-  inconclusive, with the seeds a paired t-test would need at the observed effect
-  (stats.paired_t_seeds at Holm's first-step level, alpha / the claims with a test,
-  one-sided; every seed's difference the same: the sign test's n, 1/2^n below that level).
-- **The effect** is the mean of d with the project's interval rule (stats.interval): the
-  seeds' range below 5 seeds, a 95% bootstrap CI from 5.
+- **Runs that did not finish count against the claim** (analysis.paired's rule): a seed
+  either side did not finish gets d_s = the penalty P = max(range of the two sides'
+  finished values, margin), on the side against the claim (lower: +P; higher: -P; equal:
+  margin + P). A finished run that never reached the steps-to-target target counts as
+  reaching it at its last step (a lower bound; the highest value seen when steps are
+  unknown).
+- **Test.** lower/higher: the two-sided paired t-test of d against the claim's boundary
+  (-margin / +margin): significant with the mean beyond it on the claimed side is
+  "supported", on the other side "contradicted". equal: TOST against ±margin (supported)
+  and the test of |mean| > margin (contradicted); the claim's p is twice the smaller.
+  Every seed's d the same: t is infinite (p 0). Fewer than MIN_SEEDS paired seeds:
+  "untested".
+- **Holm**: the suite's claims share one family with the report's baseline comparisons
+  (report.evidence); claims given with ``--claim`` at report time are a family of their
+  own, labelled so: adding one changes no verdict and no suite claim's p.
+- **The effect** is the mean of d with the project's interval (a t-interval from 3 seeds).
 """
 
 from __future__ import annotations
@@ -36,13 +29,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
+from lossbench.analysis.inference import MIN_SEEDS, _t_p
+from lossbench.analysis.paired import penalty
+from lossbench.analysis.power import seeds_for
 from lossbench.analysis.scores import FINISHED, ScoreTable
-from lossbench.analysis.stats import ALPHA, Interval, holm, interval, paired_t_seeds
+from lossbench.analysis.stats import ALPHA, Interval, holm, interval
 from lossbench.report.document import Document, fmt
 from lossbench.report.verdict import signed, spread_text
 from lossbench.suite.claims import Claim
+
+# when a claim was stated (suite.claims' stamp, and --claim)
+BEFORE, AFTER, REPORT_TIME = "before the results", "stated after the results", "at report time"
 
 
 @dataclass(frozen=True)
@@ -51,14 +49,15 @@ class ClaimResult:
     n_pairs: int
     against: int  # seeds scored against the claim because a run did not finish
     differences: tuple[float, ...]  # d per paired seed, after scoring unfinished runs
-    effect: Interval  # mean d with its range (< 5 seeds) or 95% bootstrap CI
-    p: float  # raw p of the claim (one-sided, or TOST); NaN when no test was possible
-    p_against: float  # raw p of its opposite
+    effect: Interval  # mean d with its range (< 3 seeds) or 95% t-interval
+    p: float  # raw p of the claim's test (see the module docstring); NaN: no test
+    side: str = ""  # "supported" | "contradicted": the side the test points to
     p_holm: float = math.nan
-    p_against_holm: float = math.nan
-    verdict: str = "inconclusive"  # supported | contradicted | inconclusive
-    seeds_needed: int = 0  # 0: unknown (no spread, no test)
+    verdict: str = "inconclusive"  # supported | contradicted | inconclusive | untested
+    seeds_needed: int = 0  # 0: unknown (no effect to detect, no test)
     note: str = ""
+    stated: str = BEFORE  # BEFORE | AFTER | REPORT_TIME
+    family: str = "report"  # "report" (with the baseline comparisons) | "report time"
 
 
 def _scored(claim: Claim, scores: ScoreTable) -> tuple[list[float], int, str]:
@@ -88,6 +87,8 @@ def _scored(claim: Claim, scores: ScoreTable) -> tuple[list[float], int, str]:
     top = hi  # a finished run's inf: steps to target never reached: at least its last step
     if claim.metric == "steps_to_target" and "steps" in runs:
         top = max([hi, *runs[runs.label.isin([claim.a, claim.b])].steps.astype(float)])
+    pen = penalty([lo, top], claim.margin)
+    against_d = {"lower": pen, "higher": -pen, "equal": claim.margin + pen}[claim.direction]
 
     def value(v, ok):
         if not ok:
@@ -99,17 +100,9 @@ def _scored(claim: Claim, scores: ScoreTable) -> tuple[list[float], int, str]:
         va, vb = value(*a[s]), value(*b[s])
         if va is None or vb is None:
             against += 1
-            if claim.direction == "lower":
-                va, vb = (hi if va is None else va), (lo if vb is None else vb)
-            elif claim.direction == "higher":
-                va, vb = (lo if va is None else va), (hi if vb is None else vb)
-            elif va is None and vb is None:
-                va, vb = hi, lo
-            elif va is None:
-                va = hi if abs(hi - vb) >= abs(lo - vb) else lo
-            else:
-                vb = hi if abs(hi - va) >= abs(lo - va) else lo
-        diffs.append(va - vb)
+            diffs.append(against_d)
+        else:
+            diffs.append(va - vb)
     missing = sum(not math.isfinite(x) for x in diffs)
     if missing:  # a finished run without this metric: no test, and the section says why
         note = "; ".join(filter(None, [note, f"{missing} finished seed(s) have no "
@@ -117,93 +110,79 @@ def _scored(claim: Claim, scores: ScoreTable) -> tuple[list[float], int, str]:
     return diffs, against, note
 
 
-def _no_spread(d: np.ndarray, at: float = 0.0) -> bool:
-    """Every seed's difference the same, up to floating-point rounding: a - b computed from
-    values near 2.0 differs in its last bits (a spread of 1e-17 around -0.1), which would
-    give a t of 1e15 and p = 1e-60 where exactly equal differences give no t at all."""
-    scale = max(float(np.abs(d).max()), abs(at))
-    return float(np.ptp(d)) <= 1e-9 * scale
+def _test(claim: Claim, d: np.ndarray) -> tuple[float, str]:
+    """(p of the claim's test, the side it points to); NaN below MIN_SEEDS."""
+    if len(d) < MIN_SEEDS or not np.all(np.isfinite(d)):
+        return math.nan, ""
+    m, mean = claim.margin, float(d.mean())
+    if claim.direction in ("lower", "higher"):
+        edge = -m if claim.direction == "lower" else m
+        claimed = mean < edge if claim.direction == "lower" else mean > edge
+        return _t_p(d, edge, "two-sided"), "supported" if claimed else "contradicted"
+    tost = max(_t_p(d, -m, "greater"), _t_p(d, m, "less"))
+    outside = min(1.0, 2 * min(_t_p(d, m, "greater"), _t_p(d, -m, "less")))
+    side = "supported" if tost <= outside else "contradicted"
+    return min(1.0, 2 * min(tost, outside)), side
 
 
-def _t(d: np.ndarray, at: float, alternative: str) -> float:
-    """One-sided one-sample t-test p of d against ``at``. With no spread (every seed the
-    same, e.g. steps to target, or the same up to rounding) there is no t: the exact sign
-    test's p, 1/2^n when every seed is beyond ``at``, else 1."""
-    if _no_spread(d, at):
-        mean = float(d.mean())
-        beyond = mean < at if alternative == "less" else mean > at
-        return 0.5 ** len(d) if beyond else 1.0
-    return float(sps.ttest_1samp(d, at, alternative=alternative).pvalue)
-
-
-def _tests(claim: Claim, d: np.ndarray) -> tuple[float, float]:
-    """(p of the claim, p of its opposite); NaN when fewer than 2 seeds paired."""
-    if len(d) < 2 or not np.all(np.isfinite(d)):
-        return math.nan, math.nan
-    m = claim.margin
-    if claim.direction == "lower":
-        return _t(d, -m, "less"), _t(d, -m, "greater")
-    if claim.direction == "higher":
-        return _t(d, m, "greater"), _t(d, m, "less")
-    tost = max(_t(d, -m, "greater"), _t(d, m, "less"))
-    outside = min(1.0, 2 * min(_t(d, m, "greater"), _t(d, -m, "less")))
-    return tost, outside
-
-
-def _seeds_needed(claim: Claim, d: np.ndarray, alpha: float) -> int:
-    """Seeds a one-sided paired test at ``alpha`` would need to decide at the observed
-    effect (toward the claim or against it); 0 when unknown (no effect beyond the margin
-    either way). Every seed the same: the sign test's, the fewest n with 1/2^n < alpha
-    (2/2^n for 'outside an equality margin', a two-sided test)."""
+def _seeds_needed(claim: Claim, d: np.ndarray, level: float) -> int:
+    """Seeds the claim's test at ``level`` (Holm's first step) needs to decide at the
+    observed effect with power 0.8 (analysis.power); 0 when unknown."""
     if len(d) < 2 or not np.all(np.isfinite(d)):
         return 0
     mean, m = float(d.mean()), claim.margin
-    if claim.direction == "equal":
-        distance = m - abs(mean)
-    else:
-        distance = mean + m if claim.direction == "lower" else mean - m
+    distance = m - abs(mean) if claim.direction == "equal" else (
+        mean + m if claim.direction == "lower" else mean - m)
     if distance == 0:
         return 0
-    if _no_spread(d, m):
-        two_sided = claim.direction == "equal" and distance < 0
-        return math.floor(math.log2((2 if two_sided else 1) / alpha)) + 1
-    # one-sided at alpha = two-sided at 2 alpha
-    needed = paired_t_seeds(abs(distance) / float(d.std(ddof=1)), alpha=min(1.0, 2 * alpha))
-    return max(2, needed) if needed else 0
+    sd = float(d.std(ddof=1))
+    return seeds_for(abs(distance), sd, 0.0, level=level) or 0
 
 
-def evaluate_claims(claims, scores: ScoreTable) -> list[ClaimResult]:
-    """Every claim tested on ``scores``, Holm-corrected across the claims."""
-    raw = []
-    for claim in claims:
+def claim_tests(claims, scores: ScoreTable, stated=None) -> list[ClaimResult]:
+    """Every claim's raw test (before Holm); ``stated``: when each was stated."""
+    raw, stated_list = [], list(stated or [])
+    for i, claim in enumerate(claims):
         diffs, against, note = _scored(claim, scores)
         d = np.asarray(diffs, dtype=float)
-        p, p_against = _tests(claim, d)
-        if len(d) < 2 and not note:
-            note = f"{len(d)} paired seed(s): no test possible"
-        raw.append(ClaimResult(claim, len(d), against, tuple(diffs), interval(d), p, p_against,
-                               note=note))
-    p_holm, against_holm = holm([r.p for r in raw]), holm([r.p_against for r in raw])
-    # Holm's family is the claims with a test (a NaN p is left out of it): the seeds needed
-    # are for its first step, alpha / that many
-    alpha_each = ALPHA / max(1, sum(math.isfinite(r.p) for r in raw))
+        p, side = _test(claim, d)
+        if len(d) < MIN_SEEDS and not note:
+            note = f"{len(d)} paired seed(s): untested (the test needs {MIN_SEEDS})"
+        stated = stated_list[i] if i < len(stated_list) else BEFORE
+        raw.append(ClaimResult(claim, len(d), against, tuple(diffs), interval(d), p, side,
+                               note=note, stated=stated))
+    return raw
+
+
+def finish_claims(raw: list[ClaimResult], p_holm, family_size: int,
+                  family: str = "report") -> list[ClaimResult]:
+    """Verdicts from the Holm-corrected p's of ``raw`` in a family of ``family_size`` tests."""
+    level = ALPHA / max(1, family_size)
     out = []
-    for r, ph, pa in zip(raw, p_holm, against_holm):
-        verdict = ("supported" if ph < ALPHA else "contradicted" if pa < ALPHA
+    for r, ph in zip(raw, p_holm):
+        verdict = (r.side if ph < ALPHA else "untested" if r.n_pairs < MIN_SEEDS
                    else "inconclusive")
-        needed = (_seeds_needed(r.claim, np.asarray(r.differences, float), alpha_each)
+        needed = (_seeds_needed(r.claim, np.asarray(r.differences, float), level)
                   if verdict == "inconclusive" else 0)
-        out.append(ClaimResult(**{**r.__dict__, "p_holm": ph, "p_against_holm": pa,
-                                  "verdict": verdict, "seeds_needed": needed}))
+        out.append(ClaimResult(**{**r.__dict__, "p_holm": ph, "verdict": verdict,
+                                  "seeds_needed": needed, "family": family}))
     return out
 
 
+def evaluate_claims(claims, scores: ScoreTable) -> list[ClaimResult]:
+    """Every claim tested on ``scores``, Holm-corrected across these claims alone (the
+    report puts the suite's claims in its family: report.evidence)."""
+    raw = claim_tests(claims, scores)
+    return finish_claims(raw, holm([r.p for r in raw]), sum(math.isfinite(r.p) for r in raw))
+
+
 def _test_name(claim: Claim) -> str:
-    return ("TOST (paired t)" if claim.direction == "equal"
-            else "one-sided paired t")
+    return "TOST (paired t)" if claim.direction == "equal" else "paired t"
 
 
 def _verdict_text(r: ClaimResult) -> str:
+    if r.verdict == "untested":
+        return f"untested: {r.n_pairs} seed{'s' if r.n_pairs != 1 else ''}"
     if r.verdict != "inconclusive":
         return r.verdict
     if r.seeds_needed and r.seeds_needed > r.n_pairs:
@@ -220,12 +199,13 @@ def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
     return pd.DataFrame([{
         "name": r.claim.name, "statement": r.claim.statement(), "a": r.claim.a,
         "b": _b(r.claim), "metric": r.claim.short_metric, "direction": r.claim.direction,
-        "margin": r.claim.margin, "source": r.claim.source, "seeds_paired": r.n_pairs,
+        "margin": r.claim.margin, "source": r.claim.source, "stated": r.stated,
+        "family": r.family, "seeds_paired": r.n_pairs,
         "seeds_counted_against": r.against, "mean_difference": r.effect.mean,
         "difference_low": r.effect.low, "difference_high": r.effect.high,
         "difference_kind": r.effect.kind, "test": _test_name(r.claim), "p": r.p,
-        "p_holm": r.p_holm, "p_opposite": r.p_against, "p_opposite_holm": r.p_against_holm,
-        "verdict": r.verdict, "seeds_needed": r.seeds_needed or math.nan, "note": r.note,
+        "p_holm": r.p_holm, "verdict": r.verdict,
+        "seeds_needed": r.seeds_needed or math.nan, "note": r.note,
     } for r in results])
 
 
@@ -235,39 +215,50 @@ def effect_text(r: ClaimResult) -> str:
     return signed(r.effect.mean) + (f" ({spread})" if spread else "")
 
 
+def counts_text(results: list[ClaimResult]) -> str:
+    """'2 claims stated before the results, 1 stated after them, 1 at report time: ...'."""
+    when = [(sum(r.stated == w for r in results), w) for w in (BEFORE, AFTER, REPORT_TIME)]
+    stated = ", ".join(f"{n} {'stated ' if w == BEFORE else ''}{w}" for n, w in when if n)
+    verdicts = ", ".join(f"{sum(r.verdict == v for r in results)} {v}"
+                         for v in ("supported", "contradicted", "inconclusive", "untested")
+                         if any(r.verdict == v for r in results))
+    return f"{len(results)} claim{'s' if len(results) != 1 else ''} ({stated}): {verdicts}."
+
+
 def section(doc: Document, results: list[ClaimResult]) -> None:
     """The Claims section: each stated claim, its paired effect, test and verdict."""
     if not results:
         return
     doc.section("Claims")
-    counts = {v: sum(r.verdict == v for r in results)
-              for v in ("supported", "contradicted", "inconclusive")}
-    doc.text(f"{len(results)} claim{'s' if len(results) != 1 else ''} stated before the runs: "
-             f"{counts['supported']} supported, {counts['contradicted']} contradicted, "
-             f"{counts['inconclusive']} inconclusive. Δ = a − b per seed (paired: same "
-             f"weights and batches), its mean with the seeds' range below 5 seeds, else a 95% "
-             f"bootstrap CI. lower/higher: one-sided paired t-test of Δ against ∓margin; "
-             f"equal: TOST (|Δ| ≤ margin). A t-test assumes roughly normal Δ; it is used "
-             f"because with Holm across the claims and 5–8 seeds the exact Wilcoxon test of "
-             f"the Statistics section could not reach 0.05. p is Holm-corrected across the "
-             f"claims, and so is the opposite's (a wrong verdict of either kind: at most "
-             f"2 × 0.05); contradicted: the opposite is significant (its p is shown). Every "
-             f"seed's Δ equal (up to rounding): the exact sign test's 1/2^n. A run that "
-             f"diverged or failed is scored at the worst value seen, against the claim, never "
-             f"dropped; a target never reached, at the run's last step.")
+    doc.text(counts_text(results) + " Δ = a − b per seed (paired: same weights and "
+             "batches), its mean with a 95% t-interval (the seeds' range below 3 seeds). "
+             "The report's one procedure (see Statistics): lower/higher: two-sided paired "
+             "t-test of Δ against ∓margin, supported or contradicted by the side the mean "
+             "lies on; equal: TOST against ±margin, or contradicted outside it (p: twice the "
+             "smaller). The suite's claims are Holm-corrected in one family with the "
+             "Verdict's comparisons; claims given with --claim at report time are a family "
+             "of their own (they change no verdict). A run that diverged or failed is "
+             "scored against the claim (the range of the values seen, at least the margin), "
+             "never dropped; a target never reached, at the run's last step. A claim edited "
+             "or added once results existed is marked \"stated after the results\": the "
+             "table could have suggested it.")
     rows = []
     for r in results:
         seeds = f"{r.n_pairs}" + (f" ({r.against} against: not finished)" if r.against else "")
-        p = fmt(r.p_against_holm if r.verdict == "contradicted" else r.p_holm, 3)
         rows.append([r.claim.name, r.claim.statement(), effect_text(r), _test_name(r.claim),
-                     p, seeds, _verdict_text(r), r.claim.source or "–"])
+                     fmt(r.p_holm, 3), seeds, _verdict_text(r), r.stated,
+                     r.claim.source or "–"])
     doc.table(["claim", "stated", "Δ = a − b", "test", "p (Holm)", "seeds", "verdict",
-               "source"], rows)
+               "when stated", "source"], rows)
 
 
-def stated_claims(meta: dict, texts, scores: ScoreTable) -> list[Claim]:
-    """The experiment's [[claims]] (validated when the suite was loaded) then the command
-    line's ``--claim`` texts, checked against these runs' labels and metrics (ClaimError)."""
+STAMPS = ("stated_at", "after_results")  # written by the store with each suite claim
+
+
+def stated_claims(meta: dict, texts, scores: ScoreTable) -> tuple[list, list[str], list]:
+    """(the experiment's [[claims]], when each was stated, the command line's ``--claim``
+    claims), checked against these runs' labels and metrics (ClaimError). A suite claim
+    records whether results existed when it was stated (store.experiments stamps it)."""
     from lossbench.core.escaping import printable_names
     from lossbench.core.metrics import BY_COLUMN
     from lossbench.suite.claims import ClaimError, check_claim, parse_claim_text
@@ -277,18 +268,22 @@ def stated_claims(meta: dict, texts, scores: ScoreTable) -> list[Claim]:
     # the experiment (a label with no finished run yet is still a label)
     labels = [*scores.labels, *(r.get("label") for r in meta.get("runs") or []
                                 if isinstance(r, dict) and isinstance(r.get("label"), str))]
-    out, errors = [], []
+    suite, stated, late, errors = [], [], [], []
     for i, raw in enumerate(meta.get("claims") or []):
+        after = isinstance(raw, dict) and raw.get("after_results") is True
+        raw = {k: v for k, v in raw.items() if k not in STAMPS} if isinstance(raw, dict) else raw
         claim, problems = check_claim(raw, f"experiment {printable_names([meta.get('id', '')])}: "
                                            f"claims[{i}]",
                                       dict.fromkeys(labels), [*BY_COLUMN, *columns])
-        out += [claim] if claim else []
+        if claim:
+            suite.append(claim)
+            stated.append(AFTER if after else BEFORE)
         errors += problems
     for text in texts or ():
         try:
-            out.append(parse_claim_text(text, scores.labels, columns))
+            late.append(parse_claim_text(text, scores.labels, columns))
         except ClaimError as exc:
             errors += exc.errors
     if errors:
         raise ClaimError(errors)
-    return out
+    return suite, stated, late

@@ -102,7 +102,7 @@ class Document:
     def figure(self, name: str, caption: str, fig) -> None:
         """Saves ``name``.png beside report.md and embeds the same bytes in the HTML."""
         data = png(fig)
-        atomic_write_bytes(self._file(name, ".png"), data)
+        atomic_write_bytes(self._file(name, ".png"), data, root=self.out)
         self.sections[-1][1].append(f"### {md_inline(caption)}\n\n"
                                     f"![{md_inline(caption)}]({name}.png)")
         self.sections[-1][2].append(
@@ -112,15 +112,15 @@ class Document:
 
     def csv(self, name: str, table: pd.DataFrame) -> None:
         """Text cells that a spreadsheet would run as formulas get a leading quote."""
-        atomic_write_text(self._file(name, ".csv"), csv_text(table))
+        atomic_write_text(self._file(name, ".csv"), csv_text(table), root=self.out)
 
     def write(self) -> Path:
         md = f"# {md_inline(self.title)}\n\n" + "\n\n".join(
             f"## {md_inline(t)}\n\n" + "\n\n".join(m) for t, m, _ in self.sections) + "\n"
-        atomic_write_text(self.out / "report.md", md)
+        atomic_write_text(self.out / "report.md", md, root=self.out)
         body = "".join(f"<h2>{html_text(t)}</h2>" + "".join(h) for t, _, h in self.sections)
         atomic_write_text(self.out / "index.html",
-                          _HTML.format(title=html_text(self.title), body=body))
+                          _HTML.format(title=html_text(self.title), body=body), root=self.out)
         return self.out
 
 

@@ -12,8 +12,9 @@ import pandas as pd
 from lossbench.analysis.scores import ScoreTable, build_scale_scores, build_scores
 from lossbench.core.metrics import BY_COLUMN, PRIMARY_COLUMNS, Metric, default_primary, metric
 from lossbench.core.paths import safe_name
-from lossbench.report.tables import comparisons, label_table, rank_table, ranked
+from lossbench.report.tables import better_marks, comparisons, label_table, rank_table, ranked
 from lossbench.store.experiments import resolve_experiment
+from lossbench.store.runs import label_of
 from lossbench.store.tables import read_experiment
 
 
@@ -41,6 +42,10 @@ class Evidence:
     claims: list = field(default_factory=list)  # report.claims.ClaimResult: [[claims]], --claim
     # a scale ladder's every size (scores.build_scale_scores); then `scores` is its largest
     scale: ScoreTable | None = None
+    # column -> labels the procedure calls better than the baseline (the bold marks)
+    marks: dict = field(default_factory=dict)
+    # label -> what it uses that the baseline does not (a teacher, the oracle)
+    informed: dict = field(default_factory=dict)
 
     @property
     def baseline(self) -> str:
@@ -58,20 +63,78 @@ class Evidence:
                 if c not in self.primary_columns and not metric(c).section]
 
 
+def _information(config: dict) -> str:
+    """What a run's loss is given beyond the tokens ('' for nothing): the teacher."""
+    from lossbench.losses import get_loss
+
+    data, losses = config.get("data", {}), [config.get("loss")]
+    if (config.get("finetune") or {}).get("steps"):
+        losses.append(config["finetune"].get("loss"))
+    try:
+        taught = any("teacher_probs" in get_loss(n).extra_inputs for n in losses if n)
+    except Exception:  # a plugin loss not registered here: nothing known about it
+        return ""
+    teacher = data.get("teacher")
+    if not taught or teacher in (None, "smoothed"):
+        return ""
+    if teacher == "oracle":
+        return "the oracle: the Markov corpus's exact next-token distribution"
+    return (f"a {data.get('ngram_order', '')}-gram teacher fitted on the training split "
+            f"(distillation targets the baseline never sees)")
+
+
+def informed_losses(results: list[dict], baseline: str) -> dict[str, str]:
+    """label -> the information its loss uses that the baseline's does not."""
+    seen: dict[str, str] = {}
+    for r in results:
+        seen.setdefault(label_of(r["config"]), _information(r["config"]))
+    base = seen.get(baseline, "")
+    return {k: v for k, v in seen.items() if v and v != base and k != baseline}
+
+
 def shown_columns(runs: pd.DataFrame) -> list[str]:
     """Metrics a report shows: the defined ones the runs have, in the glossary's order."""
     return [c for c in BY_COLUMN if c in runs and runs[c].notna().any()]
 
 
-def _claims(meta: dict, texts: list[str] | None, scores: ScoreTable) -> list:
-    """The suite's claims and ``texts`` (--claim) tested on ``scores`` (report.claims)."""
-    from lossbench.report.claims import evaluate_claims, stated_claims
+def _claims(meta: dict, texts: list[str] | None, scores: ScoreTable) -> tuple[list, list]:
+    """(the suite's claims, ``texts`` (--claim)), each raw-tested on ``scores``."""
+    from lossbench.report.claims import REPORT_TIME, claim_tests, stated_claims
     from lossbench.suite.claims import ClaimError
 
     try:
-        return evaluate_claims(stated_claims(meta, texts, scores), scores)
+        suite, stated, late = stated_claims(meta, texts, scores)
     except ClaimError as exc:
         raise ReportRequestError("; ".join(exc.errors)) from None
+    return (claim_tests(suite, scores, stated),
+            claim_tests(late, scores, [REPORT_TIME] * len(late)))
+
+
+def report_margin(meta: dict) -> float | None:
+    """The suite's ``[report] margin`` (recorded with the experiment), or None: the default
+    of analysis.inference.default_margin."""
+    value = (meta.get("report") or {}).get("margin") if isinstance(meta.get("report"),
+                                                                   dict) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else None
+
+
+def judged(scores: ScoreTable, column: str, margin: float | None, suite_raw: list,
+           late_raw: list) -> tuple[pd.DataFrame, list]:
+    """The report's one family: the baseline comparisons on ``column`` and the suite's
+    claims, Holm-corrected together; --claim claims in a family of their own."""
+    from lossbench.analysis.inference import holm_family
+    from lossbench.report.claims import finish_claims
+
+    comps = comparisons(scores, column, margin=margin,
+                        family_extra=tuple(r.p for r in suite_raw))
+    size = sum(p == p for p in [*comps.p_value, *(r.p for r in suite_raw)])
+    _, suite_holm = holm_family(comps.p_value.tolist(), [r.p for r in suite_raw])
+    (late_holm,) = holm_family([r.p for r in late_raw])
+    claims = (finish_claims(suite_raw, suite_holm, size)
+              + finish_claims(late_raw, late_holm, sum(r.p == r.p for r in late_raw),
+                              "report time"))
+    return comps, claims
 
 
 def gather(results_dir: str | Path, *, metric_column: str | None = None,
@@ -100,7 +163,7 @@ def gather(results_dir: str | Path, *, metric_column: str | None = None,
         scale = build_scale_scores(summary, curves, baseline, meta.get("target_val_ce"),
                                    meta["scale"])
         scores = scale.at_size(scale.sizes[-1]) if scale.sizes else scores
-    claim_results = _claims(meta, claims, scores)  # on every label, whatever --only keeps
+    suite_raw, late_raw = _claims(meta, claims, scores)  # every label, whatever --only keeps
     if only:
         unknown = [label for label in only if label not in scores.labels]
         if unknown:
@@ -117,13 +180,16 @@ def gather(results_dir: str | Path, *, metric_column: str | None = None,
                 f"--metric: {metric_column} is not a metric of these runs (metrics: "
                 f"{', '.join(c.removeprefix('final_') for c in columns)})")
     primary = metric(column)
+    margin = report_margin(meta)
+    comps, claim_results = judged(scores, column, margin, suite_raw, late_raw)
     table = ranked(label_table(scores, columns), column)
+    marks = better_marks(scores, columns, table, column, comps)
     keep_ids = set(scores.runs.run_id)
     results = ([r for r in all_results if r["summary"].get("run_id") in keep_ids]
                if with_results else [])
     all_runs = (build_scores(all_summary, all_curves, baseline, scores.target).runs
                 if "tune" in meta else scores.runs)  # the tuning table reads the same rules
-    return Evidence(name, meta, scores, primary, columns, table, comparisons(scores, column),
+    return Evidence(name, meta, scores, primary, columns, table, comps,
                     rank_table(scores, column), curves[curves.run_id.isin(keep_ids)],
                     all_runs, results, str(meta.get("id", "")), unfinished, claim_results,
-                    scale=scale)
+                    scale=scale, marks=marks, informed=informed_losses(results, baseline))

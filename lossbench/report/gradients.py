@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lossbench.analysis.stats import ALPHA, holm, interval, min_wilcoxon_p, paired_comparison
+from lossbench.analysis.inference import MIN_SEEDS, paired_t
+from lossbench.analysis.stats import ALPHA, holm, interval
 from lossbench.core.metrics import metric
 from lossbench.losses import UnknownLossError, get_loss
 from lossbench.losses.profile import profile, unsupported
@@ -63,9 +64,10 @@ class Paired:
 
 def paired(base: dict[int, float], other: dict[int, float], *, ratio: bool) -> Paired:
     """One loss against the baseline, seed by seed, with the report's procedure
-    (lossbench.analysis.stats: the exact Wilcoxon signed-rank test on the per-seed
-    differences, the report's interval of their mean). ``ratio``: on log values (positive
-    values only), returned as a ratio."""
+    (lossbench.analysis.inference: the paired t-test on the per-seed differences, the
+    t-interval of their mean). ``ratio``: on log values (positive values only), returned
+    as a ratio. A probe quantity is not a result a loss can fail on: a seed without a
+    finite value is not paired (the Verdict scores unfinished runs, not missing probes)."""
     def ok(v):
         return v is not None and math.isfinite(v) and (v > 0 or not ratio)
 
@@ -74,14 +76,14 @@ def paired(base: dict[int, float], other: dict[int, float], *, ratio: bool) -> P
 
     seeds = [s for s in base if s in other and ok(base[s]) and ok(other[s])]
     b, o = {s: tx(base[s]) for s in seeds}, {s: tx(other[s]) for s in seeds}
-    test = paired_comparison(b, o, alpha=ALPHA)
+    test = paired_t([o[s] - b[s] for s in seeds], margin=0.0)
     spread = interval([o[s] - b[s] for s in seeds])
 
     def back(v):
         return math.exp(v) if ratio and math.isfinite(v) else v
 
-    return Paired(test.n_pairs, back(test.mean_difference), back(spread.low), back(spread.high),
-                  spread.kind, test.p_value)
+    return Paired(test.n, back(test.mean), back(spread.low), back(spread.high),
+                  spread.kind, test.p)
 
 
 def comparisons(ev: Evidence, columns: list[str]) -> dict[str, dict[str, tuple[Paired, float]]]:
@@ -144,7 +146,7 @@ def significant_sentences(ev: Evidence, comps) -> list[str]:
             if label not in rows:
                 continue
             r, p = rows[label]
-            if r.n and min_wilcoxon_p(r.n) <= ALPHA and math.isfinite(p) and p < ALPHA:
+            if r.n >= MIN_SEEDS and math.isfinite(p) and p < ALPHA:
                 out.append(sentence(label, ev.baseline, column, r, p))
     return out
 
@@ -221,18 +223,17 @@ def section(doc: Document, ev: Evidence) -> None:
         comps = comparisons(ev, avg)
         doc.text(f"Against {ev.baseline}, paired by seed, on the run averages: ratios "
                  f"(geometric mean over seeds) for scale-like quantities, differences for the "
-                 f"cosine; the exact Wilcoxon signed-rank test, Holm-corrected across losses "
-                 f"for each quantity.")
+                 f"cosine; the report's paired t-test, Holm-corrected across losses for "
+                 f"each quantity.")
         _comparison_table(doc, ev, comps)
         found = significant_sentences(ev, comps)
         n = max((r.n for rows in comps.values() for r, _ in rows.values()), default=0)
         if found:
             doc.bullets(found)
-        elif n and min_wilcoxon_p(n) > ALPHA:
-            doc.text(f"With {n} seed{'s' if n != 1 else ''} the exact test cannot reach "
-                     f"p < {ALPHA} (it needs 6): no "
-                     f"difference above is called significant, which is not the same as no "
-                     f"difference.")
+        elif n and n < MIN_SEEDS:
+            doc.text(f"With {n} seed{'s' if n != 1 else ''} nothing is tested (the paired "
+                     f"t-test needs {MIN_SEEDS}): no difference above is called significant, "
+                     f"which is not the same as no difference.")
         else:
             doc.text(f"No quantity differs significantly from {ev.baseline} (Holm p ≥ {ALPHA}).")
         _curves(doc, ev)

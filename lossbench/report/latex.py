@@ -8,8 +8,7 @@ from lossbench.core.escaping import latex_text
 from lossbench.core.metrics import metric
 from lossbench.report.document import fmt
 from lossbench.report.evidence import Evidence
-from lossbench.report.tables import best_labels
-from lossbench.report.verdict import mean_with_spread, signed, spread_text
+from lossbench.report.verdict import WORD_TEXT, mean_with_spread, signed, spread_text
 
 # Characters the report's own wording uses that pdfLaTeX's default fonts lack.
 _SYMBOLS = {"∞": r"$\infty$", "…": r"\dots{}", "–": "--", "−": "-", "Δ": r"$\Delta$",
@@ -38,41 +37,47 @@ def _tabular(header: list[str], rows: list[list[str]], caption: str, label: str)
 
 def headline_table(ev: Evidence) -> str:
     columns = ev.primary_columns
-    bold = {c: best_labels(ev.table, c) for c in columns}
+    bold = {c: ev.marks.get(c, set()) for c in columns}
     header = ["loss", "seeds"] + [tex(metric(c).heading()) for c in columns]
     rows = [[tex(r.label), str(r.runs) + (f" ({r.diverged} div.)" if r.diverged else ""),
              *(_cell(r, c, bold[c]) for c in columns)] for r in ev.table.itertuples()]
     caption = (f"{tex(ev.name)}: mean over seeds, best first by "
-               f"{tex(ev.primary.header)}. Brackets: the seeds' range with fewer than 5 "
-               f"seeds, else a 95\\% bootstrap CI. Bold: best, where its 95\\% CI does not "
-               f"overlap the runner-up's.")
+               f"{tex(ev.primary.header)}. Brackets: the seeds' range with fewer than 3 "
+               f"seeds, else a 95\\% $t$-interval. Bold: better than {tex(ev.baseline)} by "
+               f"the report's procedure (paired $t$-test, Holm, $|\\Delta| \\ge$ margin).")
     return _tabular(header, rows, caption, f"tab:{_key(ev.name)}-headline")
 
 
 def statistics_table(ev: Evidence) -> str:
     m = ev.primary
     header = ["loss", "seeds", rf"$\Delta$ {tex(m.header)}", "spread", "$p$ (Holm)",
-              "P(better)"]
+              "verdict", "P(better), paired"]
     rows = [[tex(c.label), str(c.n_pairs), tex(signed(c.mean_difference)),
              tex(spread_text(c.diff_low, c.diff_high, c.diff_kind) or "–"),
-             tex(fmt(c.p_holm, 3)), tex(fmt(c.p_better, 2))]
+             tex(fmt(c.p_holm, 3)), tex(WORD_TEXT.get(c.word, c.word)),
+             tex(fmt(c.p_better, 2))]
             for c in ev.comparisons.itertuples()]
+    margin = float(ev.comparisons.margin.iloc[0]) if len(ev.comparisons) else float("nan")
     caption = (f"{tex(ev.name)}: each loss against {tex(ev.baseline)}, paired "
-               f"by seed ($\\Delta$ = loss $-$ baseline); exact Wilcoxon signed-rank test, "
-               f"Holm-corrected; P(better): probability of improvement.")
+               f"by seed ($\\Delta$ = loss $-$ baseline, an unfinished seed scored "
+               f"worst-case); two-sided paired $t$-test, Holm-corrected over the report's "
+               f"family; better/worse: significant and $|\\Delta| \\ge$ {margin:.2g}; "
+               f"P(better): share of seeds better.")
     return _tabular(header, rows, caption, f"tab:{_key(ev.name)}-statistics")
 
 
 def claims_table(ev: Evidence) -> str:
     """The suite's claims as the report's Claims section states them."""
-    from lossbench.report.claims import effect_text
+    from lossbench.report.claims import _verdict_text, counts_text, effect_text
 
-    header = ["claim", "stated", r"$\Delta = a - b$", "seeds", "$p$ (Holm)", "verdict"]
+    header = ["claim", "stated", r"$\Delta = a - b$", "seeds", "$p$ (Holm)", "verdict",
+              "when stated"]
     rows = [[tex(r.claim.name), tex(r.claim.statement()), tex(effect_text(r)), str(r.n_pairs),
-             tex(fmt(r.p_holm, 3)), tex(r.verdict)] for r in ev.claims]
-    caption = (f"{tex(ev.name)}: claims stated before the runs, $\\Delta$ paired by seed "
-               f"(unfinished runs scored against the claim); one-sided paired $t$-test, or "
-               f"TOST for equality, Holm-corrected across the claims.")
+             tex(fmt(r.p_holm, 3)), tex(_verdict_text(r)), tex(r.stated)] for r in ev.claims]
+    caption = (f"{tex(ev.name)}: {tex(counts_text(ev.claims))} $\\Delta$ paired by seed "
+               f"(unfinished runs scored against the claim); paired $t$-test, or TOST for "
+               f"equality; the suite's claims Holm-corrected with the comparisons, --claim "
+               f"claims as their own family.")
     return _tabular(header, rows, caption, f"tab:{_key(ev.name)}-claims")
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from lossbench.core.atomic import atomic_write_text
-from lossbench.core.paths import contained, safe_name
+from lossbench.core.paths import StoreError, contained, safe_name
 from lossbench.report import details, gradients, scale, sections
 from lossbench.report.claims import claims_table
 from lossbench.report.claims import section as claims_section
@@ -29,7 +29,12 @@ def report_dir_in(results_dir: str | Path, name: str) -> Path:
     """``DIR/reports/<name>`` (an experiment's id): inside the results directory, so two
     experiments' reports never overwrite each other; refused unless it stays inside DIR."""
     folder = Path(results_dir) / "reports" / safe_name(name, what="experiment id")
-    return contained(results_dir, folder, what="report folder")
+    contained(results_dir, folder, what="report folder")
+    for path in (folder.parent, folder):
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"{path}: a file where the report folder should be; move it "
+                             f"or write the report elsewhere with --out")
+    return folder
 
 
 def experiment_out(results_dir: str | Path, ev: Evidence) -> Path:
@@ -67,7 +72,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     out = Path(out_dir) if out_dir else experiment_out(results_dir, ev)
     if latex:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "tables.tex", latex_tables(ev))
+        atomic_write_text(out / "tables.tex", latex_tables(ev), root=out)
         return out
     doc = Document(f"lossbench report: {ev.name}", out)
     for name, table in (("headline", ev.table), ("comparisons", ev.comparisons),

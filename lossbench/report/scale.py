@@ -16,13 +16,13 @@ from matplotlib import ticker
 
 from lossbench.analysis.fits import Fit, crossovers, fit_ladder, rank_agreement, ranks
 from lossbench.analysis.scores import ScoreTable
-from lossbench.analysis.stats import MIN_SEEDS_FOR_CI, interval
+from lossbench.analysis.stats import MIN_SEEDS_FOR_T, interval
 from lossbench.core.escaping import plain
 from lossbench.core.metrics import PRIMARY_COLUMNS, metric
 from lossbench.report.document import Document, fmt
 from lossbench.report.plots import BASELINE_STYLE, MARKERS, _colors, _legend, plt
 from lossbench.report.tables import comparisons
-from lossbench.report.verdict import signed, spread_text
+from lossbench.report.verdict import WORD_TEXT, signed, spread_text
 from lossbench.suite.scale import MIN_SIZES_FOR_FIT, size_label
 
 N_BOOT = 500
@@ -132,8 +132,8 @@ def _tuning(meta: dict, smallest: str) -> str:
 
 
 def _means_table(doc: Document, scale: ScoreTable, column: str, means) -> None:
-    doc.text(f"{metric(column).header} per size: mean over seeds [min, max] (a 95% bootstrap "
-             f"CI from {MIN_SEEDS_FOR_CI} seeds) (rank, 1 = best; a loss with a diverged or "
+    doc.text(f"{metric(column).header} per size: mean over seeds [min, max] (the range below "
+             f"{MIN_SEEDS_FOR_T} seeds) (rank, 1 = best; a loss with a diverged or "
              f"failed seed ranks last there):")
     rows = []
     for label in scale.labels:
@@ -248,17 +248,18 @@ def _agreement(doc: Document, means, sizes: list[str]) -> None:
 
 
 def _paired(doc: Document, scale: ScoreTable, column: str) -> None:
-    doc.text(f"Paired tests at each size, as in the Statistics section: each loss against "
-             f"{scale.baseline}, seed by seed, exact Wilcoxon signed-rank, Holm-corrected "
-             f"across the losses of that size.")
+    doc.text(f"Paired tests at each size, by the report's procedure (as in the Statistics "
+             f"section): each loss against {scale.baseline}, seed by seed, paired t-test, "
+             f"Holm-corrected across the losses of that size.")
     rows = []
     for s in scale.sizes:
         for c in comparisons(scale.at_size(s), column).itertuples():
             rows.append([s, c.label, c.n_pairs, signed(c.mean_difference),
                          spread_text(c.diff_low, c.diff_high, c.diff_kind) or "–",
-                         fmt(c.p_value, 3), fmt(c.p_holm, 3), fmt(c.p_better, 2)])
+                         fmt(c.p_value, 3), fmt(c.p_holm, 3), WORD_TEXT.get(c.word, c.word),
+                         fmt(c.p_better, 2)])
     doc.table(["size", "loss", "seeds paired", f"Δ {metric(column).header}", "spread of Δ",
-               "p", "p (Holm)", "P(better)"], rows)
+               "p", "p (Holm)", "verdict", "P(better), paired"], rows)
 
 
 def _bands(scale: ScoreTable, column: str, x: str) -> pd.DataFrame:

@@ -11,17 +11,18 @@ import numpy as np
 import pandas as pd
 
 from lossbench.analysis.diagnostics import degenerate, not_converged
-from lossbench.analysis.scores import FINISHED, ScoreTable
-from lossbench.analysis.stats import (
-    ALPHA,
-    CI_KIND,
-    holm,
-    interval,
-    mean_ranks,
-    paired_comparison,
-    probability_of_improvement_ci,
-    seeds_needed,
+from lossbench.analysis.inference import (
+    MIN_SEEDS,
+    decide,
+    default_margin,
+    holm_family,
+    p_better_paired,
+    paired_t,
 )
+from lossbench.analysis.paired import paired_deltas, penalty
+from lossbench.analysis.power import SeedAdvice, seeds_needed
+from lossbench.analysis.scores import FINISHED, ScoreTable
+from lossbench.analysis.stats import holm, interval, mean_ranks
 from lossbench.core.metrics import metric
 
 
@@ -36,16 +37,20 @@ def _flags(g: pd.DataFrame) -> tuple[int, int]:
 
 
 def label_table(scores: ScoreTable, columns: list[str]) -> pd.DataFrame:
-    """One row per label: status counts, flag counts, and for each column its mean with
-    ``_low``/``_high``/``_n``/``_kind`` (a seed range below 5 finished seeds, a 95%
-    bootstrap CI from 5). Steps to target is inf when any seed's is (AlgoPerf)."""
+    """One row per label: status counts, flag counts (the Runs section's diagnoses too:
+    plateau, underfitting), and for each column its mean with ``_low``/``_high``/``_n``/
+    ``_kind`` (a seed range below 3 finished seeds, a 95% t-interval from 3). Steps to
+    target is inf when any seed's is (AlgoPerf)."""
     rows = []
     for label, g in scores.runs.groupby("label", sort=False):
         counts = scores.status_counts(label)
         n_deg, n_late = _flags(g)
         flat = g[g.status == FINISHED].get("final_temperature_flat", pd.Series(dtype=float))
         row = {"label": label, **counts, "degenerate": n_deg, "not_converged": n_late,
+               **{k: int(g[k].sum()) if k in g else 0 for k in ("plateau", "underfitting")},
                "temperature_flat": int((flat == 1).sum()),
+               "temperature_bound": int(g[g.status == FINISHED].get(
+                   "temperature_bound", pd.Series(dtype=bool)).sum()),
                "diverged_step": float(g.diverged_step.min()) if counts["diverged"] else math.nan}
         for col in columns:
             values = g[col].astype(float)
@@ -63,79 +68,110 @@ def label_table(scores: ScoreTable, columns: list[str]) -> pd.DataFrame:
 
 
 def eligible(row) -> bool:
-    """May this label be marked best on a final metric? Not with a diverged or failed seed
-    (its mean would be of the survivors), nor when its predictions are degenerate."""
+    """May this label be marked in a table? Not with a diverged or failed seed, nor when
+    its predictions are degenerate."""
     return row.diverged == 0 and row.failed == 0 and row.degenerate == 0
 
 
-def best_labels(table: pd.DataFrame, column: str) -> set[str]:
-    """Labels to mark best in ``column``: the best mean among eligible labels, only when its
-    95% CI does not overlap the runner-up's (so never with fewer than 5 seeds, whose
-    brackets are ranges); labels tied on the mean are marked together. None for machine
-    figures or metrics without a direction."""
-    m = metric(column)
-    if m.machine or m.lower_is_better is None or column not in table:
-        return set()
-    ok = table[[eligible(r) for r in table.itertuples()]]
-    ok = ok[np.isfinite(ok[column].astype(float))]
-    if len(ok) < 2:
-        return set()
-    sign = 1.0 if m.lower_is_better else -1.0
-    ok = ok.assign(_key=sign * ok[column].astype(float)).sort_values("_key")
-    best = ok._key.iloc[0]
-    top, rest = ok[ok._key == best], ok[ok._key != best]
-    if not len(rest):
-        return set()  # every eligible label ties: nothing stands out
-    runner = rest.iloc[0]
-    kinds = {*top[f"{column}_kind"], runner[f"{column}_kind"]}
-    if kinds != {CI_KIND}:
-        return set()  # a range of fewer than 5 seeds is no evidence of a difference
-    if m.lower_is_better:
-        edge, other = top[f"{column}_high"].max(), runner[f"{column}_low"]
-    else:
-        edge, other = -top[f"{column}_low"].min(), -runner[f"{column}_high"]
-    apart = math.isfinite(edge) and math.isfinite(other) and edge < other
-    return set(top.label) if apart else set()
-
-
-def comparisons(scores: ScoreTable, column: str) -> pd.DataFrame:
-    """Each label against the baseline on ``column``, paired by seed: mean difference
-    (label − baseline) and its interval, the exact Wilcoxon p and its Holm correction
-    across labels, the probability that a run of the label beats a run of the baseline,
-    and the seeds that would resolve the observed difference at 80% power (with the
-    compute they cost at the measured speed)."""
+def _tests(scores: ScoreTable, column: str, margin: float | None) -> pd.DataFrame:
+    """The procedure's raw test of every label against the baseline on ``column``."""
     m = metric(column)
     values = scores.per_seed(column) if column in scores.runs else {}
     base = values.get(scores.baseline)
-    cols = ["label", "n_pairs", "mean_difference", "diff_low", "diff_high", "diff_kind",
-            "p_value", "p_holm", "test", "p_better", "p_better_low", "p_better_high",
-            "seeds_needed", "extra_seconds"]
     if base is None:
-        return pd.DataFrame(columns=cols)
-    wall = scores.runs.groupby("label").wall_s.mean() if "wall_s" in scores.runs else {}
+        return pd.DataFrame()
+    base_mean = interval(list(base.values())).mean
+    if margin is None:
+        margin = default_margin(m.unit, base_mean)
+    finite = scores.runs[column].astype(float)
+    pen = penalty(finite[np.isfinite(finite)], margin)
+    worse = -1.0 if m.lower_is_better is False else 1.0
     rows = []
     for label, other in values.items():
         if label == scores.baseline:
             continue
-        c = paired_comparison(base, other, alpha=ALPHA)
-        seeds = [s for s in base if s in other and math.isfinite(base[s])
-                 and math.isfinite(other[s])]
-        diffs = [other[s] - base[s] for s in seeds]
-        spread = interval(diffs)
-        sign = 1.0 if m.lower_is_better is not False else -1.0
-        better = probability_of_improvement_ci([sign * v for v in other.values()],
-                                               [sign * v for v in base.values()])
-        needed = seeds_needed(diffs, alpha=ALPHA)
-        per_seed_s = float(wall.get(label, math.nan)) + float(wall.get(scores.baseline, math.nan))
-        extra = max(0, needed - len(seeds)) * per_seed_s if needed else 0.0
-        rows.append({"label": label, "n_pairs": c.n_pairs, "mean_difference": c.mean_difference,
-                     "diff_low": spread.low, "diff_high": spread.high, "diff_kind": spread.kind,
-                     "p_value": c.p_value, "test": c.test, "p_better": better.mean,
-                     "p_better_low": better.low, "p_better_high": better.high,
-                     "seeds_needed": needed, "extra_seconds": extra})
-    table = pd.DataFrame(rows, columns=[c for c in cols if c != "p_holm"])
-    table.insert(7, "p_holm", holm(table.p_value.tolist()) if len(table) else [])
-    return table
+        pairs = paired_deltas(base, other, worse_sign=worse, penalty_value=pen)
+        test = paired_t(pairs.deltas, margin)
+        share = p_better_paired(pairs.deltas, m.lower_is_better)
+        spread = interval(pairs.deltas)
+        rows.append({"label": label, "n_pairs": test.n, "penalized": pairs.penalized,
+                     "unpaired": pairs.unpaired, "mean_difference": test.mean,
+                     "diff_low": spread.low, "diff_high": spread.high,
+                     "diff_kind": spread.kind, "p_value": test.p,
+                     "p_equivalent": test.p_equivalent, "margin": margin,
+                     "identical": pairs.identical, "p_better": share.point,
+                     "p_better_low": share.low, "p_better_high": share.high,
+                     "test": "paired t" if test.n >= MIN_SEEDS else "none",
+                     "_test": test, "_deltas": pairs.deltas})
+    return pd.DataFrame(rows)
+
+
+COMPARISON_COLUMNS = ["label", "n_pairs", "penalized", "unpaired", "mean_difference",
+                      "diff_low", "diff_high", "diff_kind", "p_value", "p_holm",
+                      "p_equivalent", "p_equivalent_holm", "margin", "identical", "word",
+                      "test", "p_better", "p_better_low", "p_better_high", "seeds_kind",
+                      "seeds_low", "seeds_high", "seeds_text", "extra_seconds"]
+
+
+def comparisons(scores: ScoreTable, column: str, *, margin: float | None = None,
+                family_extra: tuple[float, ...] = ()) -> pd.DataFrame:
+    """Each label against the baseline on ``column`` by the report's one procedure
+    (analysis.inference): per-seed Δ (unfinished seeds scored worst-case), the paired
+    t-test Holm-corrected over the family (these comparisons plus ``family_extra``, the
+    raw p of the suite's claims), the t-interval of mean Δ, TOST against the margin, the
+    word, P(better) paired by seed, and the seeds the procedure needs (with the compute
+    they cost at the measured speed)."""
+    raw = _tests(scores, column, margin)
+    if raw.empty:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    m = metric(column)
+    p_holm, _ = holm_family(raw.p_value.tolist(), list(family_extra))
+    p_eq = holm(raw.p_equivalent.tolist())
+    family = sum(math.isfinite(p) for p in [*raw.p_value, *family_extra])
+    wall = scores.runs.groupby("label").wall_s.mean() if "wall_s" in scores.runs else {}
+    rows = []
+    for r, ph, pe in zip(raw.to_dict("records"), p_holm, p_eq):
+        test = r.pop("_test")
+        deltas = r.pop("_deltas")
+        word = decide(test, ph, pe, m.lower_is_better, r["penalized"])
+        advice = (seeds_needed(deltas, r["margin"], family)
+                  if word in ("no difference", "untested") else SeedAdvice("none"))
+        per_seed_s = float(wall.get(r["label"], math.nan)) + float(wall.get(scores.baseline,
+                                                                             math.nan))
+        extra = max(0, (advice.low or 0) - r["n_pairs"]) * per_seed_s if advice.low else 0.0
+        rows.append({**r, "p_holm": ph, "p_equivalent_holm": pe, "word": word,
+                     "seeds_kind": advice.kind, "seeds_low": advice.low,
+                     "seeds_high": advice.high, "seeds_text": advice.text(r["margin"]),
+                     "extra_seconds": extra if math.isfinite(extra) else 0.0})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def better_marks(scores: ScoreTable, columns: list[str], table: pd.DataFrame,
+                 primary_column: str | None = None,
+                 primary: pd.DataFrame | None = None) -> dict[str, set[str]]:
+    """column -> the labels to bold: those the procedure calls better than the baseline.
+    ``primary``: the primary metric's comparisons (its family is the report's); every
+    other directional column is tested here, Holm over all of their (label, column)
+    pairs as one family, each at its default margin. Never a machine figure, a metric
+    without a direction, the baseline, or a label that is not ``eligible``."""
+    ok = {r.label for r in table.itertuples() if eligible(r)}
+    marks = {c: set() for c in columns}
+    tested = [c for c in columns if c in scores.runs and not metric(c).machine
+              and metric(c).lower_is_better is not None]
+    if primary is not None and primary_column in marks:
+        marks[primary_column] = {r.label for r in primary.itertuples()
+                                 if r.word == "better"} & ok
+        tested = [c for c in tested if c != primary_column]
+    raws = {c: _tests(scores, c, None) for c in tested}
+    raws = {c: r for c, r in raws.items() if not r.empty}
+    adjusted = holm_family(*(r.p_value.tolist() for r in raws.values()))
+    for (c, raw), p_holm in zip(raws.items(), adjusted):
+        m = metric(c)
+        for r, ph in zip(raw.to_dict("records"), p_holm):
+            if decide(r["_test"], ph, math.nan, m.lower_is_better, r["penalized"]) == "better":
+                marks[c].add(r["label"])
+        marks[c] &= ok
+    return marks
 
 
 def rank_table(scores: ScoreTable, column: str) -> pd.DataFrame:

@@ -13,6 +13,12 @@ with the same config is the same run, whoever asked for it. What a table, a repo
     DIR/suite.json             a copy of the latest experiment: what older lossbench wrote
                                and what `report` and `compare` read by default
 
+Which experiment is the latest is decided by ``seq``, a number each invocation takes one
+higher than every record's (under the table lock), never by the clock: a machine whose
+clock runs behind (or a copy from another machine) still makes its run the latest, so
+load(), summary.csv and the report agree with what `lossbench run` printed. Records
+without one (older lossbench) come first, ordered by time.
+
 An id is ``<name>-<UTC yyyymmddThhmmss>-<8 hex of the key>``; the key hashes what decides
 the results and the report (name, baseline, target, tuning, run ids), so rerunning an
 identical suite reuses its experiment instead of adding a duplicate. A directory written by
@@ -33,7 +39,7 @@ from lossbench.core.atomic import atomic_write_json, sweep_temp_files
 from lossbench.core.locks import file_lock
 from lossbench.core.paths import contained, name_problem, safe_name
 from lossbench.core.schema import TABLES_LOCK
-from lossbench.store.runs import StoreError, read_json_object
+from lossbench.store.runs import DONE, StoreError, read_json_object, run_dir
 
 if TYPE_CHECKING:
     from lossbench.core.config import RunConfig
@@ -185,6 +191,7 @@ def list_experiments(out: str | Path, problems: list[str] | None = None) -> list
             except (OSError, ValueError) as exc:
                 if problems is not None:
                     problems.append(f"experiment {path.name} skipped: {exc}")
+                continue
     try:
         legacy = legacy_experiment(out)
     except (OSError, ValueError) as exc:
@@ -193,8 +200,14 @@ def list_experiments(out: str | Path, problems: list[str] | None = None) -> list
             problems.append(str(exc))
     if legacy is not None and legacy["id"] not in {r["id"] for r in records}:
         records.append(legacy)
-    return sorted(records, key=lambda r: (str(r.get("updated", "")), str(r.get("created", "")),
-                                          r["id"]))
+    return sorted(records, key=_order)
+
+
+def _order(record: dict) -> tuple:
+    """Oldest first: by ``seq`` (records without one first), then by time and id."""
+    seq = record.get("seq")
+    return (seq if isinstance(seq, int) else 0, str(record.get("updated", "")),
+            str(record.get("created", "")), str(record["id"]))
 
 
 def resolve_experiment(out: str | Path, selector: str | None = None) -> dict[str, Any]:
@@ -221,12 +234,36 @@ def resolve_experiment(out: str | Path, selector: str | None = None) -> dict[str
 def _write(out: Path, meta: dict[str, Any], records: list[dict]) -> None:
     """Write the record, and suite.json when no other experiment ran later (two sweeps in
     one directory at once: the one started last stays the latest). Table lock held."""
-    sweep_temp_files(out / EXPERIMENTS)
-    atomic_write_json(out / EXPERIMENTS / f"{safe_name(meta['id'])}.json", meta)
-    later = [r for r in records if r["id"] != meta["id"]
-             and str(r.get("updated", "")) > meta["updated"]]
+    sweep_temp_files(out / EXPERIMENTS, root=out)
+    atomic_write_json(out / EXPERIMENTS / f"{safe_name(meta['id'])}.json", meta, root=out)
+    later = [r for r in records if r["id"] != meta["id"] and _order(r) > _order(meta)]
     if not later:
-        atomic_write_json(out / "suite.json", meta)
+        atomic_write_json(out / "suite.json", meta, root=out)
+
+
+CLAIM_STAMPS = ("stated_at", "after_results")
+
+
+def _claim_key(claim: dict) -> str:
+    return json.dumps({k: v for k, v in claim.items() if k not in CLAIM_STAMPS},
+                      sort_keys=True, default=str)
+
+
+def stamp_claims(claims: list, before: list, now: str, results_exist: bool) -> list[dict]:
+    """Each claim with when it was stated: a claim the record already had, unchanged,
+    keeps its stamp; a new or edited one is stated ``now``, and ``after_results`` when
+    some of the experiment's runs had finished by then (the table could have suggested
+    it)."""
+    old = {_claim_key(c): c for c in before or [] if isinstance(c, dict)}
+    out = []
+    for c in claims or []:
+        prev = old.get(_claim_key(c))
+        if prev is not None and isinstance(prev.get("stated_at"), str):
+            out.append({**c, "stated_at": prev["stated_at"],
+                        "after_results": prev.get("after_results") is True})
+        else:
+            out.append({**c, "stated_at": now, "after_results": results_exist})
+    return out
 
 
 def open_experiment(out: str | Path, meta: dict[str, Any], run_ids: list[str]) -> dict[str, Any]:
@@ -235,22 +272,28 @@ def open_experiment(out: str | Path, meta: dict[str, Any], run_ids: list[str]) -
     has one, or a new one. Returns the record as written (id, key, created, updated)."""
     out = Path(out)
     key = experiment_key(meta, run_ids)
-    with file_lock(out / TABLES_LOCK):
+    with file_lock(out / TABLES_LOCK, root=out):
         legacy = legacy_experiment(out)
         if legacy is not None:  # keep an older lossbench's suite under its own id
-            atomic_write_json(out / EXPERIMENTS / f"{legacy['id']}.json", legacy)
+            atomic_write_json(out / EXPERIMENTS / f"{legacy['id']}.json", legacy, root=out)
         records = list_experiments(out)
         same = [r for r in records if r.get("key") == key]
         now = now_utc()
+        seq = 1 + max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
+        known = {*run_ids, *(same[-1].get("run_ids") or [] if same else [])}
+        done = any((run_dir(out, str(r)) / DONE).exists() for r in known
+                   if isinstance(r, str) and not name_problem(r))
+        meta = {**meta, "claims": stamp_claims(meta.get("claims"), same[-1].get("claims")
+                                               if same else [], now, done)}
         if same:  # an identical rerun: the same experiment, run again
             old = same[-1]
             kept = {k: old[k] for k in ("run_ids", "runs", "choices")
                     if k in old and not meta.get(k)}  # known until this run recomputes them
             record = {**meta, **kept, "id": old["id"], "key": key,
-                      "created": old.get("created", now), "updated": now}
+                      "created": old.get("created", now), "updated": now, "seq": seq}
         else:
             record = {**meta, "id": _make_id(safe_name(meta["name"]), now, key), "key": key,
-                      "created": now, "updated": now}
+                      "created": now, "updated": now, "seq": seq}
         _write(out, record, records)
     return record
 
@@ -258,7 +301,7 @@ def open_experiment(out: str | Path, meta: dict[str, Any], run_ids: list[str]) -
 def save_experiment(out: str | Path, meta: dict[str, Any]) -> None:
     """Rewrite an opened experiment's record (run ids known, tuning choices made)."""
     out = Path(out)
-    with file_lock(out / TABLES_LOCK):
+    with file_lock(out / TABLES_LOCK, root=out):
         _write(out, meta, list_experiments(out))
 
 

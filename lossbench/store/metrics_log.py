@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from lossbench.core.atomic import atomic_write_text
+from lossbench.core.atomic import append_bytes, atomic_write_text
+from lossbench.store.records import json_lines, metrics_line
 from lossbench.train.observers import Observer
 
 METRICS_FILE = "metrics.jsonl"
@@ -33,19 +33,7 @@ def _numbers(d: dict[str, Any]) -> dict[str, Any]:
 
 def read_metrics(folder: str | Path) -> list[dict[str, Any]]:
     """The lines of a run's metrics file (missing file: none; torn or foreign lines skipped)."""
-    path = Path(folder) / METRICS_FILE
-    if not path.exists():
-        return []
-    lines = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, dict) and item.get("kind") in ("eval", "step") \
-                and isinstance(item.get("step"), int):
-            lines.append(item)
-    return lines
+    return json_lines(Path(folder) / METRICS_FILE, metrics_line)
 
 
 class MetricsFile(Observer):
@@ -57,18 +45,15 @@ class MetricsFile(Observer):
 
     def _append(self, item: dict[str, Any]) -> None:
         data = (json.dumps(item, allow_nan=False) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            os.write(fd, data)  # one write: O_APPEND keeps concurrent readers whole-line
-        finally:
-            os.close(fd)
+        append_bytes(self.path, data, root=self.path.parent)  # one write: whole lines
 
     def on_start(self, start):
         self.total = start.total_steps
         keep = [line for line in read_metrics(self.path.parent) if line["step"] <= start.start_step]
         if start.start_step == 0:
             keep = []
-        atomic_write_text(self.path, "".join(json.dumps(x, allow_nan=False) + "\n" for x in keep))
+        atomic_write_text(self.path, "".join(json.dumps(x, allow_nan=False) + "\n" for x in keep),
+                          root=self.path.parent)
 
     def on_step(self, record):
         now = time.time()

@@ -21,35 +21,40 @@ The runs folder is a cache shared by every suite written into DIR (same config, 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from lossbench.core.atomic import (
-    atomic_write_json,
-    atomic_write_text,
-)
+from lossbench.core.atomic import append_bytes, atomic_write_json, atomic_write_text
 from lossbench.core.config import display_name
-from lossbench.core.paths import inside
-from lossbench.train.checkpoint import CHECKPOINT
+from lossbench.core.locks import LOCK
+from lossbench.core.paths import StoreError, check_target, inside
+from lossbench.store.records import (
+    ExperimentRecord,
+    MalformedRecord,
+    RunRecord,
+    attempt_line,
+    json_lines,
+)
+from lossbench.train.checkpoint import CHECKPOINT, WEIGHTS
+from lossbench.train.result import stored_result_problems
+
+__all__ = ["StoreError", "MalformedResult"]  # re-exported: callers catch them from here
 
 TABLES_LOCK = ".tables.lock"
 # columns that hold names, never numbers (a label "1" or "NA" must read back as written)
 TEXT_COLUMNS = ("run_id", "loss", "label", "status", "notes", "error", "metric")
 
-DONE = "DONE"
-ATTEMPTS = "attempts.jsonl"
 STATUSES = ("done", "diverged", "failed")
 SETTLED = ("done", "diverged")  # results; a failed run is retried by default
 GIVE_UP_AFTER = 2  # a run that failed the same way this many times in a row is not retried
 
 
-class StoreError(OSError):
-    """A results directory that cannot be used as it is (one line, names the path)."""
-
-
-class MalformedResult(ValueError):
-    """A result.json that is not a lossbench result (garbage, ``{}``, wrong types)."""
+DONE = "DONE"
+ATTEMPTS = "attempts.jsonl"
+MalformedResult = MalformedRecord  # a result.json that is not a lossbench result
+# the files lossbench writes in a run folder: each must be a plain file (or absent)
+RUN_FILES = ("config.json", "result.json", DONE, LOCK, ATTEMPTS, "metrics.jsonl", WEIGHTS,
+             CHECKPOINT, "traceback.txt")
 
 
 def label_of(config: dict) -> str:
@@ -62,13 +67,16 @@ def run_dir(out: str | Path, run_id: str) -> Path:
 
 
 def check_run_folder(out: str | Path, folder: Path) -> None:
-    """Refuse a run folder that is a symlink leading outside the results directory, or a
-    file where a folder should be: a shared results directory must not make us read or
-    write elsewhere."""
-    if folder.is_symlink() and not inside(out, folder):
+    """Refuse a run folder that resolves outside the results directory (itself a symlink,
+    or ``runs/`` one), a file where a folder should be, or one whose files are symlinks or
+    special files: a shared results directory must not make us read or write elsewhere."""
+    if not inside(out, folder):
         raise StoreError(f"{folder}: a symlink pointing outside {out}; refusing to use it")
     if folder.exists() and not folder.is_dir():
         raise StoreError(f"{folder}: expected a run folder, found a file")
+    if folder.is_dir():
+        for name in RUN_FILES:
+            check_target(folder / name)
 
 
 def write_result(folder: Path, config: dict, status: str, summary: dict,
@@ -78,77 +86,56 @@ def write_result(folder: Path, config: dict, status: str, summary: dict,
     A failed run keeps its checkpoint: the retry resumes from it."""
     folder.mkdir(parents=True, exist_ok=True)
     if traceback_text is not None:
-        atomic_write_text(folder / "traceback.txt", traceback_text)
+        atomic_write_text(folder / "traceback.txt", traceback_text, root=folder)
     atomic_write_json(folder / "result.json", {"config": config, "status": status,
                                                "summary": summary, "steps": steps or {},
-                                               "evals": evals or []})
-    atomic_write_text(folder / DONE, status + "\n")
+                                               "evals": evals or []}, root=folder)
+    atomic_write_text(folder / DONE, status + "\n", root=folder)
     if status != "failed":
         (folder / CHECKPOINT).unlink(missing_ok=True)
 
 
 def read_result(folder: Path) -> dict[str, Any]:
-    """A run's result.json, checked to have a result's shape (it may come from anyone)."""
-    path = folder / "result.json"
-    try:
-        r = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedResult(f"{path}: not JSON ({exc})") from None
-    problems = []
-    if not isinstance(r, dict):
-        raise MalformedResult(f"{path}: expected a JSON object")
-    if r.get("status") not in STATUSES:
-        problems.append(f"status {r.get('status')!r}")
-    config, summary = r.get("config"), r.get("summary")
-    if not isinstance(config, dict) or not isinstance(config.get("loss"), str) or \
-            not isinstance(config.get("seed"), int):
-        problems.append("config")
-    if not isinstance(summary, dict):
-        problems.append("summary")
-    if not isinstance(r.get("steps", {}), dict) or not isinstance(r.get("evals", []), list):
-        problems.append("steps/evals")
-    if problems:
-        raise MalformedResult(f"{path}: not a lossbench result (bad {', '.join(problems)})")
-    return r
+    """A run's result.json, every field checked (it may come from anyone: see
+    :class:`lossbench.store.records.RunRecord`); MalformedResult or OSError when it is not
+    a lossbench result."""
+    return RunRecord.read(folder).as_dict()
 
 
-def stored_status(folder: Path) -> str | None:
+def stored_status(folder: Path, problems: list[str] | None = None) -> str | None:
     """The status of a finished run; None when unfinished, or when its result is unreadable
-    (then the run is simply run again)."""
+    or inconsistent (a step count its curves do not show, evaluation records of another
+    shape: :func:`lossbench.train.result.stored_result_problems`): then the run is simply
+    run again, and ``problems`` says why."""
     if not (folder / DONE).exists():
         return None
     try:
-        return read_result(folder)["status"]
-    except (OSError, MalformedResult):
+        record = read_result(folder)
+    except (OSError, MalformedResult) as exc:
+        if problems is not None:
+            problems.append(f"{exc}; the run is trained again")
         return None
+    if record["status"] in SETTLED:
+        found = stored_result_problems(record)
+        if found:
+            if problems is not None:
+                problems.append(f"{folder / 'result.json'}: {found[0]}; the run is trained "
+                                f"again")
+            return None
+    return record["status"]
 
 
 def record_attempt(folder: Path, event: dict[str, Any]) -> None:
     """Append one line to the run's attempt history (a single O_APPEND write: lines from
     concurrent writers never interleave)."""
     line = (json.dumps(event, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(folder / ATTEMPTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    append_bytes(folder / ATTEMPTS, line, root=folder)
 
 
 def attempts(folder: Path) -> list[dict[str, Any]]:
-    """The run's attempt history, oldest first; unreadable lines are skipped."""
-    try:
-        lines = (folder / ATTEMPTS).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    events = []
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
+    """The run's attempt history, oldest first; unreadable lines (and lines with a field of
+    the wrong type) are skipped."""
+    return json_lines(folder / ATTEMPTS, attempt_line)
 
 
 def same_failures_in_a_row(folder: Path) -> tuple[int, str]:
@@ -165,10 +152,12 @@ def same_failures_in_a_row(folder: Path) -> tuple[int, str]:
     return n, error
 
 
-def settled(folder: Path, *, retry: bool = True, give_up_after: int = GIVE_UP_AFTER) -> str | None:
+def settled(folder: Path, *, retry: bool = True, give_up_after: int = GIVE_UP_AFTER,
+            problems: list[str] | None = None) -> str | None:
     """The run's final status when it needs no (more) training, else None. A failed run is
-    final without ``retry``, or once it failed the same way ``give_up_after`` times in a row."""
-    status = stored_status(folder)
+    final without ``retry``, or once it failed the same way ``give_up_after`` times in a row.
+    A stored result that is unreadable or inconsistent is named in ``problems``."""
+    status = stored_status(folder, problems)
     if status == "failed" and retry and (
             not give_up_after or same_failures_in_a_row(folder)[0] < give_up_after):
         return None  # give_up_after 0: always retried, as --give-up-after 0 says
@@ -176,13 +165,13 @@ def settled(folder: Path, *, retry: bool = True, give_up_after: int = GIVE_UP_AF
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
-    """A store file that must hold a JSON object; StoreError naming it when it does not."""
+    """An experiment record or suite.json: a JSON object whose fields have their types
+    (:class:`lossbench.store.records.ExperimentRecord`); StoreError naming the file and
+    field when it is not."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise StoreError(f"{path}: expected a JSON object")
-    return meta
+        return ExperimentRecord.read(path)
+    except MalformedRecord as exc:
+        raise StoreError(str(exc).replace(": the file: expected an object",
+                                          ": expected a JSON object")) from None
 
 

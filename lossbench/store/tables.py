@@ -27,6 +27,7 @@ from lossbench.core.atomic import (
 from lossbench.core.config import hparam_columns
 from lossbench.core.escaping import csv_text, csv_unescape_frame
 from lossbench.core.locks import file_lock
+from lossbench.core.paths import StoreError, read_regular_text
 from lossbench.core.schema import STEP_FIELDS, TABLES_LOCK
 from lossbench.store.runs import (
     DONE,
@@ -99,8 +100,19 @@ def finished_results(out: str | Path, problems: list[str] | None = None,
             results.append(read_result(folder))
         except (OSError, MalformedResult) as exc:
             if problems is not None:
-                problems.append(f"run {folder.name} skipped: {exc}")
+                problems.append(f"{exc}; skipped")
     return results
+
+
+def finished_run_ids(out: str | Path, run_ids: list[str]) -> set[str]:
+    """Which of ``run_ids`` have finished: those with a DONE marker, or, in a copy of the
+    tables without runs/ (what people attach to an email), those summary.csv lists."""
+    out = Path(out)
+    if (out / "runs").is_dir():
+        return {r for r in run_ids if (out / "runs" / r / DONE).exists()}
+    if not (out / "summary.csv").exists():
+        return set()
+    return set(run_ids) & set(_read_csv_table(out / "summary.csv", [])["run_id"])
 
 
 def write_tables(out: str | Path, problems: list[str] | None = None
@@ -112,12 +124,12 @@ def write_tables(out: str | Path, problems: list[str] | None = None
     from lossbench.store.experiments import resolve_experiment
 
     out = Path(out)
-    with file_lock(out / TABLES_LOCK):
-        sweep_temp_files(out)
+    with file_lock(out / TABLES_LOCK, root=out):
+        sweep_temp_files(out, root=out)
         results = finished_results(out, problems, _run_ids(resolve_experiment(out)))
         texts = csv_text(summary_rows(results)), csv_text(curve_rows(results))
         atomic_write_many({out / "summary.csv": texts[0].encode(),
-                           out / "curves.csv": texts[1].encode()})
+                           out / "curves.csv": texts[1].encode()}, root=out)
     return read_table(texts[0]), read_table(texts[1])
 
 
@@ -131,19 +143,22 @@ def write_store_files(out: str | Path, files: dict[str, Any]) -> None:
     """Write top-level files of the store (``suite.json``, ``tuning.csv``) under the table
     lock, so another sweep sweeping temp files never removes one being written. A dict
     or list is written as JSON, a string as text."""
-    with file_lock(Path(out) / TABLES_LOCK):
+    with file_lock(Path(out) / TABLES_LOCK, root=out):
         for name, content in files.items():
             if isinstance(content, str):
-                atomic_write_text(Path(out) / name, content)
+                atomic_write_text(Path(out) / name, content, root=out)
             else:
-                atomic_write_json(Path(out) / name, content)
+                atomic_write_json(Path(out) / name, content, root=out)
 
 
 def read_table(source: Path | str) -> pd.DataFrame:
     """A table written by :func:`write_tables` (a path, or its CSV text): text columns stay
-    text ("NA", "1" and "" included), and the spreadsheet-formula quoting is undone."""
+    text ("NA", "1" and "" included), and the spreadsheet-formula quoting is undone. A path
+    must be a regular file (never a FIFO: lossbench.core.paths.read_regular)."""
+    csv = read_regular_text(source) if isinstance(source, Path) else source
+
     def handle():
-        return io.StringIO(source) if isinstance(source, str) else source
+        return io.StringIO(csv)
 
     columns = pd.read_csv(handle(), nrows=0).columns
     text = [c for c in columns if c in TEXT_COLUMNS]
@@ -171,9 +186,9 @@ def read_experiment(out: str | Path, meta: dict, *, final_only: bool = False,
     if not (out / "summary.csv").exists():
         raise FileNotFoundError(f"{out}: no runs/ and no summary.csv "
                                 f"(not a lossbench results directory?)")
-    summary, curves = read_table(out / "summary.csv"), read_table(out / "curves.csv")
-    if "label" not in summary:
-        summary["label"] = summary["loss"]
+    summary = _read_csv_table(out / "summary.csv", problems)
+    curves = _read_csv_table(out / "curves.csv", problems) if (out / "curves.csv").exists() \
+        else pd.DataFrame(columns=["run_id", "step", "metric", "value"])
     if run_ids is not None:
         summary = summary[summary.run_id.isin(set(run_ids))].reset_index(drop=True)
         curves = curves[curves.run_id.isin(set(run_ids))].reset_index(drop=True)
@@ -191,3 +206,31 @@ def load(out: str | Path, *, experiment: str | None = None, final_only: bool = F
     meta = resolve_experiment(out, experiment)
     summary, curves, _ = read_experiment(out, meta, final_only=final_only, problems=problems)
     return summary, curves
+
+
+_NEEDED = {"summary.csv": ("run_id", "loss", "seed", "status"),
+           "curves.csv": ("run_id", "step", "metric", "value")}
+
+
+def _read_csv_table(path: Path, problems: list[str] | None) -> pd.DataFrame:
+    """summary.csv or curves.csv of a copy of the tables, checked like a run's record: the
+    columns a report needs present (else StoreError naming the file), every other column
+    numeric or text as written; a numeric column holding text is dropped with a problem."""
+    try:
+        frame = read_table(path)
+    except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+        raise StoreError(f"{path}: not a lossbench table ({str(exc).splitlines()[0][:200]})"
+                         ) from None
+    missing = [c for c in _NEEDED.get(path.name, ()) if c not in frame]
+    if missing:
+        raise StoreError(f"{path}: column {missing[0]}: missing")
+    if "label" not in frame and path.name == "summary.csv":
+        frame["label"] = frame["loss"]
+    for column in [c for c in frame.columns if c not in TEXT_COLUMNS]:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            if column in _NEEDED.get(path.name, ()):
+                raise StoreError(f"{path}: column {column}: expected numbers")
+            frame = frame.drop(columns=[column])
+            if problems is not None:
+                problems.append(f"{path}: column {column}: expected numbers; skipped")
+    return frame

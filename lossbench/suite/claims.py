@@ -11,7 +11,9 @@
 
 or, on the command line, ``lossbench report DIR --claim "unlikelihood < cross_entropy on
 seq_rep_4"`` (``>``, ``=``; ``by M`` or ``within M`` sets the margin). Stating a claim up
-front is the point: a hypothesis written after reading the table is not tested by it.
+front is the point: a hypothesis written after reading the table is not tested by it, so
+the experiment's record stamps each claim when it is first seen and marks one edited or
+added after results existed (store.experiments.stamp_claims); the report says so.
 
 Parsing and validation only, with no statistics and no I/O (report.claims tests them), so
 a bad claim is one line naming the file and key, exit 2, before any run starts.

@@ -19,7 +19,7 @@ import types
 import typing
 from typing import Any
 
-from lossbench.core.config import TRACKERS
+from lossbench.core.config import TRACKERS, ReportConfig
 from lossbench.core.fields import doc_of
 from lossbench.suite.claims import KEYS as CLAIM_KEYS
 from lossbench.suite.load import SECTIONS, TOP_LEVEL
@@ -52,6 +52,7 @@ TOP_LEVEL_DOCS: dict[str, tuple[str, str]] = {
     "tune": ("no tuning", "per-loss tuning before the runs: [`[tune]`](#tune)"),
     "scale": ("one size", "a ladder of model sizes: [`[scale]`](#scale)"),
     "claims": ("none", "effects the report tests: [`[[claims]]`](#claims)"),
+    "report": ("", "how the report judges: [`[report]`](#report)"),
     "log": ("none", "experiment trackers: [`[log]`](#log)"),
 }
 
@@ -203,22 +204,21 @@ def suite_keys_markdown() -> str:
         summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         out += ["", f"## `[{name}]` {{#{name}}}", "", summary, ""]
         out += _field_rows(cls)
-    out += ["", "## `[tune]` {#tune}", "",
-            "Per-loss tuning (see [Fair comparison](../tuning.md)). A `[tune.grid]` table "
-            "holds the grid.", ""]
-    out += _key_table(TUNE_KEYS, TUNE_DOCS, "[tune]")
-    out += ["", "## `[scale]` {#scale}", "",
-            "A ladder of model sizes (see [Scale ladders](../scale.md)); `params` or `sizes`, "
-            "and at most one of `steps` and `tokens_per_param`.", ""]
-    out += _key_table(SCALE_KEYS, SCALE_DOCS, "[scale]")
-    out += ["", "## `[[claims]]` {#claims}", "",
-            "One table per claim (see [Claims](../claims.md)); `a`, `b`, `metric` and "
-            "`direction` are required.", ""]
-    out += _key_table(CLAIM_KEYS, CLAIM_DOCS, "[[claims]]")
-    out += ["", "## `[log]` {#log}", "",
-            "Experiment trackers (see [Sweeps](../sweeps.md#trackers)); not part of any "
-            "run id.", ""]
-    out += _key_table(LOG_DOCS, LOG_DOCS, "[log]")
+    for heading, intro, keys, docs in (
+            ("`[tune]` {#tune}", "Per-loss tuning (see [Fair comparison](../tuning.md)). A "
+             "`[tune.grid]` table holds the grid.", TUNE_KEYS, TUNE_DOCS),
+            ("`[scale]` {#scale}", "A ladder of model sizes (see [Scale ladders](../scale.md)); "
+             "`params` or `sizes`, and at most one of `steps` and `tokens_per_param`.",
+             SCALE_KEYS, SCALE_DOCS),
+            ("`[[claims]]` {#claims}", "One table per claim (see [Claims](../claims.md)); `a`, "
+             "`b`, `metric` and `direction` are required.", CLAIM_KEYS, CLAIM_DOCS),
+            ("`[report]` {#report}", "How the report judges the runs (see [Statistics]"
+             "(../statistics.md)); not part of any run id.", None, ReportConfig),
+            ("`[log]` {#log}", "Experiment trackers (see [Sweeps](../sweeps.md#trackers)); not "
+             "part of any run id.", LOG_DOCS, LOG_DOCS)):
+        where = heading.split("`")[1]
+        out += ["", f"## {heading}", "", intro, ""]
+        out += _field_rows(docs) if keys is None else _key_table(keys, docs, where)
     return "\n".join(out) + "\n"
 
 

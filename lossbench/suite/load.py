@@ -35,6 +35,7 @@ from lossbench.core.config import (
     EvalConfig,
     FinetuneConfig,
     ModelConfig,
+    ReportConfig,
     RunConfig,
     TrainConfig,
     parse_seeds,
@@ -67,7 +68,7 @@ from lossbench.suite.tuning import TuneSpec, parse_tune
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "finetune": FinetuneConfig}
 TOP_LEVEL = {"name", "description", "seeds", "losses", "baseline", "device", "target_val_ce",
-             "claims",
+             "claims", "report",
              "tune", "log", "scale", *SECTIONS}
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Suite:
     scale: ScaleSpec | None = None  # a ladder of model sizes: `runs` holds every size
     claims: tuple[Claim, ...] = ()  # [[claims]]: effects the report tests (lossbench.suite.claims)
     teachers: tuple[RunConfig, ...] = ()  # teacher runs, trained before the students
+    report: ReportConfig = ReportConfig()  # [report]: how the report judges (no run id)
 
 
 def _parse_log(table: Any, where: str, errors: list[str]) -> tuple[str, ...]:
@@ -138,6 +140,9 @@ def _finetune_problems(ft: FinetuneConfig, known: list[str]) -> list[str]:
     """Every run builds its fine-tuning loss (even with steps = 0): it must exist."""
     if ft.loss not in known:
         return [f"[finetune] loss: unknown loss {ft.loss!r}{did_you_mean(ft.loss, known)}"]
+    if get_loss(ft.loss).needs_hidden:
+        return [f"[finetune] loss: {ft.loss} needs the model's hidden states, which the "
+                f"fine-tuning phase (logits of generated text) does not supply"]
     return [f"[finetune] hparams: {m}" for m in get_loss(ft.loss).validate_hparams(ft.hparams)]
 
 
@@ -182,34 +187,40 @@ def _loss_entries(doc: dict, where: str, errors: list[str]) -> list[tuple[str, d
             if not bad:
                 errors += [f"{where}: {key}: {m}"
                            for m in _finetune_problems(extras["finetune"], known)]
-        grid = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items()
-                if k not in ("name", "label", "finetune")}
-        bad = False
-        for hp, values in grid.items():
-            for value in values:
-                for msg in spec.validate_hparams({hp: value}):
-                    errors.append(f"{where}: {key} {msg}")
-                    bad = True
-        if bad:
+        out += _grid_points(entry, name, spec, extras, key, where, seen, errors)
+    return out
+
+
+def _grid_points(entry: dict, name: str, spec, extras: dict, key: str, where: str,
+                 seen: dict[tuple, str], errors: list[str]) -> list[tuple[str, dict, dict]]:
+    """One entry's (name, hparams, extras) per point of its grid (list values); a point
+    already seen (``seen``: defaults written out or left out alike) is a problem."""
+    grid = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items()
+            if k not in ("name", "label", "finetune")}
+    problems = [f"{where}: {key} {msg}" for hp, values in grid.items() for value in values
+                for msg in spec.validate_hparams({hp: value})]
+    if problems:
+        errors += problems
+        return []
+    out = []
+    keys = list(grid)
+    varying = [k for k in keys if len(grid[k]) > 1]
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        hp = dict(zip(keys, combo))
+        point = extras
+        if varying:  # each grid point is its own contender in reports
+            tag = ", ".join(f"{k}={hp[k]}" for k in varying)
+            point = {**extras, "label": f"{extras['label'] or name}[{tag}]"}
+        # a default written out is the same run as one left out
+        same = (name, tuple(sorted({**spec.defaults(), **hp}.items())), point["label"] or name)
+        if same in seen:
+            where_else = ("twice in its grid" if seen[same] == key
+                          else f"already listed as {seen[same]}")
+            errors.append(f"{where}: {key}: {same[2]} with {hp or 'default hyperparameters'} "
+                          f"is {where_else}: drop one of them")
             continue
-        keys = list(grid)
-        varying = [k for k in keys if len(grid[k]) > 1]
-        for combo in itertools.product(*(grid[k] for k in keys)):
-            hp = dict(zip(keys, combo))
-            point = extras
-            if varying:  # each grid point is its own contender in reports
-                tag = ", ".join(f"{k}={hp[k]}" for k in varying)
-                point = {**extras, "label": f"{extras['label'] or name}[{tag}]"}
-            # a default written out is the same run as one left out
-            same = (name, tuple(sorted({**spec.defaults(), **hp}.items())), point["label"] or name)
-            if same in seen:
-                where_else = ("twice in its grid" if seen[same] == key
-                              else f"already listed as {seen[same]}")
-                errors.append(f"{where}: {key}: {same[2]} with {hp or 'default hyperparameters'} "
-                              f"is {where_else}: drop one of them")
-                continue
-            seen[same] = key
-            out.append((name, hp, point))
+        seen[same] = key
+        out.append((name, hp, point))
     return out
 
 
@@ -243,7 +254,31 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
 def _expand(doc: dict, path: Path, where: str) -> Suite:
     """The body of :func:`load_suite`: every check that can run, then the runs."""
     errors: list[str] = []
+    skipped: list[str] = []  # checks that need what is invalid: said, not silently dropped
     teacher_spec = take_teacher(doc)  # teacher = { run = ... } and [teacher_model]
+    name, description, seeds, device = _header(doc, path, where, errors)
+    sections, valid, entries, missing = _sections_and_losses(doc, path, where, device, errors,
+                                                             skipped)
+    teacher_model, teacher_run = _teacher(teacher_spec, sections, valid, missing, device, where,
+                                          errors, skipped)
+    baseline, target, log, claims, report = _comparison(doc, entries, where, errors)
+    tune, scale = _tune_and_scale(doc, where, sections, valid, entries, seeds, device,
+                                  errors, skipped)
+    if errors:
+        if skipped:  # on the last line: each problem stays one line
+            errors[-1] += (f" (more problems may follow: {'; '.join(skipped)} are checked "
+                           f"once these are fixed)")
+        raise SuiteError(errors)
+    runs, contenders = _runs(entries, sections, seeds, device, tune, scale, where, teacher_model)
+    return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
+                 baseline=baseline, runs=runs, entries=contenders, tune=tune,
+                 target_val_ce=None if target is None else float(target), log=log,
+                 claims=claims, scale=scale, report=report,
+                 teachers=(teacher_run,) if teacher_run is not None else ())
+
+
+def _header(doc: dict, path: Path, where: str, errors: list[str]):
+    """The top-level keys: name, description, seeds, device."""
     for key in doc:
         if key not in TOP_LEVEL:
             errors.append(f"{where}: unknown key or section {key!r}{did_you_mean(key, TOP_LEVEL)}")
@@ -260,11 +295,17 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     device = doc.get("device", "cpu")
     if problem := device_problem(device):
         errors.append(f"{where}: device: {problem}")
+    return name, description, seeds, device
+
+
+def _sections_and_losses(doc: dict, path: Path, where: str, device: str, errors: list[str],
+                         skipped: list[str]):
+    """The config sections (the corpus and model resolved where they are valid) and the
+    losses' entries; ``valid`` maps each section to whether it parsed cleanly."""
     sections, bad = {}, {}
-    for name_ in SECTIONS:
-        sections[name_], bad[name_] = _section(doc, name_, where, errors)
+    for name in SECTIONS:
+        sections[name], bad[name] = _section(doc, name, where, errors)
     valid = {k: not v for k, v in bad.items()}
-    skipped: list[str] = []  # checks that need what is invalid: said, not silently dropped
     if valid["train"]:
         errors += [f"{where}: [train] {m}" for _, m in sections["train"].schedule_problems()]
     if valid["finetune"]:
@@ -286,18 +327,36 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     if valid["model"] and "model" not in missing:
         sections["model"], problems = resolve_model(sections["model"])
         errors += [f"{where}: {m}" for m in problems]
+        hidden = sorted({n for n, _, _ in entries if get_loss(n).needs_hidden})
+        if hidden and not problems:
+            from lossbench.models import hidden_problem
+        if hidden and not problems and (problem := hidden_problem(sections["model"])):
+            errors.append(f"{where}: {problem} (needed by {', '.join(hidden)})")
     else:
         skipped.append("the model's definition and init_from weights")
+    return sections, valid, entries, missing
+
+
+def _teacher(spec, sections: dict, valid: dict, missing: dict, device: str, where: str,
+             errors: list[str], skipped: list[str]):
+    """(the teacher's model config, the teacher run) of a model teacher, each None without
+    one; ``sections["data"]`` gets the teacher's resolved fields."""
     teacher_model, teacher_run = None, None
     if valid["data"] and valid["model"] and valid["train"] and valid["eval"] \
             and "data" not in missing:
         vocab = corpus_facts(sections["data"]).vocab_size \
             if sections["data"].teacher == "model" and sections["data"].teacher_from else None
         sections["data"], teacher_model, teacher_run, problems = resolve_teacher(
-            teacher_spec, sections, device=device, vocab=vocab, where=where)
+            spec, sections, device=device, vocab=vocab, where=where)
         errors += problems
-    elif teacher_spec.run is not None or teacher_spec.model is not None:
+    elif spec.run is not None or spec.model is not None:
         skipped.append("the teacher")
+    return teacher_model, teacher_run
+
+
+def _comparison(doc: dict, entries: list, where: str, errors: list[str]):
+    """What the runs are compared on: the baseline, the target CE, the live log, the claims,
+    and how the report judges them ([report])."""
     baseline = doc.get("baseline", "cross_entropy")
     names = {x.get("label") or n for n, _, x in entries}
     if entries and baseline not in names:
@@ -307,7 +366,14 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     if target is not None and not (number and math.isfinite(target) and target > 0):
         errors.append(f"{where}: target_val_ce: expected a positive number, got {target!r}")
     log = _parse_log(doc.get("log", {}), where, errors)
+    report = _parse_report(doc.get("report", {}), where, errors)
     claims = parse_claims(doc["claims"], where, sorted(names), errors) if "claims" in doc else ()
+    return baseline, target, log, claims, report
+
+
+def _tune_and_scale(doc: dict, where: str, sections: dict, valid: dict, entries: list,
+                    seeds: list[int], device: str, errors: list[str], skipped: list[str]):
+    """The [tune] and [scale] sections, each checked once what it needs is valid."""
     tune = None
     if "tune" in doc:
         tune = parse_tune(doc["tune"], where, errors, suite_steps=sections["train"].steps,
@@ -325,15 +391,15 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
         scale = _parse_scale(doc["scale"], where, errors, sections, device)
     elif "scale" in doc:
         skipped.append("the [scale] ladder")
-    if errors:
-        if skipped:  # on the last line: each problem stays one line
-            errors[-1] += (f" (more problems may follow: {'; '.join(skipped)} are checked "
-                           f"once these are fixed)")
-        raise SuiteError(errors)
+    return tune, scale
+
+
+def _runs(entries: list, sections: dict, seeds: list[int], device: str, tune, scale,
+          where: str, teacher_model) -> tuple[tuple[RunConfig, ...], tuple[RunConfig, ...]]:
+    """(every run: contenders x seeds, x sizes with a ladder; the contenders)."""
     contenders = tuple(drop_unused_teacher(resolve_losses(RunConfig(
         loss=loss, hparams=hp, seed=seeds[0], device=device, teacher_model=teacher_model,
-        **{**sections, **extras})))
-                       for loss, hp, extras in entries)
+        **{**sections, **extras}))) for loss, hp, extras in entries)
     labels = [c.display_name for c in contenders]
     if tune and len(set(labels)) < len(labels):
         repeated = ", ".join(sorted({x for x in labels if labels.count(x) > 1}))
@@ -343,11 +409,22 @@ def _expand(doc: dict, path: Path, where: str) -> Suite:
     if scale is not None:  # every size; entries stay the contenders at the smallest size
         runs = tuple(scale.expand(runs))
         contenders = tuple(at_size(c, scale.sizes[0]) for c in contenders)
-    return Suite(name=name, description=description, path=where, seeds=tuple(seeds),
-                 baseline=baseline, runs=runs, entries=contenders, tune=tune,
-                 target_val_ce=None if target is None else float(target), log=log,
-                 claims=claims, scale=scale,
-                 teachers=(teacher_run,) if teacher_run is not None else ())
+    return runs, contenders
+
+
+def _parse_report(table: Any, where: str, errors: list[str]) -> ReportConfig:
+    """[report] margin = 0.01: checked like any section (ReportConfig's fields)."""
+    if not isinstance(table, dict):
+        errors.append(f"{where}: [report] must be a table")
+        return ReportConfig()
+    known = {f.name for f in dataclasses.fields(ReportConfig)}
+    for key in set(table) - known:
+        errors.append(f"{where}: [report] unknown key {key!r}{did_you_mean(key, known)}")
+    try:
+        return ReportConfig(**{k: v for k, v in table.items() if k in known})
+    except ConfigError as exc:
+        errors.extend(f"{where}: [report] {text}" for _, text in exc.problems)
+        return ReportConfig()
 
 
 def _parse_scale(table: Any, where: str, errors: list[str], sections: dict,

@@ -8,10 +8,10 @@ traceback for the next sweep to retry or give up on (:mod:`lossbench.sweep.sweep
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -21,6 +21,7 @@ from lossbench.core.atomic import atomic_write_json, atomic_write_text, sweep_te
 from lossbench.core.config import RunConfig
 from lossbench.core.locks import LOCK, file_lock
 from lossbench.store.metrics_log import MetricsFile
+from lossbench.store.records import MalformedRecord, run_config
 from lossbench.store.runs import (
     SETTLED,
     attempts,
@@ -57,7 +58,7 @@ def execute_run(config_dict: dict[str, Any], job: Job | str, progress=None,
     folder = run_dir(out, run_id)
     check_run_folder(out, folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with file_lock(folder / LOCK, stop=stop) as held:
+    with file_lock(folder / LOCK, stop=stop, root=folder) as held:
         if not held:
             return run_id, "interrupted"
         status = stored_status(folder)
@@ -76,7 +77,7 @@ def _attempt(config: RunConfig, config_dict: dict, folder: Path, job: Job, progr
     n = 1 + sum(e.get("event") == "start" for e in attempts(folder))
     record_attempt(folder, {"event": "start", "attempt": n, "host": socket.gethostname(),
                             "pid": os.getpid(), "time": time.time()})
-    atomic_write_json(folder / "config.json", config_dict)
+    atomic_write_json(folder / "config.json", config_dict, root=folder)
 
     class Progress(Observer):  # the executor's shared progress table, by run id
         def on_start(self, start):
@@ -97,12 +98,27 @@ def _attempt(config: RunConfig, config_dict: dict, folder: Path, job: Job, progr
         record_attempt(folder, {**end, "status": "interrupted", "step": exc.step})
         return "interrupted"
     except Exception as exc:  # a failing user loss, a full disk: the sweep goes on
+        if not folder.is_dir():
+            return _folder_gone(folder)
         _record_failure(folder, config_dict, n, _error_signature(exc), traceback.format_exc())
         return "failed"
     summary = {**result.summary(), "attempts": n}
-    write_result(folder, config_dict, result.status, summary, result.steps, result.evals)
-    record_attempt(folder, {**end, "status": result.status})
+    try:
+        write_result(folder, config_dict, result.status, summary, result.steps, result.evals)
+        record_attempt(folder, {**end, "status": result.status})
+    except FileNotFoundError:
+        if not folder.is_dir():
+            return _folder_gone(folder)
+        raise
     return result.status
+
+
+def _folder_gone(folder: Path) -> str:
+    """The run's folder was deleted while it trained: nothing can be recorded there. One
+    line says so; the run is failed for this sweep, and the next one trains it anew."""
+    print(f"lossbench: run {folder.name}: its folder {folder} was removed while it trained; "
+          f"rerun the command to train it again", file=sys.stderr, flush=True)
+    return "failed"
 
 
 def record_lost_run(out: str | Path, run_id: str, error: str) -> None:
@@ -110,12 +126,17 @@ def record_lost_run(out: str | Path, run_id: str, error: str) -> None:
     the run failed with ``error``, like any failure, so reruns retry it and give up on a run
     that keeps dying. Skipped when another process already holds the run again."""
     folder = run_dir(out, run_id)
-    with file_lock(folder / LOCK, wait=False) as held:
-        if not held or not (folder / "config.json").exists():
-            return
-        config = json.loads((folder / "config.json").read_text())
-        n = sum(e.get("event") == "start" for e in attempts(folder))
-        _record_failure(folder, config, n, error, error + "\n")
+    if not (folder / "config.json").exists():
+        return  # the folder is gone, or never got a config: nothing to mark
+    check_run_folder(out, folder)
+    with file_lock(folder / LOCK, wait=False, root=folder) as held:
+        try:
+            config = run_config(folder) if held else None
+        except MalformedRecord:
+            config = None
+        if config is not None:
+            n = sum(e.get("event") == "start" for e in attempts(folder))
+            _record_failure(folder, config, n, error, error + "\n")
 
 
 def _record_failure(folder: Path, config_dict: dict, attempt: int, error: str, text: str) -> None:
@@ -125,7 +146,7 @@ def _record_failure(folder: Path, config_dict: dict, attempt: int, error: str, t
                "seed": config_dict.get("seed"), "status": "failed", "attempts": attempt,
                "error": error}
     try:
-        atomic_write_text(folder / f"traceback-{attempt}.txt", text)
+        atomic_write_text(folder / f"traceback-{attempt}.txt", text, root=folder)
         write_result(folder, config_dict, "failed", summary, traceback_text=text)
     finally:
         record_attempt(folder, {"event": "end", "attempt": attempt, "status": "failed",

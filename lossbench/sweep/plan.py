@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossbench.core.config import RunConfig
+from lossbench.store.records import run_config
 from lossbench.store.runs import (
     DONE,
     GIVE_UP_AFTER,
@@ -134,8 +135,8 @@ def _earlier_finals(out: Path, record: dict) -> list[RunConfig]:
         try:
             folder = run_dir(out, run_id)
             check_run_folder(out, folder)
-            configs.append(RunConfig.from_dict(json.loads((folder / "config.json").read_text())))
-        except (OSError, ValueError, TypeError):
+            configs.append(RunConfig.from_dict(run_config(folder)))
+        except (OSError, ValueError, TypeError):  # MalformedRecord is a ValueError
             return []
     return configs
 

@@ -4,9 +4,9 @@ read-only descriptor (never created), and its live metrics come from metrics.jso
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
-import json
 import math
 import os
 import time
@@ -17,10 +17,12 @@ from lossbench.core.locks import LOCK
 from lossbench.core.paths import name_problem
 from lossbench.store.experiments import run_ids_of
 from lossbench.store.metrics_log import METRICS_FILE, read_metrics
+from lossbench.store.records import MalformedRecord, run_config
 from lossbench.store.runs import (
     DONE,
     MalformedResult,
     StoreError,
+    attempts,
     check_run_folder,
     label_of,
     read_result,
@@ -55,8 +57,8 @@ class RunState:
 def lock_held(path: Path) -> bool:
     """Does another process hold this flock? (A shared lock taken and dropped at once; a
     missing lock file means nobody ever trained the run.)"""
-    try:
-        fd = os.open(path, os.O_RDONLY)
+    try:  # never blocking on a FIFO, never through a symlink
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
     except OSError:
         return False
     try:
@@ -88,16 +90,30 @@ def _pace(lines: list[dict], now: float) -> tuple[float | None, float | None]:
     return rate, max(0.0, now - t1)
 
 
-def _config(folder: Path) -> dict:
+def _config(folder: Path, problems: list[str] | None) -> dict:
+    """The run's config.json (checked: lossbench.store.records), or {} with a problem."""
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return run_config(folder)
+    except FileNotFoundError:
         return {}
-    return config if isinstance(config, dict) else {}
+    except (OSError, MalformedRecord) as exc:
+        if problems is not None:
+            problems.append(f"{exc}; skipped")
+        return {}
+
+
+def _ended(folder: Path) -> bool:
+    """Did the run's latest attempt record its end (stopped, failed or finished)? Then
+    recent metrics do not mean it is still running."""
+    events = attempts(folder)
+    return bool(events) and events[-1].get("event") == "end"
 
 
 def run_state(out: Path, run_id: str, label: str | None = None, seed: int | str = "",
-              phase: str = "final", now: float | None = None) -> RunState:
+              phase: str = "final", now: float | None = None,
+              problems: list[str] | None = None) -> RunState:
+    """The state of one run, read from its folder; what could not be read is named in
+    ``problems`` (the run is shown as unreadable or by what could be read)."""
     now = time.time() if now is None else now
     folder = run_dir(out, run_id)
     if not folder.is_dir():
@@ -105,10 +121,12 @@ def run_state(out: Path, run_id: str, label: str | None = None, seed: int | str 
                         None, None)
     try:
         check_run_folder(out, folder)
-    except StoreError:
+    except StoreError as exc:
+        if problems is not None:
+            problems.append(f"{exc}; skipped")
         return RunState(run_id, label or run_id, seed, phase, "unreadable", None, None,
                         None, None)
-    config = _config(folder)
+    config = _config(folder, problems)
     if config.get("loss"):
         label, seed = label or label_of(config), config.get("seed", seed)
     train, finetune = config.get("train") or {}, config.get("finetune") or {}
@@ -119,11 +137,13 @@ def run_state(out: Path, run_id: str, label: str | None = None, seed: int | str 
     except OSError:
         recent = False
     done = (folder / DONE).exists()
-    running = lock_held(folder / LOCK) or (recent and not done)
+    running = lock_held(folder / LOCK) or (recent and not done and not _ended(folder))
     if done and not running:
         try:
             r = read_result(folder)
-        except (OSError, MalformedResult):
+        except (OSError, MalformedResult) as exc:
+            if problems is not None:
+                problems.append(f"{exc}; skipped")
             return RunState(run_id, label or run_id, seed, phase, "unreadable", None, total,
                             None, None)
         value = r["summary"].get("final_val_ce")
@@ -147,9 +167,12 @@ def run_state(out: Path, run_id: str, label: str | None = None, seed: int | str 
                     rate)
 
 
-def experiment_states(out: str | Path, meta: dict) -> list[RunState]:
+def experiment_states(out: str | Path, meta: dict,
+                      problems: list[str] | None = None) -> list[RunState]:
     """Every run of the experiment, tuning runs first, in the order the sweep trains them.
-    Without a record of run ids (a hand-made directory): every run folder."""
+    Without a record of run ids (a hand-made directory): every run folder. A run whose
+    steps are not known yet (not started) counts the experiment's usual total, so the ETA
+    covers it. What could not be read is named in ``problems``."""
     out, now = Path(out), time.time()
     names = {r["run_id"]: (r.get("label"), r.get("seed", ""))
              for r in meta.get("runs", []) if isinstance(r, dict) and "run_id" in r}
@@ -166,8 +189,22 @@ def experiment_states(out: str | Path, meta: dict) -> list[RunState]:
     for run_id in ids:
         label, seed = names.get(run_id, (tuning.get(run_id), ""))
         states.append(run_state(out, run_id, label, seed,
-                                "tuning" if run_id in tuning else "final", now))
-    return states
+                                "tuning" if run_id in tuning else "final", now, problems))
+    return _with_totals(states, meta)
+
+
+def _with_totals(states: list[RunState], meta: dict) -> list[RunState]:
+    """States whose total is unknown (not started) given the usual total of the others,
+    or the experiment's configured steps."""
+    known = sorted(s.total for s in states if s.total)
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    steps = [config.get("train.steps"), config.get("finetune.steps")]
+    configured = sum(x for x in steps if isinstance(x, int) and not isinstance(x, bool))
+    usual = known[len(known) // 2] if known else (configured or None)
+    if usual is None:
+        return states
+    return [s if s.total or s.finished else dataclasses.replace(s, total=usual)
+            for s in states]
 
 
 def overall(states: list[RunState]) -> tuple[dict[str, int], float | None]:

@@ -39,6 +39,7 @@ class SweepOutcome:
     failures: dict[str, tuple[int, str]] = field(default_factory=dict)  # same error n times
     give_up_after: int = GIVE_UP_AFTER
     experiment: str = ""  # the id of the experiment this sweep recorded (lossbench.store.experiments)
+    problems: tuple[str, ...] = ()  # stored results found unreadable or inconsistent: retrained
 
     @property
     def gave_up(self) -> dict[str, tuple[int, str]]:
@@ -58,14 +59,16 @@ def auto_workers(suite: Suite) -> int:
 
 
 def partition(configs: list[RunConfig], out: Path, *, retry: bool = True,
-              give_up_after: int = GIVE_UP_AFTER) -> tuple[dict[str, str], list[RunConfig]]:
+              give_up_after: int = GIVE_UP_AFTER, problems: list[str] | None = None
+              ) -> tuple[dict[str, str], list[RunConfig]]:
     """Split runs into settled ones (run_id -> status) and those still to train: unfinished,
-    unreadable, or failed and retried. Refuses unsafe run folders before anything runs."""
+    unreadable or inconsistent (named in ``problems``), or failed and retried. Refuses
+    unsafe run folders before anything runs."""
     settled_runs, pending = {}, []
     for r in configs:
         folder = run_dir(out, r.run_id())
         check_run_folder(out, folder)
-        status = settled(folder, retry=retry, give_up_after=give_up_after)
+        status = settled(folder, retry=retry, give_up_after=give_up_after, problems=problems)
         if status is None:
             pending.append(r)
         else:
@@ -117,17 +120,20 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
     meta["claims"] = [c.to_dict() for c in suite.claims]  # not in the key: the report's
     meta["teacher_runs"] = [{"run_id": t.run_id(), "label": t.display_name, "seed": t.seed}
                             for t in suite.teachers]  # `lossbench status` lists them first
+    meta["report"] = dataclasses.asdict(suite.report)  # [report]: how the report judges
     if suite.scale is not None:  # the ladder, and which size each final run is
         meta["scale"] = suite.scale.record(suite.runs if suite.tune is None else [])
     meta = open_experiment(out, meta, identity)
     start = time.perf_counter()
     statuses: dict[str, str] = {}
     skipped = 0
+    problems: list[str] = []
 
     def execute(configs: list[RunConfig], desc: str) -> None:
         nonlocal skipped
         configs = [place_teacher(r, out) for r in configs]
-        done, pending = partition(configs, out, retry=retry, give_up_after=give_up_after)
+        done, pending = partition(configs, out, retry=retry, give_up_after=give_up_after,
+                                  problems=problems)
         statuses.update(done)
         skipped += len(done)
         if not pending:
@@ -163,4 +169,4 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
     failures = {run_id: same_failures_in_a_row(run_dir(out, run_id))
                 for run_id, status in statuses.items() if status == "failed"}
     return SweepOutcome(out, statuses, skipped, time.perf_counter() - start, failures,
-                        give_up_after, meta["id"])
+                        give_up_after, meta["id"], tuple(problems))

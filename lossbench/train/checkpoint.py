@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from lossbench.core.atomic import atomic_write_bytes
+from lossbench.core.paths import read_regular
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -18,7 +19,7 @@ CHECKPOINT = "checkpoint.pt"
 def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(Path(folder) / CHECKPOINT, buffer.getvalue())
+    atomic_write_bytes(Path(folder) / CHECKPOINT, buffer.getvalue(), root=folder)
 
 
 WEIGHTS = "model.pt"
@@ -29,7 +30,7 @@ def save_weights(folder: str | Path, state_dict: dict[str, Any]) -> None:
     it with ``weights_only=True``)."""
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
-    atomic_write_bytes(Path(folder) / WEIGHTS, buffer.getvalue())
+    atomic_write_bytes(Path(folder) / WEIGHTS, buffer.getvalue(), root=folder)
 
 
 class RejectedCheckpoint(Exception):
@@ -54,7 +55,8 @@ def load_checkpoint(folder: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = io.BytesIO(read_regular(path))  # a FIFO or device: refused, never waited on
+        state = torch.load(data, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or not isinstance(state.get("next_step"), int):
             raise ValueError("not a lossbench checkpoint")
         return state

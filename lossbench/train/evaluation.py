@@ -15,7 +15,10 @@ to ``ignore_index`` leaves its position out of every metric, the temperature fit
                         windows; calibration_gain = val_ce - val_ce_calibrated
     rep, wrep, uniq     Welleck et al. (ICLR 2020) rep/l, wrep/l, uniq: top-1 predictions found
                         among the l most recent tokens (rep_context = the effective l)
-    seq_rep_4, uniq_seq the same paper's metrics of greedy continuations
+    seq_rep_4, uniq_seq the same paper's metrics of greedy continuations; seq_rep_2, seq_rep_3
+                        the same with bigrams and trigrams
+    diversity           Su et al. (NeurIPS 2022): prod_{n=2..4} (1 - rep-n) of the same
+                        continuations
     unigram_entropy     entropy of the targets' frequencies: the CE of the best constant model
     mean_max_prob, mean_entropy, mean_abs_log_z   mean max_c p_c, H(p), |logsumexp z|
 
@@ -235,6 +238,21 @@ def sequence_repetition(continuations: torch.Tensor, n: int = 4) -> dict[str, fl
             "uniq_seq": float(continuations.unique().numel())}
 
 
+def continuation_diversity(continuations: torch.Tensor) -> dict[str, float]:
+    """seq-rep-2 and seq-rep-3 of the continuations (P, L) beside seq-rep-4, and Su et al.'s
+    (NeurIPS 2022) diversity = prod_{n=2..4} (1 - rep-n), its rep-n read from these.
+
+    Su et al. pool the n-gram counts over all texts (1 - sum unique / sum total) where seq-rep-n
+    averages each continuation's ratio; every continuation here has the same length L, so each
+    has L - n + 1 n-grams and the two are equal. (Their script also leaves out each text's
+    last n-gram, an off-by-one we do not copy: tests/test_metric_fidelity.py.) NaN when the
+    continuations are shorter than 4 tokens.
+    """
+    reps = {n: sequence_repetition(continuations, n)[f"seq_rep_{n}"] for n in (2, 3, 4)}
+    return {"seq_rep_2": reps[2], "seq_rep_3": reps[3],
+            "diversity": (1 - reps[2]) * (1 - reps[3]) * (1 - reps[4])}
+
+
 @torch.no_grad()
 def full_split_ce(model, val: torch.Tensor, block_size: int, *, max_windows: int,
                   device: str = "cpu", chunk: int = 64) -> tuple[float, int]:
@@ -340,6 +358,7 @@ def evaluate(model, eval_set: EvalSet, *, device: str = "cpu", ece_bins: int = 1
                                 history=eval_set.history if rep_stream else None),
         "rep_stream": float(rep_stream),
         **sequence_repetition(continuations, 4),
+        **continuation_diversity(continuations),
     })
     if entropy_rate is not None:
         metrics["excess_ce"] = val_ce - entropy_rate

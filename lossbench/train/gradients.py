@@ -86,9 +86,10 @@ class GradientProbe:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  *, seed: int = 0, level: str = "cheap", device: str = "cpu",
-                 beta1: float = 0.9):
+                 beta1: float = 0.9, hidden: bool = False):
         self.model, self.optimizer, self.seed, self.device, self.beta1 = \
             model, optimizer, seed, device, beta1
+        self.hidden = hidden  # the loss needs the last hidden states (needs_hidden)
         self.plan = PLANS.get(level)
         self.groups = model.param_groups_for_norms()  # name -> parameters
         self.params = [p for ps in self.groups.values() for p in ps]
@@ -146,6 +147,17 @@ class GradientProbe:
         model, device = self.model, self.device
         # a forward may update buffers (BatchNorm statistics in a factory's model): copies
         buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+
+        if self.hidden:  # the same forward, through forward_with_hidden
+            view = _WithHidden(model)
+            prefixed = ({f"model.{n}": b for n, b in buffers.items()})
+
+            def loss_fn(params: dict, x, y, extras):
+                with mixed_precision(device) if autocast else contextlib.nullcontext():
+                    logits, hidden = functional_call(  # (b, T, V), (b, T, C)
+                        view, ({f"model.{n}": p for n, p in params.items()}, prefixed), (x,))
+                return loss_of(logits, y, {**extras, "hidden_states": hidden})
+            return loss_fn
 
         def loss_fn(params: dict, x, y, extras):
             with mixed_precision(device) if autocast else contextlib.nullcontext():
@@ -242,6 +254,17 @@ class GradientProbe:
     def pop_seconds(self) -> float:
         seconds, self._seconds = self._seconds, 0.0
         return seconds
+
+
+class _WithHidden(torch.nn.Module):
+    """``model`` whose forward is its ``forward_with_hidden``, for ``functional_call``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_with_hidden(x)
 
 
 def _ratio(moved_sq: float, size_sq: float) -> float:

@@ -102,6 +102,7 @@ class _Loop:
             if self.ckpt_dir is not None and self.ckpt_dir.parent.name == "runs" else None
         run = RunState(self.config, teacher_cache=cache)
         result = RunResult(self.config, flops_per_token=run.model.flops_per_token(),
+                           n_params=sum(p.numel() for p in run.model.parameters()),
                            hparams={**run.spec.defaults(), **self.config.hparams})
         if isinstance(run.teacher, ModelTeacher):  # its forward is part of every step's cost
             result.teacher = teacher_record(run.teacher, run.eval_set)

@@ -36,6 +36,7 @@ class RunResult:
     train_time_s: float = 0.0  # optimizer steps only
     eval_time_s: float = 0.0  # evaluations and gradient probes
     flops_per_token: int = 0
+    n_params: int = 0  # every parameter of the model that ran (the report's protocol line)
     model: torch.nn.Module | None = field(default=None, repr=False)  # trained (not serialized)
     hparams: dict[str, Any] = field(default_factory=dict)  # effective: defaults + overrides
     notes: list[str] = field(default_factory=list)  # e.g. a checkpoint that was refused
@@ -54,7 +55,7 @@ class RunResult:
             "wall_s": self.train_time_s + self.eval_time_s, "train_s": self.train_time_s,
             "eval_s": self.eval_time_s, "tokens": tokens,
             "tokens_per_s": tokens / self.train_time_s if self.train_time_s else math.nan,
-            "flops_per_token": self.flops_per_token,
+            "flops_per_token": self.flops_per_token, "params_total": self.n_params,
             "clip_rate": sum(self.steps["clipped"]) / n if n else math.nan,
             "notes": "; ".join(self.notes),
             **hparam_columns(self.hparams),

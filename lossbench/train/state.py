@@ -123,7 +123,7 @@ class RunState:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.probe = GradientProbe(self.model, self.optimizer, seed=config.seed,
                                    level=level_of(config.eval.grad_stats), device=self.device,
-                                   beta1=config.train.beta1)
+                                   beta1=config.train.beta1, hidden=self.spec.needs_hidden)
         self.tokens = 0
         self.observer: Observer = Observer()  # train_run sets the caller's observers
 
@@ -148,6 +148,12 @@ class RunState:
     def forward(self, x):
         with mixed_precision(self.device):
             return self.model(x)  # (B, T, V)
+
+    def forward_with_hidden(self, x):
+        """(logits (B, T, V), last hidden states (B, T, C)) of one forward pass: only for a
+        loss that declares ``needs_hidden`` (every other loss's step calls ``forward``)."""
+        with mixed_precision(self.device):
+            return self.model.forward_with_hidden(x)
 
 
 def save_state(run: RunState, result: RunResult, folder: Path, next_step: int) -> None:

@@ -29,8 +29,13 @@ def _loss_of(spec, hparams, logits, y, extras):
 
 
 def training_loss(run: RunState, x, y, extras):
-    """The run's own loss on a corpus batch: (loss, logits, targets)."""
-    logits = run.forward(x)
+    """The run's own loss on a corpus batch: (loss, logits, targets). A loss that declares
+    ``needs_hidden`` gets the last hidden states (B, T, C) of the same forward pass."""
+    if run.spec.needs_hidden:
+        logits, hidden = run.forward_with_hidden(x)
+        extras = {**extras, "hidden_states": hidden}
+    else:
+        logits = run.forward(x)
     return _loss_of(run.spec, run.cfg.hparams, logits, y, extras), logits, y
 
 

@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 from lossbench.core.config import RunConfig
 from lossbench.core.text import duration
@@ -121,7 +122,8 @@ class SweepBar:
         detail = ""
         if status in ("done", "diverged"):
             detail = f" (val CE {self._val_ce(run_id)})"
-        elif status == "failed":
+        elif status == "failed" and self.out is not None and \
+                (Path(self.out) / "runs" / run_id / "traceback.txt").is_file():
             detail = f" (see runs/{run_id}/traceback.txt)"
         return f"run {name} seed {seed} {status}{detail} [{len(self.finished)}/{len(self.totals)}]"
 

@@ -34,15 +34,23 @@ def interrupts(on_signal: Callable[[int], None]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_blocked() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM pending in this thread inside the block.
+    """Start child processes inside the block that ignore SIGINT from their first instruction.
 
-    A spawned child inherits the blocked mask, so a Ctrl-C sent to the process
-    group while it starts up waits until it has installed its own handlers
-    (instead of a KeyboardInterrupt traceback from its import machinery); the
-    parent gets its own copy of the signal as soon as the block ends.
+    A spawned worker imports for a second or more before it can install handlers; a Ctrl-C
+    (sent by the terminal to the whole process group) in that time used to print a
+    KeyboardInterrupt traceback from its imports. A blocked signal mask is not enough:
+    multiprocessing's fork-exec clears it in the child. An ignored signal stays ignored
+    across exec, and Python keeps it ignored at start-up, so SIGINT is set to SIG_IGN for
+    the spawn: the worker then waits for the parent's stop flag. Meanwhile both signals are
+    blocked in this thread, so one that arrives is held pending (Linux never discards a
+    blocked signal) and reaches our handler as soon as the block ends.
     """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    on_main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if on_main else None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if on_main:
+            signal.signal(signal.SIGINT, signal.SIG_DFL if handler is None else handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)

@@ -67,6 +67,9 @@ def _serve(conn, stop_flag, job, parent_pid: int) -> None:
 
             status = "interrupted" if stop() else execute_run(
                 config_dict, job, progress, stop)[1]
+        except OSError as exc:  # the results directory failed it (full, read-only): one line
+            print(f"lossbench: run {run_id}: {_os_error_line(exc)}", file=sys.stderr, flush=True)
+            status = "failed"
         except Exception:  # a bug, not a run's error (execute_run keeps those): the pool goes on
             print(f"lossbench: run {run_id}: unexpected error in the worker:\n"
                   f"{traceback.format_exc()}", file=sys.stderr, flush=True)
@@ -77,6 +80,14 @@ def _serve(conn, stop_flag, job, parent_pid: int) -> None:
             return
         if terminated.is_set():
             return
+
+
+def _os_error_line(exc: OSError) -> str:
+    """'PATH: cause' (the worker's copy of lossbench.cli.common.os_error_line: the sweep
+    layer may not import the command line)."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def _install_signal_handlers() -> threading.Event:

@@ -30,6 +30,7 @@ from typing import Any
 from lossbench.core.atomic import atomic_write_json
 from lossbench.core.config import TRACKERS, display_name
 from lossbench.core.schema import STEP_METRICS
+from lossbench.store.records import load_json
 from lossbench.train.observers import Observer
 
 KNOWN = TRACKERS
@@ -128,14 +129,14 @@ def eval_values(metrics: dict[str, Any]) -> dict[str, float]:
 def read_state(folder: Path, name: str) -> dict[str, Any] | None:
     """What a tracker kept in the run folder to continue its run on resume (or None)."""
     try:
-        state = json.loads((Path(folder) / f"tracker-{name}.json").read_text())
+        state = load_json(Path(folder) / f"tracker-{name}.json")  # a regular file only
     except (OSError, ValueError):
         return None
     return state if isinstance(state, dict) else None
 
 
 def write_state(folder: Path, name: str, state: dict[str, Any]) -> None:
-    atomic_write_json(Path(folder) / f"tracker-{name}.json", state)
+    atomic_write_json(Path(folder) / f"tracker-{name}.json", state, root=folder)
 
 
 class Sink:

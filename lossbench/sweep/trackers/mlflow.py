@@ -29,15 +29,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
-from lossbench.sweep.trackers import (
-    Sink,
-    TrackerBase,
-    flatten,
-    read_state,
-    run_name,
-    unavailable,
-    write_state,
-)
+from lossbench.sweep.trackers import (Sink, TrackerBase, flatten, read_state, run_name,
+    unavailable, write_state)
 
 FLUSH_EVERY_S = 10.0
 BATCH = 1000  # MLflow's limit of metrics per log_batch call (params: 100)

@@ -27,15 +27,8 @@ import os
 import secrets
 import string
 
-from lossbench.sweep.trackers import (
-    Sink,
-    TrackerBase,
-    flatten,
-    read_state,
-    run_name,
-    unavailable,
-    write_state,
-)
+from lossbench.sweep.trackers import (Sink, TrackerBase, flatten, read_state, run_name,
+    unavailable, write_state)
 
 OFFLINE_SETTINGS = {  # skipped where this wandb version lacks one
     "x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
