@@ -35,12 +35,16 @@ TWINKLE = {"targets": "inputs", "targets_key": "labels", "logits_key": "logits",
 KD_T = {"flat": True, "reduction": "mean", "teacher": "logits:logits_teacher"}
 SPARSEMAX = {"flat": True, "ignore_index": 1}
 TRL = {"reduction": "mean", "teacher": "logits:teacher_logits"}  # TRL's "batchmean": per token
+DISTILLM = {"reduction": "mean", "teacher": "logits:teacher_logits"}  # mean over kept tokens
 PUBLIC_CORRECT = [
     ("kd_no_targets.py:kl_div_loss", {**KD_T, "fixed": {"temperature": 4.0}}),
     ("kd_no_targets.py:kl_div_loss",
      {**KD_T, "like": "kl", "fixed": {"temperature": 1.0, "smoothing": 0.1}}),
     ("kd_no_targets.py:kl_div_loss", {**KD_T, "like": "kd", "fixed": {"smoothing": 0.1}}),
     ("trl_gkd.py:generalized_jsd_loss", {**TRL, "fixed": {"temperature": 1.0}}),
+    ("distillm_skew.py:skewed_reverse_kl",
+     {**DISTILLM, "like": "skew_reverse_kl", "hparam_names": {"alpha": "lam"},
+      "fixed": {"smoothing": 0.1}}),
     ("trl_gkd.py:generalized_jsd_loss",
      {**TRL, "like": "generalized_jsd", "fixed": {"temperature": 1.0, "smoothing": 0.1}}),
     ("twinkle.py:CrossEntropyLoss", {**TWINKLE, **MEAN}),

@@ -35,6 +35,7 @@ def trained(tmp_path_factory):
     """A tiny teacher trained with save_weights: its run folder holds model.pt + config.json."""
     folder = tmp_path_factory.mktemp("teacher")
     config = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, save_weights=True))
+    (folder / "run").mkdir()
     train_run(config, checkpoint_dir=folder / "run")
     (folder / "run" / "config.json").write_text(json.dumps(config.to_dict()))
     return folder / "run", config
@@ -164,6 +165,8 @@ def test_topk_cache_equals_the_live_teacher_within_its_truncation(trained, tmp_p
     top = full.topk(3, -1).indices.sort(-1).values
     assert torch.equal(top, kept.nonzero()[:, -1].view(4, 16, 3))
     runs = tmp_path / "out" / "runs"  # a results folder: its teacher_cache is beside runs/
+    (runs / "a").mkdir(parents=True)
+    (runs / "b").mkdir()
     a = train_run(_student(folder / "model.pt", teacher_topk=3), checkpoint_dir=runs / "a")
     n = len(list((tmp_path / "out" / "teacher_cache").rglob("*.npz")))
     assert n == TINY.train.steps  # one file per batch

@@ -105,7 +105,8 @@ _CONFIG_FIELDS = {"loss": TEXT, "seed": INT, "label": TEXT, "hparams": OBJECT, "
                   **{s: OBJECT for s in SECTIONS}}
 _SUMMARY_FIELDS = {"run_id": TEXT, "loss": TEXT, "status": TEXT, "notes": TEXT,
                    "error": TEXT, "seed": INT, "steps": INT, "attempts": INT,
-                   "diverged_step": INT_OR_NULL}
+                   "diverged_step": INT_OR_NULL,
+                   "teacher_desc": TEXT}  # a model teacher's "4×128" (lossbench.train.result)
 
 
 def check_config(path: Path, config: Any, field: str = "config") -> dict:
