@@ -67,8 +67,11 @@ def train_run(config: RunConfig, *, checkpoint_dir: str | Path | None = None,
     not an exception) at that step: ``diverged_step`` = the number of completed updates.
     ``observers`` (lossbench.train.observers) see the run's batches, steps and evaluations as
     they happen. ``should_stop`` is polled after every step; when it returns True the run
-    saves a checkpoint and raises :class:`Interrupted`.
+    saves a checkpoint and raises :class:`Interrupted`. ``checkpoint_dir`` is created when
+    missing, here only: one deleted while the run trains stays deleted (its next write fails).
     """
+    if checkpoint_dir:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(config.train.threads)
     fanout = Fanout(observers)
