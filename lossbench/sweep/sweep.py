@@ -105,17 +105,32 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
     each contender's winner is known, see :mod:`lossbench.suite.tuning`) the final runs.
     Both phases resume and are reused like any run: same config, same run id.
     """
-    from lossbench.store.experiments import (
-        final_runs_of,
-        new_meta,
-        open_experiment,
-        save_experiment,
-    )
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if show_progress is None:
         show_progress = True if sys.stderr.isatty() else "lines"
+    meta, first = _open(suite, out)
+    phases = _Phases(suite, out, meta, dict(
+        workers=workers or auto_workers(suite), executor=executor, scheduler=scheduler,
+        plugins=tuple(plugins), show_progress=show_progress, log=tuple(log)),
+        retry=retry, give_up_after=give_up_after)
+    start = time.perf_counter()
+    if suite.teachers:  # ordinary runs, trained (or found done) before any student
+        phases.execute(list(suite.teachers), "teacher")
+    final = first if suite.tune is None else _tune(phases, suite, out, meta, first)
+    phases.execute(final, "runs")
+    write_tables(out)
+    failures = {run_id: same_failures_in_a_row(run_dir(out, run_id))
+                for run_id, status in phases.statuses.items() if status == "failed"}
+    return SweepOutcome(out, phases.statuses, phases.skipped, time.perf_counter() - start,
+                        failures, give_up_after, meta["id"], tuple(phases.problems))
+
+
+def _open(suite: Suite, out: Path) -> tuple[dict, list[RunConfig]]:
+    """The experiment's record, opened before any run starts (an identical rerun reopens
+    its own), and the first phase's runs."""
+    from lossbench.store.experiments import new_meta, open_experiment
+
     meta, first, identity = new_meta(suite)
     meta["claims"] = [c.to_dict() for c in suite.claims]  # not in the key: the report's
     meta["teacher_runs"] = [{"run_id": t.run_id(), "label": t.display_name, "seed": t.seed}
@@ -123,50 +138,59 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
     meta["report"] = dataclasses.asdict(suite.report)  # [report]: how the report judges
     if suite.scale is not None:  # the ladder, and which size each final run is
         meta["scale"] = suite.scale.record(suite.runs if suite.tune is None else [])
-    meta = open_experiment(out, meta, identity)
-    start = time.perf_counter()
-    statuses: dict[str, str] = {}
-    skipped = 0
-    problems: list[str] = []
+    return open_experiment(out, meta, identity), first
 
-    def execute(configs: list[RunConfig], desc: str) -> None:
-        nonlocal skipped
-        configs = [place_teacher(r, out) for r in configs]
-        done, pending = partition(configs, out, retry=retry, give_up_after=give_up_after,
-                                  problems=problems)
-        statuses.update(done)
-        skipped += len(done)
+
+@dataclass
+class _Phases:
+    """Runs a phase's runs (those not already settled) on the executor; collects every
+    run's status, how many were found settled, and the store's warnings."""
+
+    suite: Suite
+    out: Path
+    meta: dict
+    options: dict  # workers, executor, scheduler, plugins, show_progress, log
+    retry: bool
+    give_up_after: int
+    statuses: dict[str, str] = field(default_factory=dict)
+    skipped: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def execute(self, configs: list[RunConfig], desc: str) -> None:
+        configs = [place_teacher(r, self.out) for r in configs]
+        done, pending = partition(configs, self.out, retry=self.retry,
+                                  give_up_after=self.give_up_after, problems=self.problems)
+        self.statuses.update(done)
+        self.skipped += len(done)
         if not pending:
             return
-        job = Job(str(out), tuple(plugins), tuple(log),
-                  (("suite", suite.name), ("experiment", meta["id"])))
-        runner = make_executor(executor, job=job, scheduler=scheduler,
-                               workers=workers or auto_workers(suite),
-                               show_progress=show_progress, label=desc)
-        statuses.update(runner.run(pending))  # SweepInterrupted propagates: nothing more to do
+        o = self.options
+        job = Job(str(self.out), o["plugins"], o["log"],
+                  (("suite", self.suite.name), ("experiment", self.meta["id"])))
+        runner = make_executor(o["executor"], job=job, scheduler=o["scheduler"],
+                               workers=o["workers"], show_progress=o["show_progress"],
+                               label=desc)
+        self.statuses.update(runner.run(pending))  # SweepInterrupted propagates: nothing more
 
-    if suite.teachers:  # ordinary runs, trained (or found done) before any student
-        execute(list(suite.teachers), "teacher")
-    final = first
-    if suite.tune is not None:
-        from lossbench.suite.tuning import final_runs, select, tuning_table
 
-        execute(first, "tuning")
-        write_tables(out)
-        summary, _, _ = read_experiment(out, meta)  # this experiment's, whatever is latest
-        table = tuning_table(meta["tuning_runs"], summary, suite.tune)
-        choices = select(table, suite.tune)
-        meta["choices"] = {c.label: {"setting": c.setting, "score": c.score, "notes": list(c.notes)}
-                           for c in choices.values()}
-        final = final_runs(suite.entries, suite.seeds, choices)
-        if suite.scale is not None:  # tuned at the smallest size, run at every size
-            final = suite.scale.expand(final)
-            meta["scale"] = suite.scale.record(final)
-        meta.update(final_runs_of(final))
-        save_experiment(out, meta)
-    execute(final, "runs")
+def _tune(phases: _Phases, suite: Suite, out: Path, meta: dict,
+          first: list[RunConfig]) -> list[RunConfig]:
+    """The tuning phase: its runs, each contender's winning setting (recorded in the
+    experiment), and the final runs at those settings."""
+    from lossbench.store.experiments import final_runs_of, save_experiment
+    from lossbench.suite.tuning import final_runs, select, tuning_table
+
+    phases.execute(first, "tuning")
     write_tables(out)
-    failures = {run_id: same_failures_in_a_row(run_dir(out, run_id))
-                for run_id, status in statuses.items() if status == "failed"}
-    return SweepOutcome(out, statuses, skipped, time.perf_counter() - start, failures,
-                        give_up_after, meta["id"], tuple(problems))
+    summary, _, _ = read_experiment(out, meta)  # this experiment's, whatever is latest
+    table = tuning_table(meta["tuning_runs"], summary, suite.tune)
+    choices = select(table, suite.tune)
+    meta["choices"] = {c.label: {"setting": c.setting, "score": c.score, "notes": list(c.notes)}
+                       for c in choices.values()}
+    final = final_runs(suite.entries, suite.seeds, choices)
+    if suite.scale is not None:  # tuned at the smallest size, run at every size
+        final = suite.scale.expand(final)
+        meta["scale"] = suite.scale.record(final)
+    meta.update(final_runs_of(final))
+    save_experiment(out, meta)
+    return final
