@@ -14,7 +14,7 @@ import torch
 
 from lossbench.core.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from lossbench.losses import load_plugin
-from lossbench.train.checkpoint import CHECKPOINT
+from lossbench.core.schema import CHECKPOINT
 from lossbench.train.loop import Interrupted, train_run
 from lossbench.train.result import record_problems, result_problems
 

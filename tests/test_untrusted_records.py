@@ -231,7 +231,8 @@ def test_status_eta_counts_runs_not_started_and_stopped_runs_are_stopped(copy):
     lines = [{"kind": "step", "step": 2, "total": 10, "time": now - 4},
              {"kind": "step", "step": 4, "total": 10, "time": now - 2}]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    from lossbench.core.locks import LOCK, file_lock
+    from lossbench.core.locks import file_lock
+    from lossbench.core.schema import LOCK
 
     with file_lock(folder / LOCK):  # running at 1 step/s: 6 steps left, 3 runs of 10 to come
         states = experiment_states(out, resolve_experiment(out))

@@ -13,7 +13,8 @@ import pytest
 from helpers import FIXTURES, tiny_toml, wait_for
 
 from lossbench.cli import main
-from lossbench.core.locks import LOCK, file_lock
+from lossbench.core.locks import file_lock
+from lossbench.core.schema import LOCK
 from lossbench.losses import load_plugins
 from lossbench.store.metrics_log import read_metrics
 from lossbench.store.runs import read_result, run_dir

@@ -22,8 +22,6 @@ from typing import Callable, Iterator
 
 from lossbench.core.paths import StoreError, check_write
 
-LOCK = ".lock"
-
 
 @contextlib.contextmanager
 def file_lock(path: str | Path, *, wait: bool = True, poll_s: float = 0.2,

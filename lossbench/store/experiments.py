@@ -39,7 +39,8 @@ from lossbench.core.atomic import atomic_write_json, sweep_temp_files
 from lossbench.core.locks import file_lock
 from lossbench.core.paths import contained, name_problem, safe_name
 from lossbench.core.schema import TABLES_LOCK
-from lossbench.store.runs import DONE, StoreError, read_json_object, run_dir
+from lossbench.core.schema import DONE
+from lossbench.store.runs import StoreError, read_json_object, run_dir
 
 if TYPE_CHECKING:
     from lossbench.core.config import RunConfig

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.core.atomic import append_bytes, atomic_write_text
+from lossbench.core.schema import METRICS
 from lossbench.store.records import json_lines, metrics_line
 from lossbench.train.observers import Observer
 
-METRICS_FILE = "metrics.jsonl"
 STEP_EVERY_S = 5.0
 
 
@@ -33,14 +33,14 @@ def _numbers(d: dict[str, Any]) -> dict[str, Any]:
 
 def read_metrics(folder: str | Path) -> list[dict[str, Any]]:
     """The lines of a run's metrics file (missing file: none; torn or foreign lines skipped)."""
-    return json_lines(Path(folder) / METRICS_FILE, metrics_line)
+    return json_lines(Path(folder) / METRICS, metrics_line)
 
 
 class MetricsFile(Observer):
     """Appends a run's evaluations (and a progress line now and then) to its folder."""
 
     def __init__(self, folder: str | Path):
-        self.path = Path(folder) / METRICS_FILE
+        self.path = Path(folder) / METRICS
         self.last_step_line = 0.0
 
     def _append(self, item: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.core.paths import read_regular_text
+from lossbench.core.schema import CONFIG, RESULT
 
 MAX_RESULT_BYTES = 256 << 20  # a 100k-step run with samples writes a few MB
 MAX_SMALL_BYTES = 16 << 20  # config.json, experiment records, suite.json
@@ -172,7 +173,7 @@ class RunRecord:
     def read(cls, folder: Path) -> "RunRecord":
         """The record of the run folder ``folder``; MalformedRecord (or OSError) when it
         is not one lossbench wrote for this folder."""
-        path = folder / "result.json"
+        path = folder / RESULT
         r = need(path, "the file", load_json(path, MAX_RESULT_BYTES), OBJECT)
         status = r.get("status")
         if status not in STATUSES:
@@ -199,7 +200,7 @@ class RunRecord:
 
 def run_config(folder: Path) -> dict[str, Any]:
     """runs/<id>/config.json, checked like a result's config."""
-    path = folder / "config.json"
+    path = folder / CONFIG
     return check_config(path, load_json(path), "")
 
 

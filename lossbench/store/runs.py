@@ -1,13 +1,6 @@
 """The results store: one folder per run, written atomically, and one experiment's tables.
 
-    DIR/runs/<run_id>/config.json  the run's resolved config
-    DIR/runs/<run_id>/checkpoint.pt  while running (removed when finished)
-    DIR/runs/<run_id>/metrics.jsonl  its evaluations as they happen (lossbench.store.metrics_log)
-    DIR/runs/<run_id>/result.json  steps, evals and summary; written last, atomically
-    DIR/runs/<run_id>/DONE         completion marker (status inside)
-    DIR/runs/<run_id>/traceback.txt  for failed runs (the latest attempt's)
-    DIR/runs/<run_id>/attempts.jsonl every attempt's start and end (status, error, host, pid)
-    DIR/runs/<run_id>/.lock        held while a process trains the run (flock)
+    DIR/runs/<run_id>/             one run's files (lossbench.core.schema.RunFolder names them)
     DIR/experiments/<id>.json      one per suite invocation (see lossbench.store.experiments)
     DIR/suite.json                 the latest experiment (name, baseline, seeds, run ids)
     DIR/summary.csv                the latest experiment's runs, one row each
@@ -26,8 +19,9 @@ from typing import Any
 
 from lossbench.core.atomic import append_bytes, atomic_write_json, atomic_write_text
 from lossbench.core.config import display_name
-from lossbench.core.locks import LOCK
 from lossbench.core.paths import StoreError, check_target, inside
+from lossbench.core.schema import (ATTEMPTS, CHECKPOINT, CONFIG, DONE, LOCK, METRICS, RESULT,
+                                   TRACEBACK, WEIGHTS)
 from lossbench.store.records import (
     ExperimentRecord,
     MalformedRecord,
@@ -35,7 +29,6 @@ from lossbench.store.records import (
     attempt_line,
     json_lines,
 )
-from lossbench.train.checkpoint import CHECKPOINT, WEIGHTS
 from lossbench.train.result import stored_result_problems
 
 __all__ = ["StoreError", "MalformedResult"]  # re-exported: callers catch them from here
@@ -49,12 +42,9 @@ SETTLED = ("done", "diverged")  # results; a failed run is retried by default
 GIVE_UP_AFTER = 2  # a run that failed the same way this many times in a row is not retried
 
 
-DONE = "DONE"
-ATTEMPTS = "attempts.jsonl"
 MalformedResult = MalformedRecord  # a result.json that is not a lossbench result
 # the files lossbench writes in a run folder: each must be a plain file (or absent)
-RUN_FILES = ("config.json", "result.json", DONE, LOCK, ATTEMPTS, "metrics.jsonl", WEIGHTS,
-             CHECKPOINT, "traceback.txt")
+RUN_FILES = (CONFIG, RESULT, DONE, LOCK, ATTEMPTS, METRICS, WEIGHTS, CHECKPOINT, TRACEBACK)
 
 
 def label_of(config: dict) -> str:
@@ -86,8 +76,8 @@ def write_result(folder: Path, config: dict, status: str, summary: dict,
     A failed run keeps its checkpoint: the retry resumes from it."""
     folder.mkdir(parents=True, exist_ok=True)
     if traceback_text is not None:
-        atomic_write_text(folder / "traceback.txt", traceback_text, root=folder)
-    atomic_write_json(folder / "result.json", {"config": config, "status": status,
+        atomic_write_text(folder / TRACEBACK, traceback_text, root=folder)
+    atomic_write_json(folder / RESULT, {"config": config, "status": status,
                                                "summary": summary, "steps": steps or {},
                                                "evals": evals or []}, root=folder)
     atomic_write_text(folder / DONE, status + "\n", root=folder)

@@ -22,7 +22,6 @@ from lossbench.core.config import DataConfig, ModelConfig, RunConfig
 from lossbench.core.fields import ConfigError
 
 RUN_KEYS = ("model", "train", "loss", "hparams", "seed")
-WEIGHTS = "model.pt"  # what [train] save_weights writes in a run's folder
 
 
 @dataclasses.dataclass(frozen=True)

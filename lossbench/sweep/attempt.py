@@ -19,7 +19,9 @@ from typing import Any
 
 from lossbench.core.atomic import atomic_write_json, atomic_write_text, sweep_temp_files
 from lossbench.core.config import RunConfig
-from lossbench.core.locks import LOCK, file_lock
+from lossbench.core.locks import file_lock
+from lossbench.core.schema import LOCK
+from lossbench.core.schema import CONFIG
 from lossbench.store.metrics_log import MetricsFile
 from lossbench.store.records import MalformedRecord, run_config
 from lossbench.store.runs import (
@@ -77,7 +79,7 @@ def _attempt(config: RunConfig, config_dict: dict, folder: Path, job: Job, progr
     n = 1 + sum(e.get("event") == "start" for e in attempts(folder))
     record_attempt(folder, {"event": "start", "attempt": n, "host": socket.gethostname(),
                             "pid": os.getpid(), "time": time.time()})
-    atomic_write_json(folder / "config.json", config_dict, root=folder)
+    atomic_write_json(folder / CONFIG, config_dict, root=folder)
 
     class Progress(Observer):  # the executor's shared progress table, by run id
         def on_start(self, start):
@@ -126,7 +128,7 @@ def record_lost_run(out: str | Path, run_id: str, error: str) -> None:
     the run failed with ``error``, like any failure, so reruns retry it and give up on a run
     that keeps dying. Skipped when another process already holds the run again."""
     folder = run_dir(out, run_id)
-    if not (folder / "config.json").exists():
+    if not (folder / CONFIG).exists():
         return  # the folder is gone, or never got a config: nothing to mark
     check_run_folder(out, folder)
     with file_lock(folder / LOCK, wait=False, root=folder) as held:

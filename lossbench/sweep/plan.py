@@ -37,7 +37,7 @@ from lossbench.store.runs import (
     stored_status,
 )
 from lossbench.suite.load import Suite
-from lossbench.train.checkpoint import CHECKPOINT
+from lossbench.core.schema import CHECKPOINT
 
 WORKER_START_S = 3.0  # a spawned worker: Python, torch and lossbench imported (2-3 s idle)
 PROBE_STEPS = 10

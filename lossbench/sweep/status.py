@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossbench.core.locks import LOCK
+from lossbench.core.schema import LOCK
 from lossbench.core.paths import name_problem
 from lossbench.store.experiments import run_ids_of
-from lossbench.store.metrics_log import METRICS_FILE, read_metrics
+from lossbench.core.schema import METRICS
+from lossbench.store.metrics_log import read_metrics
 from lossbench.store.records import MalformedRecord, run_config
 from lossbench.store.runs import (
     DONE,
@@ -28,7 +29,7 @@ from lossbench.store.runs import (
     read_result,
     run_dir,
 )
-from lossbench.train.checkpoint import CHECKPOINT
+from lossbench.core.schema import CHECKPOINT
 
 # metrics written this recently mean running, even when the lock is not visible here (a
 # Dask worker on another machine: flock does not cross every network filesystem)
@@ -133,7 +134,7 @@ def run_state(out: Path, run_id: str, label: str | None = None, seed: int | str 
     total = (train.get("steps", 0) + finetune.get("steps", 0)) or None
     metrics = read_metrics(folder)
     try:
-        recent = now - (folder / METRICS_FILE).stat().st_mtime < RECENT_S
+        recent = now - (folder / METRICS).stat().st_mtime < RECENT_S
     except OSError:
         recent = False
     done = (folder / DONE).exists()

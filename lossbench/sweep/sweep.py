@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lossbench.core.config import RunConfig
+from lossbench.core.schema import WEIGHTS
 from lossbench.store.runs import (
     GIVE_UP_AFTER,
     check_run_folder,
@@ -82,7 +83,7 @@ def place_teacher(config: RunConfig, out: Path) -> RunConfig:
     h = config.data.teacher_hash
     if config.data.teacher != "model" or not h or not h.startswith("run:"):
         return config
-    weights = run_dir(out, h.split(":", 1)[1]) / "model.pt"
+    weights = run_dir(out, h.split(":", 1)[1]) / WEIGHTS
     return dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                 teacher_from=str(weights)))
 

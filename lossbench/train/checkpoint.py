@@ -12,8 +12,7 @@ import torch
 
 from lossbench.core.atomic import atomic_write_bytes
 from lossbench.core.paths import read_regular
-
-CHECKPOINT = "checkpoint.pt"
+from lossbench.core.schema import CHECKPOINT, WEIGHTS
 
 
 def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> None:
@@ -22,7 +21,6 @@ def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(Path(folder) / CHECKPOINT, buffer.getvalue(), root=folder)
 
 
-WEIGHTS = "model.pt"
 
 
 def save_weights(folder: str | Path, state_dict: dict[str, Any]) -> None:

@@ -14,9 +14,9 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 from lossbench.core.config import RunConfig
+from lossbench.core.schema import RunFolder
 from lossbench.core.text import duration
 
 
@@ -123,7 +123,7 @@ class SweepBar:
         if status in ("done", "diverged"):
             detail = f" (val CE {self._val_ce(run_id)})"
         elif status == "failed" and self.out is not None and \
-                (Path(self.out) / "runs" / run_id / "traceback.txt").is_file():
+                RunFolder.of(self.out, run_id).traceback.is_file():
             detail = f" (see runs/{run_id}/traceback.txt)"
         return f"run {name} seed {seed} {status}{detail} [{len(self.finished)}/{len(self.totals)}]"
 
