@@ -81,9 +81,10 @@ class _Gathered:
 def build_comparison(results_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:
     """Write the cross-suite report (HTML, Markdown, CSV); returns its folder."""
     dirs = [Path(d) for d in results_dirs]
+    names = _workload_names(dirs)  # refuses a crafted suite name before anything is written
     doc = Document("lossbench comparison across suites",
                    out_dir or default_out("reports", "compare"))
-    g = _gather(_workload_names(dirs), dirs)
+    g = _gather(names, dirs)
     ratio = ratios(g.steps)
     prof = profile(ratio)
     boot = bootstrap_profiles(g.per_seed, list(g.steps.index), list(g.steps.columns))
