@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._folding import transforms_active
+
 
 def prepare(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int):
     """Upcast low-precision logits and make targets safe to gather with.
@@ -76,7 +78,12 @@ def log1m_softmax_at(logits: torch.Tensor, index: torch.Tensor,
     near = logp_at > math.log(_NEAR_ONE)
     # replace before expm1 so no log(0) (and no NaN gradient) is ever formed
     out = torch.log(-torch.expm1(torch.where(near, -1.0, logp_at)))
-    if near.any():
+    if transforms_active():  # torch.func (vmap): no data-dependent branch; every entry's
+        exact = _exact_log1m(  # exact form, kept where near: the same values
+            logits.unsqueeze(2).expand(*index.shape, logits.shape[-1]).reshape(-1, logits.shape[-1]),
+            index.reshape(-1)).view(index.shape)  # (B, T, K)
+        out = torch.where(near, exact, out)
+    elif near.any():
         b, t, k = near.nonzero(as_tuple=True)  # row-major: the order masked_scatter fills
         out = out.masked_scatter(near, _exact_log1m(logits[b, t], index[b, t, k]))
     return out.squeeze(-1) if squeeze else out
