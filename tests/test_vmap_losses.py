@@ -67,6 +67,8 @@ def test_the_table_model_reaches_the_near_one_branches():
 @pytest.mark.parametrize("name", [s.name for s in list_losses()])
 def test_every_registered_loss_takes_the_vmap_path(name, model):
     spec = next(s for s in list_losses() if s.name == name)
+    if spec.needs_hidden:
+        pytest.skip("the probe does not measure a loss that needs hidden states (a run note)")
     params, forward = _gpt() if model == "gpt" else _table()
     vmapped, why_not = _moments(spec, params, forward, use_vmap=True)
     if name in LOOP_ONLY:
