@@ -9,7 +9,9 @@ change in the machine's load falls on every level alike. Reported per loss: the 
 wall time of each level, and the ratio of cheap and full to off in the same repeat (the
 median of the per-repeat ratios), and the probes' own time as a share of the rest of the
 same run ("probe share": measured inside one run, so the machine's load drifting between
-runs does not enter it). Goal: cheap <= 1.10x off. ``--levels``: a subset of the levels
+runs does not enter it). A first, untimed run (the first loss at off) takes the process's
+one-time costs (imports, allocator, thread pools) off the first timed one. Goal: cheap <=
+1.10x off. ``--levels``: a subset of the levels
 (off must be among them: the ratios are to it).
 """
 
@@ -73,6 +75,8 @@ def main() -> None:
             (args.losses is None or c.loss in args.losses)]
     wall = {(c.run_id(), lv): [] for c in runs for lv in levels}
     probe = {(c.run_id(), lv): [] for c in runs for lv in levels}
+    if runs:
+        timed(runs[0], "off")  # warm-up, not recorded
     for rep in range(args.repeats):
         order = levels[rep % len(levels):] + levels[:rep % len(levels)]
         for config in runs:
