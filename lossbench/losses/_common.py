@@ -79,10 +79,9 @@ def log1m_softmax_at(logits: torch.Tensor, index: torch.Tensor,
     # replace before expm1 so no log(0) (and no NaN gradient) is ever formed
     out = torch.log(-torch.expm1(torch.where(near, -1.0, logp_at)))
     if transforms_active():  # torch.func (vmap): no data-dependent branch; every entry's
-        exact = _exact_log1m(  # exact form, kept where near: the same values
-            logits.unsqueeze(2).expand(*index.shape, logits.shape[-1]).reshape(-1, logits.shape[-1]),
-            index.reshape(-1)).view(index.shape)  # (B, T, K)
-        out = torch.where(near, exact, out)
+        rows = logits.unsqueeze(2).expand(*index.shape, logits.shape[-1])  # (B, T, K, V)
+        exact = _exact_log1m(rows.reshape(-1, rows.shape[-1]), index.reshape(-1))  # exact form,
+        out = torch.where(near, exact.view(index.shape), out)  # kept where near: same values
     elif near.any():
         b, t, k = near.nonzero(as_tuple=True)  # row-major: the order masked_scatter fills
         out = out.masked_scatter(near, _exact_log1m(logits[b, t], index[b, t, k]))
