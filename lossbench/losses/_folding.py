@@ -30,8 +30,8 @@ def transforms_active() -> bool:
 
 def _fold(value, in_dim, n: int):
     """(..., n at in_dim, ...) -> (n B, ...); an unbatched tensor is broadcast to n first."""
-    if not isinstance(value, torch.Tensor):
-        return value
+    if not isinstance(value, torch.Tensor) or (in_dim is None and value.dim() == 0):
+        return value  # a number, or a scalar tensor: the same for every row
     if in_dim is None:
         return value.expand(n, *value.shape).reshape(n * value.shape[0], *value.shape[1:])
     return value.movedim(in_dim, 0).flatten(0, 1)

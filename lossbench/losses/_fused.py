@@ -10,7 +10,9 @@ buffer, in row blocks. That keeps ``kl``, ``reverse_kl`` and ``confidence_penalt
 cross-entropy's cost at BPE-sized vocabularies, and ``unlikelihood`` under 3x of it even
 at V = 65 on 1 thread (``benchmarks/loss_speed.py``, BENCHMARKS.md). Targets are data:
 they get no gradient. The registry's reference implementations, plain autograd, check the
-values and gradients of every loss built on these.
+values and gradients of every loss built on these. In torch.func's style (forward without
+ctx, its extra outputs the saved intermediates; setup_context) with a vmap rule that folds
+the mapped dimension into B (``_folding.py``), ``vmap(grad(loss))`` traces them.
 """
 
 from __future__ import annotations
