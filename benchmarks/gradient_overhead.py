@@ -1,7 +1,7 @@
 """What the gradient probes cost: a suite's runs at [eval] grad_stats = off, cheap and full.
 
     python benchmarks/gradient_overhead.py [suites/quick.toml] [--losses cross_entropy kl]
-        [--seeds 0] [--repeats 2] [--set KEY=VALUE ...]
+        [--seeds 0] [--repeats 2] [--levels off cheap] [--set KEY=VALUE ...]
 
 Each run trains in this process; the three levels of one (loss, seed) run back to back in
 an order that rotates with the repeat (off, cheap, full / cheap, full, off / ...), so a
@@ -9,7 +9,10 @@ change in the machine's load falls on every level alike. Reported per loss: the 
 wall time of each level, and the ratio of cheap and full to off in the same repeat (the
 median of the per-repeat ratios), and the probes' own time as a share of the rest of the
 same run ("probe share": measured inside one run, so the machine's load drifting between
-runs does not enter it). Goal: cheap <= 1.10x off.
+runs does not enter it). A first, untimed run (the first loss at off) takes the process's
+one-time costs (imports, allocator, thread pools) off the first timed one. Goal: cheap <=
+1.10x off. ``--levels``: a subset of the levels
+(off must be among them: the ratios are to it).
 """
 
 from __future__ import annotations
@@ -60,15 +63,22 @@ def main() -> None:
     parser.add_argument("--losses", nargs="*", default=None, help="default: every loss")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--levels", nargs="*", choices=LEVELS, default=list(LEVELS))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
+    if "off" not in args.levels:
+        parser.error("--levels must include off (the ratios are to it)")
+    levels = tuple(lv for lv in LEVELS if lv in args.levels)
+    probed = tuple(lv for lv in levels if lv != "off")
     suite = load_suite(args.suite, args.overrides)
     runs = [c for c in suite.runs if c.seed in args.seeds and
             (args.losses is None or c.loss in args.losses)]
-    wall = {(c.run_id(), lv): [] for c in runs for lv in LEVELS}
-    probe = {(c.run_id(), lv): [] for c in runs for lv in LEVELS}
+    wall = {(c.run_id(), lv): [] for c in runs for lv in levels}
+    probe = {(c.run_id(), lv): [] for c in runs for lv in levels}
+    if runs:
+        timed(runs[0], "off")  # warm-up, not recorded
     for rep in range(args.repeats):
-        order = LEVELS[rep % 3:] + LEVELS[:rep % 3]
+        order = levels[rep % len(levels):] + levels[:rep % len(levels)]
         for config in runs:
             for level in order:
                 w, p = timed(config, level)
@@ -76,29 +86,29 @@ def main() -> None:
                 probe[config.run_id(), level].append(p)
                 print(f"# {config.display_name} seed {config.seed} {level}: {w:.1f} s, probes "
                       f"{p:.1f} s", flush=True)
-    print("| loss | seed | off s | cheap s | full s | cheap / off | full / off | "
-          "probe share cheap | probe share full |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    totals = {lv: 0.0 for lv in LEVELS}
-    shares = {lv: [] for lv in ("cheap", "full")}
+    print("| loss | seed | " + " | ".join(f"{lv} s" for lv in levels) + " | " +
+          " | ".join(f"{lv} / off" for lv in probed) + " | " +
+          " | ".join(f"probe share {lv}" for lv in probed) + " |")
+    print("|---|---|" + "---:|" * (len(levels) + 2 * len(probed)))
+    totals = {lv: 0.0 for lv in levels}
+    shares = {lv: [] for lv in probed}
     for c in runs:
         key = c.run_id()
-        med = {lv: statistics.median(wall[key, lv]) for lv in LEVELS}
+        med = {lv: statistics.median(wall[key, lv]) for lv in levels}
         ratio = {lv: statistics.median(a / b for a, b in zip(wall[key, lv], wall[key, "off"]))
-                 for lv in ("cheap", "full")}
+                 for lv in probed}
         share = {lv: statistics.median(p / (w - p) for w, p in zip(wall[key, lv], probe[key, lv]))
-                 for lv in ("cheap", "full")}
-        for lv in LEVELS:
+                 for lv in probed}
+        for lv in levels:
             totals[lv] += med[lv]
         for lv in shares:
             shares[lv].append(share[lv])
-        print(f"| {c.display_name} | {c.seed} | {med['off']:.1f} | {med['cheap']:.1f} | "
-              f"{med['full']:.1f} | {ratio['cheap']:.3f} | {ratio['full']:.3f} | "
-              f"{share['cheap']:.1%} | {share['full']:.1%} |")
-    print(f"| all (sum of medians) | | {totals['off']:.1f} | {totals['cheap']:.1f} | "
-          f"{totals['full']:.1f} | {totals['cheap'] / totals['off']:.3f} | "
-          f"{totals['full'] / totals['off']:.3f} | {statistics.median(shares['cheap']):.1%} | "
-          f"{statistics.median(shares['full']):.1%} |")
+        print(f"| {c.display_name} | {c.seed} | " + " | ".join(f"{med[lv]:.1f}" for lv in levels)
+              + " | " + " | ".join(f"{ratio[lv]:.3f}" for lv in probed) + " | "
+              + " | ".join(f"{share[lv]:.1%}" for lv in probed) + " |")
+    print("| all (sum of medians) | | " + " | ".join(f"{totals[lv]:.1f}" for lv in levels) + " | "
+          + " | ".join(f"{totals[lv] / totals['off']:.3f}" for lv in probed) + " | "
+          + " | ".join(f"{statistics.median(shares[lv]):.1%}" for lv in probed) + " |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._folding import transforms_active
+
 
 def prepare(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int):
     """Upcast low-precision logits and make targets safe to gather with.
@@ -76,7 +78,11 @@ def log1m_softmax_at(logits: torch.Tensor, index: torch.Tensor,
     near = logp_at > math.log(_NEAR_ONE)
     # replace before expm1 so no log(0) (and no NaN gradient) is ever formed
     out = torch.log(-torch.expm1(torch.where(near, -1.0, logp_at)))
-    if near.any():
+    if transforms_active():  # torch.func (vmap): no data-dependent branch; every entry's
+        rows = logits.unsqueeze(2).expand(*index.shape, logits.shape[-1])  # (B, T, K, V)
+        exact = _exact_log1m(rows.reshape(-1, rows.shape[-1]), index.reshape(-1))  # exact form,
+        out = torch.where(near, exact.view(index.shape), out)  # kept where near: same values
+    elif near.any():
         b, t, k = near.nonzero(as_tuple=True)  # row-major: the order masked_scatter fills
         out = out.masked_scatter(near, _exact_log1m(logits[b, t], index[b, t, k]))
     return out.squeeze(-1) if squeeze else out

@@ -191,7 +191,7 @@ def repeated_ngram_mask(targets: torch.Tensor, keep: torch.Tensor, n: int,
         [[0, 0, 0, 1, 1, 1, 0]]
     """
     B, T = targets.shape
-    mask = torch.zeros(B, T, dtype=torch.bool, device=targets.device)
+    mask = torch.zeros_like(targets, dtype=torch.bool)  # (B, T); like targets under vmap
     if T < n:
         return mask
     safe = torch.where(keep, targets, 0)
@@ -204,7 +204,7 @@ def repeated_ngram_mask(targets: torch.Tensor, keep: torch.Tensor, n: int,
         codes = torch.where(valid, codes, -1 - torch.arange(W, device=targets.device))  # unique
         sorted_codes, order = torch.sort(codes, dim=1, stable=True)
         dup = sorted_codes[:, 1:] == sorted_codes[:, :-1]  # (B, W-1)
-        repeat_starts = torch.zeros(B, W, dtype=torch.bool, device=targets.device)
+        repeat_starts = torch.zeros_like(valid)  # (B, W) bool
         repeat_starts.scatter_(1, order[:, 1:], dup)
     else:
         same = (grams.unsqueeze(2) == grams.unsqueeze(1)).all(dim=-1)  # (B, W, W)

@@ -58,10 +58,12 @@ class ExampleGradients:
     """The gradients of k = min(n, max_groups) micro-batches of b = n // k examples (the
     first k b of the batch; b = 1, per-example, up to max_groups examples): by
     ``vmap(grad(loss))`` per example, averaged in groups, when torch.func can trace the model
-    and the loss; else by a loop of k ordinary backward passes (custom autograd Functions,
-    data-dependent branches and ``.item()`` cannot be vmapped). Both give the same numbers
-    up to rounding, so every loss of a comparison is measured alike. The first failure
-    switches the run to the loop for good, and ``why_not`` says why."""
+    and the loss; else by a loop of k ordinary backward passes (an autograd Function without
+    a vmap rule, a data-dependent branch or ``.item()`` cannot be vmapped). Every built-in
+    loss vmaps (its fused Functions fold the mapped dimension into the batch:
+    ``losses/_folding.py``; tests/test_vmap_losses.py); a plugin's may not. Both paths give
+    the same numbers up to rounding, so every loss of a comparison is measured alike. The
+    first failure switches the run to the loop for good, and ``why_not`` says why."""
 
     def __init__(self, max_groups: int = MAX_GROUPS):
         self.use_vmap, self.why_not, self.max_groups = True, "", max_groups
