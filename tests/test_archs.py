@@ -70,10 +70,10 @@ def test_rerun_is_identical_and_resume_equals_uninterrupted(name, tmp_path):
 
 @pytest.mark.parametrize("name", ARCHS)
 def test_every_arch_gets_its_gradient_behaviour_measured(name):
-    """Noise scale, SNR, Adam sharpness and update ratios for any model; cross-entropy's
-    per-example gradients by vmap (every arch here can be traced), kl's by the loop (its
-    fused loss cannot): the same estimator either way."""
-    for loss, traced in (("cross_entropy", 1.0), ("kl", 0.0)):
+    """Noise scale, SNR, Adam sharpness and update ratios for any model; per-example
+    gradients by vmap for every arch here, kl's fused autograd Function included (its vmap
+    rule; the loop fallback is checked against vmap in tests/test_vmap_losses.py)."""
+    for loss, traced in (("cross_entropy", 1.0), ("kl", 1.0)):
         result = train_run(tiny(model=arch(name), loss=loss))
         final = result.evals[-1]
         for key in ("grad_snr", "grad_noise_trace", "sharpness", "sharpness_eos",
