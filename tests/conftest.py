@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 from hypothesis import settings
 
@@ -15,3 +16,19 @@ collect_ignore = ["fixtures"]
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 # Tests use tiny tensors, where intra-op threads only add overhead.
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def check(monkeypatch, capsys):
+    """check(*args) -> (exit code, stdout, stderr) of `lossbench check ARGS`, in-process."""
+    from lossbench import cli
+    from lossbench.cli.check import check_cmd
+
+    monkeypatch.setitem(cli.cli.commands, "check", check_cmd)
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["check", *map(str, args)])
+        out = capsys.readouterr()
+        return exit_.value.code, out.out, out.err
+    return run

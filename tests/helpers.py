@@ -213,3 +213,13 @@ def write_suite(folder: Path, name: str, losses: str, **options) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(tiny_toml(name, losses, **options))
     return path
+
+
+def load_module(path: Path, name: str):
+    """A fixture file imported as a module (tests/fixtures/...: not on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

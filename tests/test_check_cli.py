@@ -12,9 +12,7 @@ import pytest
 import torch
 from helpers import lossbench_cli as lossbench
 
-from lossbench import cli
 from lossbench.checks import PROPERTIES, LossCase, resolve_targets, run_property
-from lossbench.cli.check import check_cmd
 from lossbench.losses import unregister_loss
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -22,17 +20,6 @@ BROKEN = FIXTURES / "broken_losses.py"
 REAL = FIXTURES / "real_losses"
 
 
-@pytest.fixture
-def check(monkeypatch, capsys):
-    """check(*args) -> (exit code, stdout, stderr) of `lossbench check ARGS`."""
-    monkeypatch.setitem(cli.cli.commands, "check", check_cmd)
-
-    def run(*args):
-        with pytest.raises(SystemExit) as exit_:
-            cli.main(["check", *map(str, args)])
-        out = capsys.readouterr()
-        return exit_.value.code, out.out, out.err
-    return run
 
 
 @pytest.mark.parametrize("fn,prop", [

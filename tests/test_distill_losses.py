@@ -4,11 +4,11 @@ in tests/fixtures/real_losses/: TRL's generalized JSD, DistiLLM's skew KLs and T
 against the papers' equations are the registry's ``matches_reference`` property
 (tests/test_loss_properties.py)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_module
 
 from lossbench.losses import get_loss, mean_over_tokens
 
@@ -16,10 +16,7 @@ REAL = Path(__file__).parent / "fixtures" / "real_losses"
 
 
 def _fixture(name):
-    spec = importlib.util.spec_from_file_location(f"real_{name}", REAL / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(REAL / f"{name}.py", f"real_{name}")
 
 
 def _case(seed=0, B=2, T=5, V=7, dtype=torch.float64):

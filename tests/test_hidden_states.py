@@ -10,8 +10,6 @@ import pytest
 import torch
 from helpers import TINY, Recorder, suite_file, tiny
 
-from lossbench import cli
-from lossbench.cli.check import check_cmd
 from lossbench.core.config import FinetuneConfig
 from lossbench.models import build
 from lossbench.suite.load import SuiteError, load_suite
@@ -94,16 +92,6 @@ def test_simctg_cannot_be_a_fine_tuning_loss(tmp_path):
     assert FinetuneConfig().loss != "simctg"
 
 
-@pytest.fixture
-def check(monkeypatch, capsys):
-    monkeypatch.setitem(cli.cli.commands, "check", check_cmd)
-
-    def run(*args):
-        with pytest.raises(SystemExit) as exit_:
-            cli.main(["check", *map(str, args)])
-        out = capsys.readouterr()
-        return exit_.value.code, out.out, out.err
-    return run
 
 
 def test_check_draws_hidden_states_for_simctg_and_refuses_like(check, tmp_path):

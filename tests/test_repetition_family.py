@@ -3,12 +3,12 @@ their papers' limits and their authors' code (tests/fixtures/authors/, each file
 source and licence). The registry's own references (written from the papers' equations)
 are checked for every loss by tests/test_loss_properties.py (matches_reference)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import load_module
 
 from lossbench.losses import get_loss, mean_over_tokens
 
@@ -16,10 +16,7 @@ AUTHORS = Path(__file__).parent / "fixtures" / "authors"
 
 
 def _authors(name):
-    spec = importlib.util.spec_from_file_location(f"authors_{name}", AUTHORS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(AUTHORS / f"{name}.py", f"authors_{name}")
 
 
 def _case(B=3, T=12, V=7, seed=0, scale=2.0, low=0):
