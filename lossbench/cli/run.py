@@ -16,8 +16,8 @@ from lossbench.cli.common import (
 )
 from lossbench.cli.report import contradicted_claims, print_suite_summary, write_report
 from lossbench.cli.status import plan_json, print_plan, store_errors
-from lossbench.core.schema import RunFolder
-from lossbench.store.runs import GIVE_UP_AFTER
+from lossbench.core.schema import TRACEBACK
+from lossbench.store.runs import GIVE_UP_AFTER, run_dir
 from lossbench.sweep.executors import ExecutorUnavailable
 
 
@@ -198,7 +198,7 @@ def _print_outcome(suite, out, outcome) -> None:
     for run_id, (n, error) in outcome.failures.items():
         more = ("not retried: fix the cause, then rerun with --give-up-after 0"
                 if run_id in outcome.gave_up else "rerun the command to retry it")
-        traceback = RunFolder.of(out, run_id).traceback
+        traceback = run_dir(out, run_id) / TRACEBACK
         where = f" (runs/{run_id}/traceback.txt)" if traceback.is_file() else ""
         if not traceback.parent.is_dir():
             error = error or "its folder was removed while it trained"

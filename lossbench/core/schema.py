@@ -5,17 +5,12 @@ Kept apart from both so the store (and the report above it) need not import
 training, and the two cannot drift apart.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
-
 STEP_METRICS = ("train_loss", "train_ce", "grad_norm", "clipped", "lr", "tokens", "wall_s")
 STEP_FIELDS = ("step", *STEP_METRICS)  # one list per field in a run's ``steps``
 
 TABLES_LOCK = ".tables.lock"  # held while an experiment's tables or records are written
 
-# The files of one run's folder, DIR/runs/<run_id>/: named here only (the store writes and
+# The files of one run's folder, DIR/runs/<run_id>/ (lossbench.store.runs.run_dir): named here only (the store writes and
 # reads them, training writes its checkpoint and weights, status and reports read them).
 CONFIG = "config.json"  # the run's resolved config, written before it starts
 RESULT = "result.json"  # steps, evals and summary (and the config); written last, atomically
@@ -27,23 +22,3 @@ WEIGHTS = "model.pt"  # the final weights, with [train] save_weights
 TRACEBACK = "traceback.txt"  # for failed runs (the latest attempt's)
 LOCK = ".lock"  # held while a process trains the run (flock)
 
-
-@dataclass(frozen=True)
-class RunFolder:
-    """One run's folder and the paths of its files."""
-
-    path: Path
-
-    @classmethod
-    def of(cls, out: str | Path, run_id: str) -> RunFolder:
-        return cls(Path(out) / "runs" / run_id)
-
-    config = property(lambda self: self.path / CONFIG)
-    result = property(lambda self: self.path / RESULT)
-    done = property(lambda self: self.path / DONE)
-    attempts = property(lambda self: self.path / ATTEMPTS)
-    metrics = property(lambda self: self.path / METRICS)
-    checkpoint = property(lambda self: self.path / CHECKPOINT)
-    weights = property(lambda self: self.path / WEIGHTS)
-    traceback = property(lambda self: self.path / TRACEBACK)
-    lock = property(lambda self: self.path / LOCK)

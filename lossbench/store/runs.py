@@ -1,6 +1,6 @@
 """The results store: one folder per run, written atomically, and one experiment's tables.
 
-    DIR/runs/<run_id>/             one run's files (lossbench.core.schema.RunFolder names them)
+    DIR/runs/<run_id>/             one run's files (named in lossbench.core.schema)
     DIR/experiments/<id>.json      one per suite invocation (see lossbench.store.experiments)
     DIR/suite.json                 the latest experiment (name, baseline, seeds, run ids)
     DIR/summary.csv                the latest experiment's runs, one row each

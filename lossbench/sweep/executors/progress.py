@@ -14,9 +14,10 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 from lossbench.core.config import RunConfig
-from lossbench.core.schema import RunFolder
+from lossbench.core.schema import TRACEBACK
 from lossbench.core.text import duration
 
 
@@ -122,10 +123,14 @@ class SweepBar:
         detail = ""
         if status in ("done", "diverged"):
             detail = f" (val CE {self._val_ce(run_id)})"
-        elif status == "failed" and self.out is not None and \
-                RunFolder.of(self.out, run_id).traceback.is_file():
+        elif status == "failed" and self.out is not None and self._traceback(run_id).is_file():
             detail = f" (see runs/{run_id}/traceback.txt)"
         return f"run {name} seed {seed} {status}{detail} [{len(self.finished)}/{len(self.totals)}]"
+
+    def _traceback(self, run_id: str) -> Path:
+        from lossbench.store.runs import run_dir
+
+        return run_dir(self.out, run_id) / TRACEBACK
 
     def _val_ce(self, run_id: str) -> str:
         from lossbench.store.runs import MalformedResult, read_result, run_dir
