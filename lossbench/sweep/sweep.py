@@ -111,10 +111,10 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int | None = None,
     if show_progress is None:
         show_progress = True if sys.stderr.isatty() else "lines"
     meta, first = _open(suite, out)
-    phases = _Phases(suite, out, meta, dict(
-        workers=workers or auto_workers(suite), executor=executor, scheduler=scheduler,
-        plugins=tuple(plugins), show_progress=show_progress, log=tuple(log)),
-        retry=retry, give_up_after=give_up_after)
+    phases = _Phases(suite, out, meta, retry=retry, give_up_after=give_up_after,
+                     workers=workers or auto_workers(suite), executor=executor,
+                     scheduler=scheduler, plugins=tuple(plugins),
+                     show_progress=show_progress, log=tuple(log))
     start = time.perf_counter()
     if suite.teachers:  # ordinary runs, trained (or found done) before any student
         phases.execute(list(suite.teachers), "teacher")
@@ -150,9 +150,14 @@ class _Phases:
     suite: Suite
     out: Path
     meta: dict
-    options: dict  # workers, executor, scheduler, plugins, show_progress, log
     retry: bool
     give_up_after: int
+    workers: int
+    executor: str
+    scheduler: str | None
+    plugins: tuple[str, ...]
+    show_progress: bool | str
+    log: tuple[str, ...]
     statuses: dict[str, str] = field(default_factory=dict)
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
@@ -165,11 +170,10 @@ class _Phases:
         self.skipped += len(done)
         if not pending:
             return
-        o = self.options
-        job = Job(str(self.out), o["plugins"], o["log"],
+        job = Job(str(self.out), self.plugins, self.log,
                   (("suite", self.suite.name), ("experiment", self.meta["id"])))
-        runner = make_executor(o["executor"], job=job, scheduler=o["scheduler"],
-                               workers=o["workers"], show_progress=o["show_progress"],
+        runner = make_executor(self.executor, job=job, scheduler=self.scheduler,
+                               workers=self.workers, show_progress=self.show_progress,
                                label=desc)
         self.statuses.update(runner.run(pending))  # SweepInterrupted propagates: nothing more
 
